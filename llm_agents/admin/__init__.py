@@ -1,0 +1,3 @@
+"""The admin: one module per model family (importing them registers the ModelAdmins)."""
+
+from . import batches, budgets, costs, executions, prompts  # noqa: F401

@@ -1,0 +1,334 @@
+"""Executions and spans in the admin: a read-only, filterable list that stays fast at millions of
+rows, an execution page with the span tree, and the dashboard (``admin:llm_agents_dashboard``)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import TYPE_CHECKING, Any, cast
+
+from django.contrib import admin
+from django.contrib.admin.utils import unquote
+from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.db import connections
+from django.db.models import F, Q, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.functional import cached_property
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+
+from ..models import Execution, Span
+from ..querysets import ERROR_CATEGORIES, FAILED_STATUSES, error_category
+from .dashboard import dashboard_view, format_cost, format_ms
+from .mixins import ReadOnlyAdminMixin
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
+
+PAYLOAD_PREVIEW_CHARS = 1500
+HEAVY_FIELDS = (
+    "system_prompt",
+    "user_prompt",
+    "response",
+    "parameters",
+    "attempts",
+    "tool_calls",
+    "metadata",
+)
+
+
+class FallbackFilter(admin.SimpleListFilter):
+    title = _("fallback")
+    parameter_name = "fallback"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, StrOrPromise]]:
+        return [("yes", _("Used a fallback model")), ("no", _("Configured model answered"))]
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        if self.value() == "yes":
+            return queryset.exclude(chosen_model_id="").exclude(chosen_model_id=F("model_id"))
+        if self.value() == "no":
+            return queryset.filter(Q(chosen_model_id="") | Q(chosen_model_id=F("model_id")))
+        return queryset
+
+
+class RootFilter(admin.SimpleListFilter):
+    """Root executions are what the dashboard and the API's analytics count."""
+
+    title = _("nesting")
+    parameter_name = "root"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, StrOrPromise]]:
+        return [("yes", _("Root executions")), ("no", _("Nested runs"))]
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        if self.value() == "yes":
+            return queryset.filter(parent__isnull=True)
+        if self.value() == "no":
+            return queryset.filter(parent__isnull=False)
+        return queryset
+
+
+class ErrorCategoryFilter(admin.SimpleListFilter):
+    """Failed executions of one category of ``error_analysis()``."""
+
+    title = _("error category")
+    parameter_name = "error_category"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, StrOrPromise]]:
+        return [(category, category.replace("_", " ")) for category in ERROR_CATEGORIES]
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        if self.value() in ERROR_CATEGORIES:
+            return (
+                queryset.filter(status__in=FAILED_STATUSES)
+                .alias(error_category=error_category())
+                .filter(error_category=self.value())
+            )
+        return queryset
+
+
+class EstimatedCountPaginator(Paginator):
+    """On PostgreSQL, an unfiltered list of a large table is counted from the planner's statistics
+    (``pg_class.reltuples``) instead of a full scan; filtered lists and small tables count exactly."""
+
+    estimate_above = 100_000
+
+    @cached_property
+    def count(self) -> int:
+        queryset = cast("QuerySet[Any]", self.object_list)
+        query = getattr(queryset, "query", None)
+        if query is not None and not query.where and connections[queryset.db].vendor == "postgresql":
+            with connections[queryset.db].cursor() as cursor:
+                cursor.execute(
+                    "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
+                    [queryset.model._meta.db_table],
+                )
+                row = cursor.fetchone()
+            if row and row[0] is not None and row[0] > self.estimate_above:
+                return int(row[0])
+        return super().count
+
+
+class ExecutionChangeList(ChangeList):
+    def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> Any:
+        return super().get_queryset(request, exclude_parameters).defer(*HEAVY_FIELDS)
+
+
+def pretty(value: Any) -> str:
+    """JSON pretty-printed (a string stays as it is)."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
+
+
+def payload(value: Any) -> dict[str, Any] | None:
+    """A payload to show: the whole text, and a preview when it is long."""
+    if value in (None, "", [], {}):
+        return None
+    text = pretty(value)
+    truncated = len(text) > PAYLOAD_PREVIEW_CHARS
+    return {
+        "text": text,
+        "preview": text[:PAYLOAD_PREVIEW_CHARS] if truncated else text,
+        "truncated": truncated,
+        "size": len(text),
+    }
+
+
+def span_tree(execution: Execution) -> list[dict[str, Any]]:
+    """The execution's spans as nested nodes (one query), with their place on the timeline."""
+    spans = list(execution.spans.order_by("started_at", "id"))
+    total_ms = execution.duration_ms or max(
+        (
+            (span.started_at - execution.started_at).total_seconds() * 1000 + (span.duration_ms or 0)
+            for span in spans
+        ),
+        default=0,
+    )
+    nodes: dict[uuid.UUID, dict[str, Any]] = {}
+    for span in spans:
+        offset = max((span.started_at - execution.started_at).total_seconds() * 1000, 0)
+        nodes[span.pk] = {
+            "span": span,
+            "children": [],
+            "input": payload(span.input),
+            "output": payload(span.output),
+            "metadata": payload(span.metadata),
+            "offset_pct": min(round(offset * 100 / total_ms, 2), 100) if total_ms else 0,
+            "width_pct": max(min(round((span.duration_ms or 0) * 100 / total_ms, 2), 100), 0.5)
+            if total_ms
+            else 100,
+        }
+    roots: list[dict[str, Any]] = []
+    for span in spans:
+        node = nodes[span.pk]
+        parent = nodes.get(span.parent_id) if span.parent_id else None
+        (parent["children"] if parent else roots).append(node)
+    return roots
+
+
+@admin.register(Execution)
+class ExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["agent", "model_used", "status_badge", "tokens", "cost", "duration", "started_at"]
+    list_display_links = ["agent"]
+    list_filter = [
+        "status",
+        RootFilter,
+        "kind",
+        "agent_type",
+        "model_id",
+        "tenant_id",
+        "started_at",
+        "streaming",
+        "cache_hit",
+        FallbackFilter,
+        ErrorCategoryFilter,
+    ]
+    search_fields = ["=id", "agent_type", "model_id", "error_class", "error_message", "tenant_id"]
+    date_hierarchy = "started_at"
+    list_select_related = False
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
+    list_per_page = 50
+    change_list_template = "admin/llm_agents/execution/change_list.html"
+    change_form_template = "admin/llm_agents/execution/change_form.html"
+    fields = ["agent_type"]
+
+    # -- list columns --------------------------------------------------------------------------
+
+    @admin.display(description=_("agent"), ordering="agent_type")
+    def agent(self, execution: Execution) -> str:
+        return execution.agent_type
+
+    @admin.display(description=_("model"), ordering="model_id")
+    def model_used(self, execution: Execution) -> str:
+        if execution.used_fallback:
+            return format_html(
+                '{} <span class="llm-fallback" title="{}">→ {}</span>',
+                execution.model_id,
+                _("fell back to"),
+                execution.chosen_model_id,
+            )
+        return execution.model_id
+
+    @admin.display(description=_("status"), ordering="status")
+    def status_badge(self, execution: Execution) -> str:
+        return format_html(
+            '<span class="llm-status llm-status-{}">{}</span>',
+            execution.status,
+            execution.get_status_display(),
+        )
+
+    @admin.display(description=_("tokens"), ordering="total_tokens")
+    def tokens(self, execution: Execution) -> int:
+        return execution.total_tokens
+
+    @admin.display(description=_("cost"), ordering="total_cost")
+    def cost(self, execution: Execution) -> str:
+        return format_cost(execution.total_cost)
+
+    @admin.display(description=_("duration"), ordering="duration_ms")
+    def duration(self, execution: Execution) -> str:
+        return format_ms(execution.duration_ms)
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return ExecutionChangeList
+
+    # -- the execution page --------------------------------------------------------------------
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
+        cache = request.__dict__.setdefault("_llm_agents_executions", {})
+        if object_id not in cache:
+            queryset = self.get_queryset(request).select_related("parent", "prompt_version__prompt")
+            try:
+                cache[object_id] = queryset.get(pk=self.model._meta.pk.to_python(object_id))
+            except (self.model.DoesNotExist, ValidationError, ValueError):
+                cache[object_id] = None
+        return cache[object_id]
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
+        execution = self.get_object(request, unquote(object_id))
+        context = dict(extra_context or {})
+        if execution is not None:
+            context.update(self.detail_context(execution))
+        return super().change_view(request, object_id, form_url, context)
+
+    def detail_context(self, execution: Execution) -> dict[str, Any]:
+        prompt_version_url = None
+        version = execution.prompt_version
+        if version is not None:
+            prompt_version_url = reverse(
+                "admin:llm_agents_prompt_version", args=[version.prompt_id, version.number]
+            )
+        children: list[dict[str, Any]] = [
+            dict(child)
+            for child in execution.children.order_by("started_at").values(
+                "id", "agent_type", "kind", "status", "model_id", "total_tokens", "total_cost", "duration_ms",
+                "started_at",
+            )
+        ]  # fmt: skip
+        for child in children:
+            child["url"] = reverse("admin:llm_agents_execution_change", args=[child["id"]])
+        return {
+            "execution": execution,
+            "spans": span_tree(execution),
+            "children": children,
+            "prompt_version_url": prompt_version_url,
+            "parent_url": reverse("admin:llm_agents_execution_change", args=[execution.parent_id])
+            if execution.parent_id
+            else None,
+            "attempts": execution.attempts if isinstance(execution.attempts, list) else [],
+            "tool_calls": [
+                {
+                    **call,
+                    "arguments_text": payload(call.get("arguments")),
+                    "result_text": payload(call.get("result")),
+                }
+                for call in (execution.tool_calls or [])
+                if isinstance(call, dict)
+            ],
+            "texts": [
+                (label, payload(value))
+                for label, value in (
+                    (_("System prompt"), execution.system_prompt),
+                    (_("User prompt"), execution.user_prompt),
+                    (_("Response"), execution.response),
+                )
+                if value
+            ],
+            "parameters_text": payload(execution.parameters),
+            "metadata_text": payload(execution.metadata),
+            "dashboard_url": reverse("admin:llm_agents_dashboard"),
+        }
+
+    # -- the dashboard -------------------------------------------------------------------------
+
+    def get_urls(self) -> list[Any]:
+        return [
+            path("dashboard/", self.admin_site.admin_view(self.dashboard_view), name="llm_agents_dashboard"),
+            *super().get_urls(),
+        ]
+
+    def dashboard_view(self, request: HttpRequest) -> TemplateResponse:
+        return dashboard_view(self, request)
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        context = {"dashboard_url": reverse("admin:llm_agents_dashboard"), **(extra_context or {})}
+        return super().changelist_view(request, context)
+
+
+@admin.register(Span)
+class SpanAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["name", "kind", "status", "model_id", "total_cost", "duration_ms", "started_at"]
+    list_filter = ["kind", "status"]
+    search_fields = ["name", "model_id", "=execution__id"]
+    raw_id_fields = ["execution", "parent"]
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator

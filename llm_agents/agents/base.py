@@ -1,0 +1,564 @@
+"""The Agent class: declare a model, prompts and params; ``call``, ``acall`` or ``stream`` it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import hashlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Generator, Iterator
+from typing import Any, ClassVar
+
+from asgiref.sync import sync_to_async
+from django.core.cache import caches
+from django.db import DatabaseError, close_old_connections
+from django.utils import timezone
+
+from .. import budgets, recording, signals, tracing
+from ..conf import app_settings
+from ..errors import AllModelsExhaustedError, AuthenticationError, ProviderError, RateLimitError
+from ..events import emit
+from ..pricing import ZERO, Cost, calculate_cost
+from ..providers import get_provider, provider_name_for
+from ..providers.base import ProviderRequest, ProviderResponse, ToolCall
+from ..recording import ExecutionRecord, SpanRecord, elapsed_ms
+from .params import bind_params, collect_params
+from .result import AgentResult
+from .tools import tool_for
+
+logger = logging.getLogger("llm_agents")
+
+
+class Agent:
+    """Subclass, set class attributes and Params, and implement ``user_prompt`` (and optionally
+    ``system_prompt`` and ``execution_metadata``). See the agents documentation."""
+
+    agent_type: ClassVar[str] = ""
+    model: ClassVar[str | None] = None
+    fallback_models: ClassVar[list[str]] = []
+    temperature: ClassVar[float | None] = None
+    max_tokens: ClassVar[int | None] = None
+    version: ClassVar[str] = "1.0"
+    timeout: ClassVar[float | None] = None
+    retries: ClassVar[int | None] = None
+    retry_backoff: ClassVar[float] = 0.4
+    cache_ttl: ClassVar[int | None] = None
+    tools: ClassVar[list[Any]] = []
+    max_tool_iterations: ClassVar[int] = 5
+    prompt: ClassVar[str | None] = None
+    schema: ClassVar[Any] = None
+    description: ClassVar[str] = ""
+
+    _agent_type_is_set: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "agent_type" in vars(cls):
+            cls._agent_type_is_set = True
+        elif not cls._agent_type_is_set:
+            cls.agent_type = cls.__name__
+
+    def __init__(self, **params: Any) -> None:
+        values = bind_params(self.agent_type or type(self).__name__, collect_params(type(self)), params)
+        self.__dict__.update(values)
+        self.params = values
+
+    # -- what users override ------------------------------------------------------------------
+
+    def system_prompt(self) -> str:
+        return ""
+
+    def user_prompt(self) -> str:
+        return ""
+
+    def execution_metadata(self) -> dict[str, Any]:
+        return {}
+
+    def messages(self) -> list[dict[str, Any]]:
+        """The messages sent to the model: the system prompt (if any), then the user prompt."""
+        system, user = self.system_prompt(), self.user_prompt()
+        messages = [{"role": "system", "content": system}] if system else []
+        return [*messages, {"role": "user", "content": user}]
+
+    # -- entry points -------------------------------------------------------------------------
+
+    @classmethod
+    def call(cls, **params: Any) -> AgentResult:
+        """Run the agent and return an :class:`AgentResult`; records exactly one Execution."""
+        run = Run(cls(**params), streaming=False)
+        return _drain(run.execute())
+
+    @classmethod
+    async def acall(cls, **params: Any) -> AgentResult:
+        """``call`` on a worker thread, so that neither the provider nor the database blocks the loop."""
+        agent = cls(**params)
+
+        def run() -> AgentResult:
+            try:
+                return _drain(Run(agent, streaming=False).execute())
+            finally:
+                close_old_connections()  # as at the end of a request: honours CONN_MAX_AGE
+
+        return await sync_to_async(run, thread_sensitive=False)()
+
+    @classmethod
+    def stream(cls, **params: Any) -> AgentStream:
+        """Iterate the answer's text chunks; ``.result`` holds the AgentResult once exhausted."""
+        return AgentStream(Run(cls(**params), streaming=True))
+
+
+def _drain(generator: Generator[str, None, AgentResult]) -> AgentResult:
+    while True:
+        try:
+            next(generator)
+        except StopIteration as stop:
+            return stop.value
+
+
+class AgentStream:
+    """Text chunks of a streaming agent call; ``result`` once the stream is exhausted."""
+
+    def __init__(self, run: Run) -> None:
+        self._generator = run.execute()
+        self.result: AgentResult | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        while True:
+            try:
+                chunk = next(self._generator)
+            except StopIteration as stop:
+                self.result = stop.value
+                return
+            yield chunk
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        """Iterate from async code: the stream runs on one worker thread, chunks come through a queue."""
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[Any] = asyncio.Queue()
+        done = object()
+
+        def produce() -> None:
+            try:
+                for chunk in self:
+                    loop.call_soon_threadsafe(chunks.put_nowait, chunk)
+            except BaseException as exc:  # handed to the consumer, which raises it
+                loop.call_soon_threadsafe(chunks.put_nowait, exc)
+            finally:
+                close_old_connections()
+                loop.call_soon_threadsafe(chunks.put_nowait, done)
+
+        producer = loop.run_in_executor(None, contextvars.copy_context().run, produce)
+        while (item := await chunks.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+        await producer
+
+
+class Run:
+    """One call of one agent: tenant → cache → attempts (retries, fallbacks) → tools → record."""
+
+    def __init__(self, agent: Agent, *, streaming: bool) -> None:
+        self.agent = agent
+        self.cls = type(agent)
+        self.streaming = streaming
+        self.model = self.cls.model or app_settings.DEFAULT_MODEL
+        self.temperature = (
+            self.cls.temperature if self.cls.temperature is not None else app_settings.DEFAULT_TEMPERATURE
+        )
+        self.timeout = self.cls.timeout if self.cls.timeout is not None else app_settings.DEFAULT_TIMEOUT
+        self.retries = self.cls.retries if self.cls.retries is not None else app_settings.DEFAULT_RETRIES
+        self.max_tokens = self.cls.max_tokens
+        self.extra_params: dict[str, Any] = {}
+        self.prompt_version: Any = None
+        self.tools = {tool.name: tool for tool in map(tool_for, self.cls.tools)}
+        self.attempts: list[dict[str, Any]] = []
+        self.tool_calls: list[dict[str, Any]] = []
+        self.fallback_chain: list[str] = []
+        self.fallback_reason = ""
+        self.rate_limited = False
+        self.time_to_first_token_ms: int | None = None
+        self.pricing_source = "unknown"
+        self.chosen_model = ""
+        self.provider_name = ""
+
+    # -- the call -----------------------------------------------------------------------------
+
+    def execute(self) -> Generator[str, None, AgentResult]:
+        messages = self.build_messages()
+        tenant_id = self.resolve_tenant()
+        parent = tracing.current_execution()
+        record = ExecutionRecord(kind="agent", agent_type=self.cls.agent_type, parent=parent)
+        record.fields.update(
+            status="running",
+            agent_version=str(self.cls.version),
+            model_id=self.model,
+            chosen_model_id="",
+            temperature=self.temperature,
+            tenant_id=tenant_id,
+            parameters=self.agent.params,
+            metadata=self.safe_metadata(),
+            streaming=self.streaming,
+            system_prompt="\n\n".join(m["content"] for m in messages if m["role"] == "system"),
+            user_prompt="\n\n".join(m["content"] for m in messages if m["role"] == "user"),
+            prompt_version_id=getattr(self.prompt_version, "pk", None),
+        )
+        self.record = record
+        agent_span = None
+        if parent is not None:
+            agent_span = SpanRecord(
+                name=self.cls.agent_type, kind="agent", parent=tracing.current_span(),
+                metadata={"execution_id": str(record.id)},
+            )  # fmt: skip
+            parent.spans.append(agent_span)
+        recording.start(record)
+        emit(
+            signals.execution_started, sender=self.cls, agent_type=self.cls.agent_type, model=self.model,
+            tenant_id=tenant_id, execution_id=record.id,
+        )  # fmt: skip
+        error: BaseException | None = None
+        try:
+            with tracing.activate(record):
+                result = yield from self.answer(messages, tenant_id)
+            return result
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self.finish(error)
+            if agent_span is not None:
+                agent_span.total_cost = record.fields["total_cost"]
+                agent_span.input_tokens = record.fields["input_tokens"]
+                agent_span.output_tokens = record.fields["output_tokens"]
+                agent_span.cached_tokens = record.fields["cached_tokens"]
+                agent_span.model_id = self.chosen_model or self.model
+                agent_span.finish(error)
+
+    def answer(
+        self, messages: list[dict[str, Any]], tenant_id: str | None
+    ) -> Generator[str, None, AgentResult]:
+        cache_key = self.cache_key(messages, tenant_id) if self.cls.cache_ttl else None
+        if cache_key is not None:
+            hit = caches[app_settings.CACHE_ALIAS].get(cache_key)
+            if hit is not None:
+                emit(signals.cache_hit, sender=self.cls, agent_type=self.cls.agent_type, cache_key=cache_key)
+                self.record.fields.update(cache_hit=True, chosen_model_id=self.model, response=hit["content"],
+                                          finish_reason=hit.get("finish_reason", ""))  # fmt: skip
+                self.chosen_model = self.model
+                if self.streaming and hit["content"]:
+                    yield hit["content"]
+                return self.result(hit["content"], hit.get("finish_reason", ""), cached=True)
+            emit(signals.cache_miss, sender=self.cls, agent_type=self.cls.agent_type, cache_key=cache_key)
+
+        # Budgets: a hard stop raises BudgetExceededError here, before any provider is asked. The
+        # reservation is settled with the call's spend when the record completes (recording.complete).
+        self.record.budget_reservation = budgets.check_call(
+            agent_type=self.cls.agent_type, tenant_id=tenant_id, model=self.model, messages=messages,
+            max_tokens=self.max_tokens, at=self.record.started_at, sender=self.cls,
+        )  # fmt: skip
+
+        response = yield from self.first_response(messages)
+        response = yield from self.tool_loop(messages, response)
+        self.record.fields.update(response=response.content, finish_reason=response.finish_reason)
+        result = self.result(response.content, response.finish_reason, cached=False)
+        if cache_key is not None:
+            caches[app_settings.CACHE_ALIAS].set(
+                cache_key,
+                {"content": response.content, "finish_reason": response.finish_reason},
+                self.cls.cache_ttl,
+            )
+            emit(signals.cache_written, sender=self.cls, agent_type=self.cls.agent_type, cache_key=cache_key)
+        return result
+
+    def first_response(self, messages: list[dict[str, Any]]) -> Generator[str, None, ProviderResponse]:
+        """Try each model of ``[model] + fallback_models``, each with its retries."""
+        models = [self.model, *self.cls.fallback_models]
+        last_error: BaseException | None = None
+        for index, model in enumerate(models):
+            self.fallback_chain.append(model)
+            try:
+                response = yield from self.request_with_retries(model, messages, count_attempts=True)
+            except AuthenticationError:
+                raise
+            except ProviderError as exc:
+                last_error = exc
+                if index == 0:
+                    self.fallback_reason = f"{type(exc).__name__}: {exc}"[:255]
+                continue
+            if model != self.model:
+                emit(signals.fallback_used, sender=self.cls, agent_type=self.cls.agent_type, primary_model=self.model,
+                     used_model=model, attempts_made=len(self.attempts))  # fmt: skip
+            else:
+                self.fallback_reason = ""
+            return response
+        emit(
+            signals.all_models_exhausted, sender=self.cls, agent_type=self.cls.agent_type, models_tried=models
+        )
+        raise AllModelsExhaustedError(
+            f"All models failed for {self.cls.agent_type} ({', '.join(models)}): {last_error}",
+            models_tried=models,
+            last_error=last_error,
+        ) from last_error
+
+    def request_with_retries(
+        self, model: str, messages: list[dict[str, Any]], *, count_attempts: bool
+    ) -> Generator[str, None, ProviderResponse]:
+        for retry in range(self.retries + 1):
+            try:
+                return (yield from self.request(model, messages, count_attempts=count_attempts))
+            except ProviderError as exc:
+                if not exc.retryable or retry == self.retries or isinstance(exc, AuthenticationError):
+                    raise
+                if self.cls.retry_backoff:
+                    time.sleep(self.cls.retry_backoff * 2**retry)
+        raise AssertionError("unreachable")
+
+    def request(
+        self, model: str, messages: list[dict[str, Any]], *, count_attempts: bool
+    ) -> Generator[str, None, ProviderResponse]:
+        """One provider request: one llm span (and one attempt when ``count_attempts``)."""
+        provider_name, provider = get_provider(model)
+        request = ProviderRequest(
+            model=model,
+            messages=messages,
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            timeout=self.timeout,
+            tools=[tool.definition() for tool in self.tools.values()],
+            params=dict(self.extra_params),
+        )
+        span = SpanRecord(name=model, kind="llm", parent=tracing.current_span(), model_id=model,
+                          provider=provider_name, input=[dict(m) for m in messages])  # fmt: skip
+        self.record.spans.append(span)
+        first_token_at = None
+        try:
+            if self.streaming:
+                response = None
+                for event in provider.stream(request):
+                    if event.response is not None:
+                        response = event.response
+                    elif event.delta:
+                        if first_token_at is None:
+                            first_token_at = timezone.now()
+                        yield event.delta
+                if response is None:
+                    raise ProviderError(f"The {provider_name} stream ended without a final response.")
+            else:
+                response = provider.complete(request)
+        except ProviderError as exc:
+            self.rate_limited = self.rate_limited or isinstance(exc, RateLimitError)
+            self.account(span, model, provider_name, exc.input_tokens, exc.output_tokens, 0, 0)
+            span.finish(exc)
+            if count_attempts:
+                self.attempts.append(self.attempt(span, exc))
+            raise
+        usage = response.usage
+        self.account(span, model, provider_name, usage.input_tokens, usage.output_tokens, usage.cached_tokens,
+                     usage.reasoning_tokens)  # fmt: skip
+        if first_token_at is not None:
+            span.time_to_first_token_ms = elapsed_ms(span.started_at, first_token_at)
+            if self.time_to_first_token_ms is None:
+                self.time_to_first_token_ms = elapsed_ms(self.record.started_at, first_token_at)
+        span.output = {
+            "content": response.content,
+            "tool_calls": [vars(call) for call in response.tool_calls],
+        }
+        span.finish()
+        if count_attempts:
+            self.attempts.append(self.attempt(span, None))
+        self.chosen_model, self.provider_name = model, provider_name
+        return response
+
+    def account(self, span: SpanRecord, model: str, provider: str, input_tokens: int, output_tokens: int,
+                cached_tokens: int, reasoning_tokens: int) -> None:  # fmt: skip
+        """Price a request's tokens at the rate in force when it started, on its span and the execution."""
+        span.input_tokens, span.output_tokens, span.cached_tokens = input_tokens, output_tokens, cached_tokens
+        if not (input_tokens or output_tokens):
+            return
+        try:
+            cost = calculate_cost(
+                model, input_tokens, output_tokens, cached_tokens, at=span.started_at, provider=provider
+            )
+        except DatabaseError:
+            logger.warning("Could not price %s (database unreachable); recorded at zero cost", model)
+            cost = Cost(ZERO, ZERO, ZERO, "unknown")
+        span.total_cost = cost.total_cost
+        self.pricing_source = cost.source
+        self.record.add_usage(
+            input_tokens=input_tokens, output_tokens=output_tokens, cached_tokens=cached_tokens,
+            reasoning_tokens=reasoning_tokens, input_cost=cost.input_cost, output_cost=cost.output_cost,
+        )  # fmt: skip
+
+    @staticmethod
+    def attempt(span: SpanRecord, error: ProviderError | None) -> dict[str, Any]:
+        return {
+            "model_id": span.model_id,
+            "status": "success" if error is None else recording.failure_status(error),
+            "error_class": type(error).__name__ if error else "",
+            "error_message": str(error) if error else "",
+            "duration_ms": span.duration_ms,
+            "input_tokens": span.input_tokens,
+            "output_tokens": span.output_tokens,
+            "started_at": span.started_at.isoformat(),
+        }
+
+    def tool_loop(
+        self, messages: list[dict[str, Any]], response: ProviderResponse
+    ) -> Generator[str, None, ProviderResponse]:
+        """Run the tools the model asks for, then ask again, up to ``max_tool_iterations`` rounds."""
+        messages = list(messages)
+        for _ in range(self.cls.max_tool_iterations):
+            if not response.tool_calls:
+                break
+            messages.append({
+                "role": "assistant", "content": response.content,
+                "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in response.tool_calls],
+            })  # fmt: skip
+            for call in response.tool_calls:
+                result = self.run_tool(call)
+                content = result if isinstance(result, str) else json.dumps(result, default=str)
+                messages.append(
+                    {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": content}
+                )
+            response = yield from self.request_with_retries(self.chosen_model, messages, count_attempts=False)
+        return response
+
+    def run_tool(self, call: ToolCall) -> Any:
+        with tracing.span(call.name, kind="tool", input=call.arguments) as span:
+            tool = self.tools.get(call.name)
+            try:
+                if tool is None:
+                    raise LookupError(f"The model asked for an unknown tool {call.name!r}.")
+                result = tool.invoke(call.arguments)
+            except Exception as exc:  # the model is told, and may recover
+                span.status = "error"
+                span.error_class, span.error_message = type(exc).__name__, str(exc)
+                result = {"error": f"{type(exc).__name__}: {exc}"}
+            span.output = result
+        self.tool_calls.append(
+            {"id": call.id, "name": call.name, "arguments": call.arguments, "result": result}
+        )
+        return result
+
+    # -- bookkeeping --------------------------------------------------------------------------
+
+    def finish(self, error: BaseException | None) -> None:
+        record, fields = self.record, self.record.fields
+        fields.update(
+            chosen_model_id=self.chosen_model or self.model,
+            provider=self.provider_name or provider_name_for(self.model),
+            attempts=self.attempts,
+            attempts_count=len(self.attempts),
+            fallback_chain=self.fallback_chain if len(self.fallback_chain) > 1 else [],
+            fallback_reason=self.fallback_reason if len(self.fallback_chain) > 1 else "",
+            tool_calls=self.tool_calls,
+            tool_calls_count=len(self.tool_calls),
+            rate_limited=self.rate_limited,
+            retryable=bool(getattr(error, "retryable", False)) if error else False,
+            pricing_source=self.pricing_source,
+            time_to_first_token_ms=self.time_to_first_token_ms,
+        )
+        if error is not None and not self.chosen_model:
+            fields["chosen_model_id"] = self.model
+        recording.complete(record, error=error)
+        payload = {
+            "agent_type": self.cls.agent_type, "execution_id": record.id, "model": self.model,
+            "model_used": fields["chosen_model_id"], "tenant_id": fields.get("tenant_id"),
+            "status": fields["status"], "duration_ms": fields["duration_ms"],
+            "input_tokens": fields["input_tokens"], "output_tokens": fields["output_tokens"],
+            "total_tokens": fields["total_tokens"], "input_cost": fields["input_cost"],
+            "output_cost": fields["output_cost"], "total_cost": fields["total_cost"],
+            "cached": bool(fields.get("cache_hit")), "attempts_made": len(self.attempts),
+            "finish_reason": fields.get("finish_reason", ""),
+            "time_to_first_token_ms": self.time_to_first_token_ms,
+        }  # fmt: skip
+        if error is None:
+            emit(signals.execution_completed, sender=self.cls, **payload)
+        else:
+            emit(signals.execution_failed, sender=self.cls, error_class=type(error).__name__,
+                 error_message=str(error), **payload)  # fmt: skip
+
+    def result(self, content: str, finish_reason: str, *, cached: bool) -> AgentResult:
+        fields = self.record.fields
+        now = timezone.now()
+        return AgentResult(
+            content=content,
+            parsed=self.parse(content),
+            execution_id=self.record.id,
+            model_id=self.model,
+            chosen_model_id=self.chosen_model or self.model,
+            input_tokens=fields["input_tokens"],
+            output_tokens=fields["output_tokens"],
+            total_tokens=fields["total_tokens"],
+            total_cost=fields["total_cost"],
+            duration_ms=elapsed_ms(self.record.started_at, now),
+            cached=cached,
+            tool_calls=list(self.tool_calls),
+            finish_reason=finish_reason,
+            time_to_first_token_ms=self.time_to_first_token_ms,
+        )
+
+    def parse(self, content: str) -> Any:
+        schema = self.cls.schema
+        if schema is None:
+            return None
+        if hasattr(schema, "model_validate_json"):
+            return schema.model_validate_json(content)
+        return json.loads(content)
+
+    def build_messages(self) -> list[dict[str, Any]]:
+        slug = self.cls.prompt
+        if not slug:
+            return self.agent.messages()
+        from ..models import Prompt
+
+        prompt = Prompt.load(slug)
+        built = prompt.build(**self.agent.params)
+        self.prompt_version = prompt.current_version
+        self.model = self.cls.model or built.pop("model", None) or self.model
+        messages = built.pop("messages")
+        if self.cls.temperature is None and "temperature" in built:
+            self.temperature = built.pop("temperature")
+        if self.max_tokens is None and "max_tokens" in built:
+            self.max_tokens = built.pop("max_tokens")
+        built.pop("model", None)
+        self.extra_params = built
+        return messages
+
+    def resolve_tenant(self) -> str | None:
+        if not app_settings.MULTI_TENANCY:
+            return None
+        try:
+            return tracing.current_tenant_id()
+        except Exception:
+            logger.exception("TENANT_RESOLVER raised; the call is recorded without a tenant")
+            return None
+
+    def safe_metadata(self) -> dict[str, Any]:
+        try:
+            return dict(self.agent.execution_metadata() or {})
+        except Exception:
+            logger.exception(
+                "%s.execution_metadata() raised; the call is recorded without metadata", self.cls.__name__
+            )
+            return {}
+
+    def cache_key(self, messages: list[dict[str, Any]], tenant_id: str | None) -> str:
+        material = json.dumps(
+            {
+                "agent": f"{self.cls.__module__}.{self.cls.__qualname__}",
+                "version": str(self.cls.version),
+                "model": self.model,
+                "fallback_models": list(self.cls.fallback_models),
+                "temperature": self.temperature,
+                "messages": messages,
+                "params": self.agent.params,
+                "tools": sorted(self.tools),
+                "tenant": tenant_id,
+            },
+            sort_keys=True,
+            default=str,
+        )
+        return "llm_agents:response:" + hashlib.sha256(material.encode()).hexdigest()

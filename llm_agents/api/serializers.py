@@ -1,0 +1,414 @@
+"""Serializers of the API: model rows, and the shapes of the analytics answers (which also give
+the OpenAPI schema its response bodies)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from ..models import Batch, BatchRequest, Budget, Execution, Prompt, PromptVersion, Span
+from ..querysets import ERROR_CATEGORIES
+
+
+def money(**kwargs: Any) -> serializers.DecimalField:
+    """US dollars as a decimal string with 8 places (as stored)."""
+    return serializers.DecimalField(max_digits=30, decimal_places=8, **kwargs)
+
+
+# -- executions and spans ---------------------------------------------------------------------
+
+EXECUTION_LIST_FIELDS = [
+    "id",
+    "kind",
+    "agent_type",
+    "agent_version",
+    "model_id",
+    "chosen_model_id",
+    "provider",
+    "status",
+    "finish_reason",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "input_cost",
+    "output_cost",
+    "total_cost",
+    "pricing_source",
+    "duration_ms",
+    "time_to_first_token_ms",
+    "started_at",
+    "completed_at",
+    "streaming",
+    "cache_hit",
+    "attempts_count",
+    "tool_calls_count",
+    "rate_limited",
+    "retryable",
+    "error_class",
+    "error_message",
+    "tenant_id",
+    "parent",
+    "prompt_version",
+]
+
+
+class ExecutionSerializer(serializers.ModelSerializer):
+    """One row of ``executions/``: everything but the prompts, response and JSON details."""
+
+    class Meta:
+        model = Execution
+        fields = EXECUTION_LIST_FIELDS
+        read_only_fields = fields
+
+
+class SpanSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Span
+        fields = [
+            "id",
+            "parent",
+            "name",
+            "kind",
+            "status",
+            "model_id",
+            "provider",
+            "input",
+            "output",
+            "input_tokens",
+            "output_tokens",
+            "cached_tokens",
+            "total_cost",
+            "duration_ms",
+            "time_to_first_token_ms",
+            "error_class",
+            "error_message",
+            "metadata",
+            "started_at",
+            "completed_at",
+        ]
+        read_only_fields = fields
+
+
+class SpanNodeSerializer(SpanSerializer):
+    """A span with its child spans (the schema of the tree ``executions/{id}/`` answers)."""
+
+    class Meta(SpanSerializer.Meta):
+        fields = [*SpanSerializer.Meta.fields, "children"]
+        read_only_fields = fields
+
+
+SpanNodeSerializer._declared_fields["children"] = SpanNodeSerializer(many=True, read_only=True)
+
+
+def span_tree(spans: list[Span]) -> list[dict[str, Any]]:
+    """Serialize ``spans`` (one execution's, in start order) as a tree: each span's ``children``
+    are the spans whose parent it is, in start order. A span whose parent is missing is a root."""
+    nodes = []
+    by_id: dict[Any, dict[str, Any]] = {}
+    for span in spans:
+        node = dict(SpanSerializer(span).data)
+        node["children"] = []
+        nodes.append((span, node))
+        by_id[span.pk] = node
+    roots: list[dict[str, Any]] = []
+    for span, node in nodes:
+        parent = by_id.get(span.parent_id) if span.parent_id else None
+        (parent["children"] if parent is not None and parent is not node else roots).append(node)
+    return roots
+
+
+class ExecutionDetailSerializer(serializers.ModelSerializer):
+    """``executions/{id}/``: every field of the execution and its spans as a tree."""
+
+    spans = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Execution
+        fields = [
+            *EXECUTION_LIST_FIELDS,
+            "temperature",
+            "created_at",
+            "parameters",
+            "system_prompt",
+            "user_prompt",
+            "response",
+            "metadata",
+            "tool_calls",
+            "attempts",
+            "fallback_chain",
+            "fallback_reason",
+            "spans",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(SpanNodeSerializer(many=True))
+    def get_spans(self, execution: Execution) -> list[dict[str, Any]]:
+        return span_tree(self.context["spans"])
+
+
+# -- analytics --------------------------------------------------------------------------------
+
+
+class OverviewSerializer(serializers.Serializer):
+    period = serializers.CharField(help_text="The period's name, or custom for start_date/end_date.")
+    total_executions = serializers.IntegerField()
+    successful = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    success_rate = serializers.FloatField(help_text="Percentage 0–100.")
+    avg_duration_ms = serializers.FloatField()
+    p50_duration_ms = serializers.FloatField(allow_null=True)
+    p95_duration_ms = serializers.FloatField(allow_null=True)
+    p99_duration_ms = serializers.FloatField(allow_null=True)
+    total_cost = money()
+    projected_monthly_cost = money(help_text="This calendar month's projection (cost_forecast).")
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    total_tokens = serializers.IntegerField()
+    active_agents = serializers.IntegerField()
+
+
+class AgentStatsSerializer(serializers.Serializer):
+    agent_type = serializers.CharField()
+    total = serializers.IntegerField()
+    successful = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    success_rate = serializers.FloatField()
+    avg_cost = money()
+    total_cost = money()
+    avg_duration_ms = serializers.FloatField()
+    total_tokens = serializers.IntegerField()
+
+
+class CostSummaryRowSerializer(serializers.Serializer):
+    key = serializers.CharField(
+        allow_null=True, help_text="The model id, agent type, tenant id (null: none) or ISO day."
+    )
+    total_cost = money()
+    executions = serializers.IntegerField()
+    total_tokens = serializers.IntegerField()
+
+
+class CostForecastSerializer(serializers.Serializer):
+    month_to_date = money()
+    projected_month_total = money()
+    daily_average = money()
+
+
+class TrendRowSerializer(serializers.Serializer):
+    date = serializers.DateField()
+    executions = serializers.IntegerField()
+    cost = money()
+    avg_duration_ms = serializers.FloatField()
+
+
+class ModelComparisonSerializer(serializers.Serializer):
+    model_id = serializers.CharField()
+    executions = serializers.IntegerField()
+    success_rate = serializers.FloatField()
+    avg_duration_ms = serializers.FloatField()
+    p95_duration_ms = serializers.FloatField(allow_null=True)
+    avg_cost = money()
+    total_tokens = serializers.IntegerField()
+
+
+class VersionStatsSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    success_rate = serializers.FloatField()
+    avg_cost = money()
+
+
+MONEY_SCHEMA = {"type": "string", "format": "decimal", "pattern": r"^-?\d{0,22}(?:\.\d{0,8})?$"}
+VERSION_COMPARISON_SCHEMA = {
+    "type": "object",
+    "description": "Keyed by agent version, in the order asked for.",
+    "additionalProperties": {
+        "type": "object",
+        "properties": {
+            "total": {"type": "integer"},
+            "success_rate": {"type": "number", "format": "double"},
+            "avg_cost": MONEY_SCHEMA,
+        },
+        "required": ["total", "success_rate", "avg_cost"],
+    },
+}
+
+
+class RecentErrorSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    agent_type = serializers.CharField()
+    model_id = serializers.CharField()
+    error_class = serializers.CharField()
+    error_message = serializers.CharField()
+    started_at = serializers.DateTimeField()
+
+
+class ErrorCategoriesSerializer(serializers.Serializer):
+    pass
+
+
+for _category in ERROR_CATEGORIES:
+    ErrorCategoriesSerializer._declared_fields[_category] = serializers.IntegerField()
+
+
+class ErrorAnalysisSerializer(serializers.Serializer):
+    categories = ErrorCategoriesSerializer()
+    recent = RecentErrorSerializer(many=True, help_text="The 10 latest failures, newest first.")
+
+
+# -- budgets ----------------------------------------------------------------------------------
+
+
+class BudgetSerializer(serializers.ModelSerializer):
+    current_spend = money(read_only=True)
+    percent_used = serializers.FloatField(read_only=True)
+    remaining = money(read_only=True)
+    alert_at_percentage = serializers.IntegerField(min_value=1, max_value=100, default=80)
+    period_days = serializers.IntegerField(min_value=1, max_value=3650, allow_null=True, required=False)
+    limit_usd = serializers.DecimalField(max_digits=20, decimal_places=8, min_value=0)
+
+    class Meta:
+        model = Budget
+        fields = [
+            "id",
+            "name",
+            "scope",
+            "scope_value",
+            "period",
+            "period_days",
+            "limit_usd",
+            "token_limit",
+            "enforcement",
+            "alert_at_percentage",
+            "is_active",
+            "created_at",
+            "updated_at",
+            "current_spend",
+            "percent_used",
+            "remaining",
+        ]
+        read_only_fields = ["id", "created_at", "updated_at"]
+        extra_kwargs = {"token_limit": {"max_value": 2**62}}
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        candidate = Budget(**{**self._current_values(), **attrs})
+        try:
+            candidate.clean()
+        except DjangoValidationError as error:
+            raise serializers.ValidationError(serializers.as_serializer_error(error)) from None
+        tenant_id = self.context.get("tenant_id")
+        if tenant_id is not None and (
+            candidate.scope != Budget.Scope.TENANT or candidate.scope_value != tenant_id
+        ):
+            raise serializers.ValidationError(
+                {"scope": [f"Your budgets must have scope tenant and scope_value {tenant_id!r}."]}
+            )
+        return attrs
+
+    def _current_values(self) -> dict[str, Any]:
+        if self.instance is None:
+            return {}
+        editable = {field.name for field in Budget._meta.concrete_fields} - {"id", "created_at", "updated_at"}
+        return {name: getattr(self.instance, name) for name in editable}
+
+    def to_representation(self, budget: Budget) -> dict[str, Any]:
+        # One spend figure per budget, so current_spend, percent_used and remaining agree (and the
+        # three cost one query).
+        spend = budget.current_spend()
+        budget.current_spend = lambda: spend  # type: ignore[method-assign]
+        return super().to_representation(budget)
+
+
+# -- prompts ----------------------------------------------------------------------------------
+
+
+class PromptVersionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = PromptVersion
+        fields = ["number", "messages", "model", "model_params", "changelog", "source", "created_at"]
+        read_only_fields = fields
+
+
+class PromptSerializer(serializers.ModelSerializer):
+    current_version_number = serializers.IntegerField(
+        source="current_number", read_only=True, allow_null=True, help_text="None before the first version."
+    )
+
+    class Meta:
+        model = Prompt
+        fields = ["slug", "name", "description", "tags", "current_version_number", "created_at", "updated_at"]
+        read_only_fields = fields
+
+
+class PromptDetailSerializer(PromptSerializer):
+    current_version = serializers.SerializerMethodField()
+
+    class Meta(PromptSerializer.Meta):
+        fields = [*PromptSerializer.Meta.fields, "current_version"]
+        read_only_fields = fields
+
+    @extend_schema_field(PromptVersionSerializer(allow_null=True))
+    def get_current_version(self, prompt: Prompt) -> dict[str, Any] | None:
+        version = prompt.current_version
+        return PromptVersionSerializer(version).data if version is not None else None
+
+
+class RenderRequestSerializer(serializers.Serializer):
+    variables = serializers.DictField(required=False, default=dict, help_text="Template variables by name.")
+    version = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, help_text="A version number; default the current one."
+    )
+
+
+class MessageSerializer(serializers.Serializer):
+    role = serializers.CharField()
+    content = serializers.CharField(allow_blank=True)
+
+
+class RenderResponseSerializer(serializers.Serializer):
+    slug = serializers.CharField()
+    version = serializers.IntegerField()
+    model = serializers.CharField(allow_null=True)
+    messages = MessageSerializer(many=True)
+    model_params = serializers.DictField()
+
+
+# -- batches ----------------------------------------------------------------------------------
+
+
+class RequestCountsSerializer(serializers.Serializer):
+    pass
+
+
+for _status in BatchRequest.Status.values:
+    RequestCountsSerializer._declared_fields[_status] = serializers.IntegerField(source=f"{_status}_requests")
+
+
+class BatchSerializer(serializers.ModelSerializer):
+    request_counts = RequestCountsSerializer(source="*", read_only=True)
+
+    class Meta:
+        model = Batch
+        fields = [
+            "id",
+            "purpose",
+            "model",
+            "provider",
+            "provider_batch_id",
+            "input_file_id",
+            "output_file_id",
+            "error_file_id",
+            "status",
+            "request_count",
+            "request_counts",
+            "created_at",
+            "submitted_at",
+            "completed_at",
+            "reconciled_at",
+            "error",
+        ]
+        read_only_fields = fields

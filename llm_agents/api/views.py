@@ -1,0 +1,486 @@
+"""The API views (SPEC §11). Figures come from the ExecutionQuerySet methods; every view reads its
+permissions from ``API_PERMISSION_CLASSES`` and scopes rows to the request's tenant."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+from django.db.models import CharField, QuerySet, TextField
+from django.http import StreamingHttpResponse
+from django.utils.decorators import method_decorator
+from django_filters.rest_framework import DjangoFilterBackend
+from django_filters.utils import translate_validation
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.views import SpectacularAPIView
+from rest_framework import generics, mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.pagination import BasePagination
+from rest_framework.parsers import BaseParser
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from .. import __version__
+from ..analytics import overview
+from ..errors import PromptError
+from ..models import Batch, Budget, Execution, Prompt, PromptVersion, Span
+from ..querysets import COST_GROUPS
+from . import serializers as s
+from .filters import BatchFilterSet, BudgetFilterSet, ExecutionFilterSet, PromptFilterSet
+from .pagination import ApiPagination
+from .params import parse_choice, parse_int, parse_period, period_parameters, required
+from .permissions import ApiPermissionsMixin
+from .schema import ApiAutoSchema, ApiSchemaGenerator
+from .tenancy import tenant_scope
+
+if TYPE_CHECKING:
+    from ..periods import Period
+    from ..querysets import ExecutionQuerySet
+
+    # The mixin below is only ever combined with DRF's generic views: type-check it as one.
+    _ApiViewBase = generics.GenericAPIView
+else:
+    _ApiViewBase = object
+
+DETAIL_FIELDS_ONLY: tuple[str, ...] = (
+    "parameters",
+    "system_prompt",
+    "user_prompt",
+    "response",
+    "metadata",
+    "tool_calls",
+)
+DETAIL_FIELDS_ONLY += ("attempts", "fallback_chain")
+
+
+def reject_nul(values: dict[str, Any]) -> None:
+    """A NUL character in a parameter is a 400 (PostgreSQL cannot store or compare it)."""
+    for name, value in values.items():
+        if isinstance(value, str) and "\x00" in value:
+            raise ValidationError({name: ["Null characters are not allowed."]})
+
+
+class ApiMixin(ApiPermissionsMixin, _ApiViewBase):
+    """What every view of the API shares: permissions, schema, pagination, filtering."""
+
+    schema = ApiAutoSchema()
+    pagination_class: type[BasePagination] | None = ApiPagination
+    filter_backends = [DjangoFilterBackend]
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)  # authentication and permissions first
+        reject_nul({**request.query_params.dict(), **{k: v for k, v in kwargs.items() if isinstance(v, str)}})
+
+    def executions(self) -> ExecutionQuerySet:
+        """The executions the request may see."""
+        return tenant_scope(self.request).filter(Execution.objects.all())
+
+
+class AggregateView(ApiMixin, APIView):
+    """A GET answering one analytics figure (not paginated)."""
+
+    queryset = Execution.objects.none()  # the model, for the schema
+    pagination_class = None
+
+    def period(self) -> Period:
+        return parse_period(self.request.query_params)
+
+
+# -- executions -------------------------------------------------------------------------------
+
+
+class ExecutionListView(ApiMixin, generics.ListAPIView):
+    """Executions, newest first, filtered and paginated."""
+
+    serializer_class = s.ExecutionSerializer
+    filterset_class = ExecutionFilterSet
+
+    def get_queryset(self) -> QuerySet:
+        queryset = self.executions().defer(*DETAIL_FIELDS_ONLY).order_by("-started_at", "-id")
+        period = parse_period(self.request.query_params, default=None)
+        return queryset if period is None else queryset.for_period(period)
+
+    @extend_schema(parameters=period_parameters(default=None))
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+class ExecutionDetailView(ApiMixin, generics.RetrieveAPIView):
+    """One execution with its spans as a tree (one query for the spans)."""
+
+    serializer_class = s.ExecutionDetailSerializer
+
+    def get_queryset(self) -> QuerySet:
+        return self.executions()
+
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        execution = self.get_object()
+        spans = list(execution.spans.order_by("started_at", "id"))
+        return Response(self.get_serializer(execution, context={"spans": spans, "request": request}).data)
+
+
+# -- analytics --------------------------------------------------------------------------------
+
+
+@extend_schema(parameters=period_parameters(), responses=s.OverviewSerializer)
+class OverviewView(AggregateView):
+    """The KPIs of the period (default 7d): the admin dashboard's tiles."""
+
+    def get(self, request: Request) -> Response:
+        return Response(s.OverviewSerializer(overview(self.executions(), self.period())).data)
+
+
+@extend_schema(parameters=period_parameters(), responses=s.AgentStatsSerializer(many=True))
+class AgentListView(AggregateView):
+    """Per-agent statistics (as stats_for) for the period, costliest first."""
+
+    def get(self, request: Request) -> Response:
+        rows = self.executions().for_period(self.period()).stats_by_agent()
+        return Response(s.AgentStatsSerializer(rows, many=True).data)
+
+
+@extend_schema(parameters=period_parameters(), responses=s.AgentStatsSerializer)
+class AgentStatsView(AggregateView):
+    """One agent's statistics for the period (stats_for); zeros for an agent with no executions."""
+
+    def get(self, request: Request, agent_type: str) -> Response:
+        row = self.executions().stats_for(agent_type, self.period())
+        return Response(s.AgentStatsSerializer({"agent_type": agent_type, **row}).data)
+
+
+@extend_schema(
+    parameters=[
+        *period_parameters(),
+        OpenApiParameter("group_by", OpenApiTypes.STR, enum=list(COST_GROUPS), description="Default model."),
+    ],
+    responses=s.CostSummaryRowSerializer(many=True),
+)
+class CostSummaryView(AggregateView):
+    """Costs grouped by model, agent, tenant or day."""
+
+    def get(self, request: Request) -> Response:
+        group_by = parse_choice(request.query_params, "group_by", list(COST_GROUPS), "model")
+        rows = self.executions().for_period(self.period()).cost_summary(group_by)
+        if group_by == "day":
+            rows = [{**row, "key": row["key"].isoformat()} for row in rows]
+        return Response(s.CostSummaryRowSerializer(rows, many=True).data)
+
+
+@extend_schema(responses=s.CostForecastSerializer)
+class CostForecastView(AggregateView):
+    """This calendar month's cost so far, daily average and projection (cost_forecast)."""
+
+    def get(self, request: Request) -> Response:
+        return Response(s.CostForecastSerializer(self.executions().cost_forecast()).data)
+
+
+@extend_schema(
+    parameters=[
+        OpenApiParameter("agent_type", OpenApiTypes.STR, description="Only this agent."),
+        OpenApiParameter("days", OpenApiTypes.INT, description="Number of days, 1–366; default 7."),
+    ],
+    responses=s.TrendRowSerializer(many=True),
+)
+class TrendsView(AggregateView):
+    """One row per day, oldest first, the last one today, zero-filled (trend_analysis)."""
+
+    def get(self, request: Request) -> Response:
+        days = parse_int(request.query_params, "days", 7, 1, 366)
+        agent_type = request.query_params.get("agent_type") or None
+        rows = self.executions().trend_analysis(agent_type=agent_type, days=days)
+        return Response(s.TrendRowSerializer(rows, many=True).data)
+
+
+@extend_schema(parameters=period_parameters(), responses=s.ModelComparisonSerializer(many=True))
+class ModelComparisonView(AggregateView):
+    """Per model asked for: volume, success rate, latency and cost, most used first."""
+
+    def get(self, request: Request) -> Response:
+        rows = self.executions().for_period(self.period()).compare_models()
+        return Response(s.ModelComparisonSerializer(rows, many=True).data)
+
+
+@extend_schema(
+    parameters=[
+        *period_parameters(),
+        OpenApiParameter("agent_type", OpenApiTypes.STR, required=True),
+        OpenApiParameter(
+            "versions", OpenApiTypes.STR, required=True, description="Comma-separated versions, e.g. 1.0,2.0."
+        ),
+    ],
+    responses={200: s.VERSION_COMPARISON_SCHEMA},
+)
+class VersionComparisonView(AggregateView):
+    """``{version: {total, success_rate, avg_cost}}`` of one agent (compare_versions)."""
+
+    def get(self, request: Request) -> Response:
+        agent_type = required(request.query_params, "agent_type")
+        versions = list(
+            dict.fromkeys(v.strip() for v in required(request.query_params, "versions").split(","))
+        )
+        versions = [version for version in versions if version]
+        if not versions:
+            raise ValidationError({"versions": ["Name at least one version, e.g. versions=1.0,2.0."]})
+        if len(versions) > 50:
+            raise ValidationError({"versions": ["At most 50 versions."]})
+        result = self.executions().compare_versions(agent_type, *versions, period=self.period())
+        return Response({version: s.VersionStatsSerializer(row).data for version, row in result.items()})
+
+
+@extend_schema(parameters=period_parameters(), responses=s.ErrorAnalysisSerializer)
+class ErrorsView(AggregateView):
+    """Failed executions of the period by category, and the 10 latest (error_analysis)."""
+
+    def get(self, request: Request) -> Response:
+        return Response(
+            s.ErrorAnalysisSerializer(self.executions().for_period(self.period()).error_analysis()).data
+        )
+
+
+# -- export -----------------------------------------------------------------------------------
+
+# The columns are executions/'s fields; foreign keys are read as their ids.
+EXPORT_FIELDS = s.EXECUTION_LIST_FIELDS
+EXPORT_VALUES = [f"{field}_id" if field in ("parent", "prompt_version") else field for field in EXPORT_FIELDS]
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+EXPORT_CHUNK_SIZE = 2000
+
+
+def neutralise(value: Any) -> Any:
+    """A cell a spreadsheet would run as a formula, prefixed with ``'`` so it stays text."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+class Echo:
+    """A file-like object whose ``write`` returns what it is given (for csv.writer)."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def text_columns() -> list[int]:
+    """Positions of the export's text columns (the only cells that can hold a formula)."""
+    return [
+        position
+        for position, name in enumerate(EXPORT_FIELDS)
+        if isinstance(Execution._meta.get_field(name), CharField | TextField)
+    ]
+
+
+def csv_lines(rows: Iterator[tuple[Any, ...]]) -> Iterator[str]:
+    writer = csv.writer(Echo())
+    columns = text_columns()
+    yield writer.writerow(EXPORT_FIELDS)
+    buffer = []
+    for row in rows:
+        cells = list(row)
+        for position in columns:
+            cells[position] = neutralise(cells[position])
+        buffer.append(writer.writerow(cells))
+        if len(buffer) >= 500:
+            yield "".join(buffer)
+            buffer = []
+    if buffer:
+        yield "".join(buffer)
+
+
+def json_lines(rows: Iterator[tuple[Any, ...]]) -> Iterator[str]:
+    encoder = DjangoJSONEncoder()
+    yield "["
+    separator = "\n"
+    buffer = []
+    for row in rows:
+        buffer.append(separator + encoder.encode(dict(zip(EXPORT_FIELDS, row, strict=True))))
+        separator = ",\n"
+        if len(buffer) >= 500:
+            yield "".join(buffer)
+            buffer = []
+    buffer.append("\n]\n")
+    yield "".join(buffer)
+
+
+class ExportContentNegotiation(BaseContentNegotiation):
+    """Errors as JSON whatever ``format`` asks for (``format`` here names the export's format)."""
+
+    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> BaseParser | None:
+        return next(iter(parsers), None)
+
+    def select_renderer(
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
+
+
+@method_decorator(transaction.non_atomic_requests, name="dispatch")
+class ExportView(ApiMixin, APIView):
+    """Every execution matching the executions/ filters, streamed as CSV or JSON."""
+
+    renderer_classes = [JSONRenderer]
+    pagination_class = None
+    queryset = Execution.objects.none()  # the model, for the schema
+    content_negotiation_class = ExportContentNegotiation
+    filterset_class = ExecutionFilterSet
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("format", OpenApiTypes.STR, enum=["csv", "json"], description="Default csv."),
+            *period_parameters(default=None),
+        ],
+        responses={
+            (200, "text/csv"): OpenApiResponse(
+                OpenApiTypes.STR, description="A header row, then one row each."
+            ),
+            (200, "application/json"): OpenApiResponse(s.ExecutionSerializer(many=True)),
+        },
+        filters=True,
+    )
+    def get(self, request: Request) -> StreamingHttpResponse:
+        export_format = parse_choice(request.query_params, "format", ["csv", "json"], "csv")
+        queryset = self.executions().order_by("-started_at", "-id")
+        period = parse_period(request.query_params, default=None)
+        if period is not None:
+            queryset = queryset.for_period(period)
+        filterset = ExecutionFilterSet(request.query_params, queryset=queryset, request=request)
+        if not filterset.is_valid():
+            raise translate_validation(filterset.errors)
+        rows = filterset.qs.values_list(*EXPORT_VALUES).iterator(chunk_size=EXPORT_CHUNK_SIZE)
+        if export_format == "csv":
+            response = StreamingHttpResponse(csv_lines(rows), content_type="text/csv; charset=utf-8")
+        else:
+            response = StreamingHttpResponse(json_lines(rows), content_type="application/json")
+        response["Content-Disposition"] = f'attachment; filename="executions.{export_format}"'
+        return response
+
+
+# -- budgets, prompts, batches ----------------------------------------------------------------
+
+
+class BudgetViewSet(ApiMixin, viewsets.ModelViewSet):
+    """Budgets, each with its current period's spend; a tenant sees and writes its own only."""
+
+    serializer_class = s.BudgetSerializer
+    filterset_class = BudgetFilterSet
+    queryset = Budget.objects.all()
+
+    def get_queryset(self) -> QuerySet:
+        scope = tenant_scope(self.request)
+        queryset = Budget.objects.order_by("name", "id")
+        if scope.everything:
+            return queryset
+        return scope.filter(queryset.filter(scope=Budget.Scope.TENANT), field="scope_value")
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        context = dict(super().get_serializer_context())
+        scope = tenant_scope(self.request)
+        if not scope.everything:
+            if scope.tenant_id is None and self.request.method not in ("GET", "HEAD", "OPTIONS"):
+                raise PermissionDenied("No tenant resolves for this request.")
+            context["tenant_id"] = scope.tenant_id
+        return context
+
+
+class PromptViewSet(ApiMixin, viewsets.ReadOnlyModelViewSet):
+    """Managed prompts (shared by every tenant), their versions and a render endpoint."""
+
+    lookup_field = "slug"
+    lookup_value_regex = r"[-a-zA-Z0-9_]+"
+    filterset_class = PromptFilterSet
+    queryset = Prompt.objects.all()
+
+    def get_queryset(self) -> QuerySet:
+        return Prompt.objects.with_current_number().order_by("slug")
+
+    def get_serializer_class(self) -> type:
+        if self.action == "retrieve":
+            return s.PromptDetailSerializer
+        if self.action == "versions":
+            return s.PromptVersionSerializer
+        if self.action == "render":
+            return s.RenderRequestSerializer
+        return s.PromptSerializer
+
+    @extend_schema(responses=s.PromptVersionSerializer(many=True), filters=False)
+    @action(detail=True, methods=["get"], filterset_class=None)
+    def versions(self, request: Request, slug: str) -> Response:
+        """The prompt's versions, newest first."""
+        prompt = self.get_object()
+        versions = PromptVersion.objects.filter(prompt=prompt).order_by("-number")
+        page = self.paginate_queryset(versions)
+        return self.get_paginated_response(s.PromptVersionSerializer(page, many=True).data)
+
+    @extend_schema(request=s.RenderRequestSerializer, responses=s.RenderResponseSerializer, filters=False)
+    @action(detail=True, methods=["post"], filterset_class=None)
+    def render(self, request: Request, slug: str) -> Response:
+        """Render the current version (or ``version``) with ``variables``; 400 names a missing one."""
+        prompt = self.get_object()
+        body = s.RenderRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        variables, number = body.validated_data["variables"], body.validated_data.get("version")
+        if "self" in variables:
+            raise ValidationError({"variables": ["'self' cannot be a variable name."]})
+        try:
+            version = prompt.current_version if number is None else prompt.version(number)
+        except PromptError as error:
+            raise ValidationError({"version": [str(error)]}) from None
+        if version is None:
+            raise ValidationError({"version": [f"Prompt '{prompt.slug}' has no version yet."]})
+        try:
+            built = version.build(**variables)
+        except PromptError as error:
+            key = "variables" if getattr(error, "variable", None) else "prompt"
+            raise ValidationError({key: [str(error)]}) from None
+        data = {
+            "slug": prompt.slug,
+            "version": version.number,
+            "model": built["model"],
+            "messages": built["messages"],
+            "model_params": version.model_params or {},
+        }
+        return Response(s.RenderResponseSerializer(data).data, status=status.HTTP_200_OK)
+
+
+class BatchViewSet(ApiMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Provider batches with their requests counted by status. Batches belong to no tenant: a
+    tenant-scoped request sees none."""
+
+    serializer_class = s.BatchSerializer
+    filterset_class = BatchFilterSet
+    queryset = Batch.objects.all()
+
+    def get_queryset(self) -> QuerySet:
+        queryset = Batch.objects.with_request_counts().order_by("-created_at", "-id")
+        return queryset if tenant_scope(self.request).everything else queryset.none()
+
+
+# -- schema -----------------------------------------------------------------------------------
+
+
+class SchemaView(ApiPermissionsMixin, SpectacularAPIView):
+    """The OpenAPI 3 schema of this API (YAML by default; ``?format=json`` for JSON)."""
+
+    generator_class = ApiSchemaGenerator
+    custom_settings = {
+        "TITLE": "django-llm-agents API",
+        "DESCRIPTION": "Executions, analytics, budgets, prompts and batches tracked by django-llm-agents.",
+        "VERSION": __version__,
+        "COMPONENT_SPLIT_REQUEST": True,
+        "ENUM_NAME_OVERRIDES": {
+            "ExecutionStatusEnum": Execution.Status.choices,
+            "ExecutionKindEnum": Execution.Kind.choices,
+            "SpanStatusEnum": Span.Status.choices,
+            "SpanKindEnum": Span.Kind.choices,
+            "BatchStatusEnum": Batch.Status.choices,
+            "BudgetPeriodEnum": Budget.Period.choices,
+        },
+    }

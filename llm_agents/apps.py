@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import logging
+
+from django.apps import AppConfig
+
+
+class LLMAgentsConfig(AppConfig):
+    name = "llm_agents"
+    label = "llm_agents"
+    verbose_name = "LLM agents"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_delete, post_save
+
+        from . import checks  # noqa: F401  (registers the system checks)
+        from .pricing import clear_cost_config_cache
+
+        cost_config = self.get_model("CostConfig")
+        post_save.connect(
+            clear_cost_config_cache, sender=cost_config, dispatch_uid="llm_agents_cost_config_saved"
+        )
+        post_delete.connect(
+            clear_cost_config_cache, sender=cost_config, dispatch_uid="llm_agents_cost_config_deleted"
+        )
+        self.install_instrumentation()
+
+    @staticmethod
+    def install_instrumentation() -> None:
+        """Wrap the openai / anthropic SDK methods that AUTO_INSTRUMENT tracks, when the SDKs are installed.
+        The wrappers read the setting on every call, so it can be switched on and off at run time."""
+        from importlib.util import find_spec
+
+        if find_spec("openai") is None and find_spec("anthropic") is None:
+            return
+        from .instrumentation import install
+
+        try:
+            install()
+        except Exception:
+            logging.getLogger("llm_agents").exception(
+                "llm_agents could not wrap the LLM SDKs for AUTO_INSTRUMENT"
+            )

@@ -1,0 +1,838 @@
+"""Budget enforcement: check before a call, record its spend after it.
+
+``Agent.call`` checks its budgets after the cache lookup and before the first provider request
+(:func:`check_call`), and its spend is recorded when its execution completes (:func:`settle_execution`,
+called by the recording layer for every execution, on the caller's side in every logging mode)::
+
+    reservation = budgets.check("SearchAgent", tenant_id="acme", model="gpt-4o", estimated_cost=Decimal("0.02"))
+    ...                                         # the call; BudgetExceededError above if a hard stop refused it
+    reservation.settle(total_cost, total_tokens) if reservation else budgets.record("SearchAgent", ...)
+
+Spend lives in :class:`~llm_agents.models.SpendCounter` rows, one per scope key (global, agent type,
+tenant, model) and local day, incremented with ``F()``-style upserts; a budget's spend is the sum of the
+rows of its period. A hard-stop check locks the budgets it applies (``SELECT … FOR UPDATE`` on
+PostgreSQL; SQLite has a single writer), adds the spend of the period and the reservations of calls in
+flight, refuses the call when that reaches the limit, and otherwise reserves the call's estimated cost
+before the lock is released. So concurrent callers overshoot a limit by at most one call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import math
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from django.db import DatabaseError, close_old_connections, connections, router, transaction
+from django.db.models import F, Max, Min, Q, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from . import signals
+from .conf import app_settings
+from .errors import BudgetExceededError
+from .events import emit
+from .periods import day_range, local_now
+
+if TYPE_CHECKING:
+    from .models import Budget
+    from .recording import ExecutionRecord
+
+__all__ = [
+    "Reservation",
+    "check",
+    "check_call",
+    "estimate_call",
+    "rebuild_counters",
+    "record",
+    "settle_execution",
+]
+
+logger = logging.getLogger("llm_agents")
+
+ZERO = Decimal("0")
+#: Output tokens reserved for a call that sets no ``max_tokens``.
+DEFAULT_MAX_TOKENS = 4096
+#: Characters per token when estimating a prompt's tokens.
+CHARS_PER_TOKEN = 4
+#: How long a reservation counts if its call is never settled (the process died mid-call).
+RESERVATION_TTL = dt.timedelta(hours=1)
+
+Key = tuple[str, str]
+T = TypeVar("T")
+
+
+def spend_keys(agent_type: str, tenant_id: str | None, models: Iterable[str | None]) -> list[Key]:
+    """The counter keys a call's spend goes to: global, its agent type, its tenant, each model named."""
+    keys: list[Key] = [("global", "")]
+    if agent_type:
+        keys.append(("agent", agent_type))
+    if tenant_id not in (None, ""):
+        keys.append(("tenant", str(tenant_id)))
+    keys.extend(("model", model) for model in dict.fromkeys(models) if model)
+    return sorted(keys)  # one order everywhere, so concurrent upserts of the same rows never deadlock
+
+
+def local_day(moment: dt.datetime) -> dt.date:
+    return timezone.localtime(moment, timezone.get_default_timezone()).date()
+
+
+# -- checking -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Reservation:
+    """What :func:`check` let through. ``settle()`` records the call's actual spend (and drops the
+    reservation, in the same transaction); ``release()`` drops the reservation and records nothing.
+    Both are safe to call more than once; only the first counts."""
+
+    agent_type: str
+    tenant_id: str | None
+    model: str | None
+    amount: Decimal = ZERO
+    tokens: int = 0
+    at: dt.datetime = field(default_factory=timezone.now)
+    sender: Any = None
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    held: bool = False  # a BudgetReservation row counts against hard-stop budgets
+    done: bool = False
+
+    def settle(
+        self,
+        total_cost: Decimal | int | str,
+        total_tokens: int,
+        *,
+        models: Iterable[str | None] | None = None,
+        at: dt.datetime | None = None,
+    ) -> None:
+        """Record ``total_cost``/``total_tokens`` for this call (against ``models``, default the model
+        checked) and drop the reservation."""
+        if self.done:
+            return
+        self.done = True
+        _spend(
+            self.agent_type, self.tenant_id, [self.model] if models is None else list(models),
+            total_cost, total_tokens, at or self.at, reservation=self, sender=self.sender,
+        )  # fmt: skip
+
+    def release(self) -> None:
+        """Drop the reservation without recording spend."""
+        if self.done:
+            return
+        self.done = True
+        if self.held:
+            from .models import BudgetReservation
+
+            _run_isolated(lambda: BudgetReservation.objects.filter(pk=self.id).delete())
+
+
+def check(
+    agent_type: str,
+    tenant_id: str | None = None,
+    model: str | None = None,
+    estimated_cost: Decimal | int | str | None = None,
+    *,
+    estimated_tokens: int = 0,
+    at: dt.datetime | None = None,
+    sender: Any = None,
+) -> Reservation | None:
+    """Check the active budgets that apply to a call about to be made.
+
+    Raises :class:`~llm_agents.errors.BudgetExceededError` when a hard-stop budget's period spend plus
+    the reservations of calls in flight reaches its limit (or its token limit); otherwise reserves
+    ``estimated_cost`` (and ``estimated_tokens``) against hard-stop budgets and returns the
+    :class:`Reservation`. Returns None when no budget applies or ``BUDGETS_ENABLED`` is off.
+    ``at`` is when the call started (its spend is counted on that local day).
+    """
+    cost = Decimal(str(estimated_cost)) if estimated_cost is not None else ZERO
+    return _check(agent_type, tenant_id, model, lambda: (cost, int(estimated_tokens)), at=at, sender=sender)
+
+
+def estimate_call(
+    model: str, messages: Iterable[dict[str, Any]], max_tokens: int | None, at: dt.datetime | None = None
+) -> tuple[Decimal, int]:
+    """``(cost, tokens)`` reserved for a call: every rendered message character ÷ 4 as input tokens at
+    the input price, plus ``max_tokens`` (or 4,096) output tokens at the output price."""
+    from .pricing import calculate_cost
+
+    characters = sum(len(_text(message.get("content"))) for message in messages)
+    input_tokens = math.ceil(characters / CHARS_PER_TOKEN)
+    output_tokens = max_tokens or DEFAULT_MAX_TOKENS
+    try:
+        cost = calculate_cost(model, input_tokens, output_tokens, at=at).total_cost
+    except DatabaseError:
+        cost = ZERO
+    return cost, input_tokens + output_tokens
+
+
+def check_call(
+    *,
+    agent_type: str,
+    tenant_id: str | None,
+    model: str,
+    messages: list[dict[str, Any]],
+    max_tokens: int | None,
+    at: dt.datetime,
+    sender: Any = None,
+) -> Reservation | None:
+    """:func:`check` for an agent call, reserving :func:`estimate_call` (computed only when a hard-stop
+    budget applies)."""
+    return _check(
+        agent_type,
+        tenant_id,
+        model,
+        lambda: estimate_call(model, messages, max_tokens, at),
+        at=at,
+        sender=sender,
+    )
+
+
+def _check(
+    agent_type: str,
+    tenant_id: str | None,
+    model: str | None,
+    estimate: Callable[[], tuple[Decimal, int]],
+    *,
+    at: dt.datetime | None,
+    sender: Any,
+) -> Reservation | None:
+    if not app_settings.BUDGETS_ENABLED:
+        return None
+    from .models import Budget
+
+    sender = sender if sender is not None else Budget
+    emit(signals.budget_checked, sender=sender, agent_type=agent_type, tenant_id=tenant_id)
+    now = timezone.now()
+    reservation = Reservation(agent_type, tenant_id, model, at=at or now, sender=sender)
+    keys = spend_keys(agent_type, tenant_id, [model])
+    try:
+        applies, refused = _run_isolated(lambda: _check_and_reserve(reservation, keys, estimate, now))
+    except DatabaseError:
+        logger.exception("llm_agents could not check the budgets of %s; the call goes ahead", agent_type)
+        return None
+    for budget, spend, _tokens, _reserved in refused:
+        emit(signals.budget_exceeded, sender=sender, agent_type=agent_type, tenant_id=tenant_id, budget=budget,
+             spend=spend, limit=budget.limit_usd, enforcement=budget.enforcement)  # fmt: skip
+    if refused:
+        budget, spend, tokens, reserved = refused[0]
+        limit = f"${budget.limit_usd}"
+        if budget.token_limit is not None:
+            limit += f" or {budget.token_limit} tokens"
+        raise BudgetExceededError(
+            f"Budget {budget.name!r} refused the call: {budget.period} spend ${spend} ({tokens} tokens) "
+            f"plus ${reserved} reserved by calls in flight reaches its limit of {limit}.",
+            budget=budget,
+            spend=spend,
+            limit=budget.limit_usd,
+        )
+    return reservation if applies else None
+
+
+def _check_and_reserve(
+    reservation: Reservation, keys: list[Key], estimate: Callable[[], tuple[Decimal, int]], now: dt.datetime
+) -> tuple[bool, list[tuple[Budget, Decimal, int, Decimal]]]:
+    """``(any budget applies, [(refusing budget, spend, tokens, reserved), ...])``; reserves when none refuses."""
+    from .models import Budget, BudgetReservation
+
+    alias = router.db_for_write(BudgetReservation)
+    if connections[alias].vendor == "postgresql":
+        return _check_and_reserve_postgresql(reservation, keys, estimate, now, alias)
+    budgets = list(
+        Budget.objects.filter(_scope_filter(keys), is_active=True).values_list("pk", "enforcement")
+    )
+    hard = sorted(pk for pk, enforcement in budgets if enforcement == Budget.Enforcement.HARD_STOP)
+    if not hard:
+        return bool(budgets), []
+    reservation.amount, reservation.tokens = estimate()
+    with _single_writer(alias), transaction.atomic(using=alias):
+        locked = _lock_hard_stops(hard, alias)
+        usage = _usage(locked, local_day(now), now, reservations=True)
+        refused = []
+        for budget in locked:
+            spend, tokens, reserved, reserved_tokens = usage[budget.pk]
+            if budget.is_over(spend + reserved, tokens + reserved_tokens):
+                refused.append((budget, spend, tokens, reserved))
+        if refused:
+            return True, refused
+        BudgetReservation.objects.using(alias).create(
+            id=reservation.id,
+            agent_type=reservation.agent_type,
+            tenant_id=reservation.tenant_id or "",
+            model=reservation.model or "",
+            amount=reservation.amount,
+            tokens=reservation.tokens,
+            created_at=now,
+            expires_at=now + RESERVATION_TTL,
+        )
+        reservation.held = True
+    return True, []
+
+
+_POSTGRESQL_LOCK = """
+SELECT id FROM {budget} WHERE is_active AND enforcement = 'hard_stop' AND ({keys}) ORDER BY id FOR UPDATE
+"""
+_POSTGRESQL_CHECK = """
+WITH now_ AS (SELECT %s::date AS today, %s::timestamptz AS moment),
+periods AS (
+    SELECT b.id, b.scope, b.scope_value, b.limit_usd, b.token_limit,
+        CASE b.period
+            WHEN 'daily' THEN n.today
+            WHEN 'weekly' THEN n.today - (EXTRACT(ISODOW FROM n.today)::int - 1)
+            WHEN 'monthly' THEN date_trunc('month', n.today)::date
+            ELSE n.today - (COALESCE(b.period_days, 1) - 1)
+        END AS first_day,
+        CASE b.period
+            WHEN 'weekly' THEN n.today - (EXTRACT(ISODOW FROM n.today)::int - 1) + 6
+            WHEN 'monthly' THEN (date_trunc('month', n.today) + interval '1 month - 1 day')::date
+            ELSE n.today
+        END AS last_day
+    FROM {budget} b CROSS JOIN now_ n
+    WHERE b.is_active AND b.enforcement = 'hard_stop' AND ({keys})
+),
+usage AS (
+    SELECT p.id, p.limit_usd, p.token_limit, c.spend, c.tokens, r.reserved, r.reserved_tokens
+    FROM periods p
+    CROSS JOIN LATERAL (
+        SELECT COALESCE(SUM(spend), 0) AS spend, COALESCE(SUM(tokens), 0) AS tokens FROM {counter}
+        WHERE scope = p.scope AND scope_value = p.scope_value AND day >= p.first_day AND day <= p.last_day
+    ) c
+    CROSS JOIN LATERAL (
+        SELECT COALESCE(SUM(amount), 0) AS reserved, COALESCE(SUM(tokens), 0) AS reserved_tokens
+        FROM {reservation} x, now_ n
+        WHERE x.expires_at > n.moment AND (p.scope = 'global' OR (p.scope = 'agent' AND x.agent_type = p.scope_value)
+            OR (p.scope = 'tenant' AND x.tenant_id = p.scope_value) OR (p.scope = 'model' AND x.model = p.scope_value))
+    ) r
+),
+inserted AS (
+    INSERT INTO {reservation} (id, agent_type, tenant_id, model, amount, tokens, created_at, expires_at)
+    SELECT %s::uuid, %s::varchar, %s::varchar, %s::varchar, %s::numeric, %s::bigint, %s::timestamptz, %s::timestamptz
+    WHERE EXISTS (SELECT 1 FROM usage) AND NOT EXISTS (
+        SELECT 1 FROM usage u WHERE u.spend + u.reserved >= u.limit_usd
+            OR (u.token_limit IS NOT NULL AND u.tokens + u.reserved_tokens >= u.token_limit))
+    RETURNING id
+)
+SELECT u.id, u.spend, u.tokens, u.reserved, u.reserved_tokens, u.limit_usd, u.token_limit,
+    (SELECT count(*) FROM inserted), (SELECT count(*) FROM {budget} WHERE is_active AND ({keys}))
+FROM (SELECT 1) AS one LEFT JOIN usage u ON true
+"""
+
+
+def _check_and_reserve_postgresql(
+    reservation: Reservation,
+    keys: list[Key],
+    estimate: Callable[[], tuple[Decimal, int]],
+    now: dt.datetime,
+    alias: str,
+) -> tuple[bool, list[tuple[Budget, Decimal, int, Decimal]]]:
+    """Lock the hard-stop budgets that apply (primary key order), then, in a statement that sees every
+    reservation committed before the lock was granted, sum each one's period spend and reservations and
+    insert this call's reservation unless one of them is reached.
+
+    One round trip: the check is a statement prepared once per connection (planning it costs more
+    than running it), run with EXECUTE after the lock in the same query string, which PostgreSQL runs
+    as one transaction. It skips the WAL flush wait: a reservation lives only as long as its call."""
+    from .models import Budget, BudgetReservation, SpendCounter
+
+    connection = connections[alias]
+    quote = connection.ops.quote_name
+    tables = {"budget": quote(Budget._meta.db_table), "counter": quote(SpendCounter._meta.db_table),
+              "reservation": quote(BudgetReservation._meta.db_table),
+              "keys": " OR ".join(["(scope = %s AND scope_value = %s)"] * len(keys))}  # fmt: skip
+    key_params = [value for key in keys for value in key]
+    reservation.amount, reservation.tokens = estimate()
+    params = [
+        local_day(now), now, *key_params,
+        reservation.id, reservation.agent_type, reservation.tenant_id or "", reservation.model or "",
+        reservation.amount, reservation.tokens, now, now + RESERVATION_TTL,
+        *key_params,
+    ]  # fmt: skip
+    connection.ensure_connection()
+    prepared = _prepared_on(connection.connection)
+    lock = ["SELECT set_config('synchronous_commit', 'off', true)", _POSTGRESQL_LOCK.format(**tables)]
+    check = _POSTGRESQL_CHECK.format(**tables)
+    if prepared.get(0) == "inline":  # this session cannot keep prepared statements (a pooler)
+        rows = _run_check(connection, [*lock, check], [*key_params, *params])
+    else:
+        name = prepared.get(len(keys))
+        statements = list(lock)
+        if name is None:
+            name = f"llm_agents_budget_check_{len(keys)}_{uuid.uuid4().hex[:8]}"
+            numbered = iter(range(1, len(params) + 1))
+            statements.insert(0, f"PREPARE {name} AS " + re.sub(r"%s", lambda _: f"${next(numbered)}", check))
+        statements.append(f"EXECUTE {name}({', '.join(['%s'] * len(params))})")
+        try:
+            rows = _run_check(connection, statements, [*key_params, *params])
+        except DatabaseError:
+            # e.g. a transaction-pooling PgBouncer sent the EXECUTE to another server session: from
+            # now on this connection sends the whole statement (the failed query changed nothing).
+            prepared.clear()
+            prepared[0] = "inline"
+            if connection.in_atomic_block:
+                raise
+            rows = _run_check(connection, [*lock, check], [*key_params, *params])
+        else:
+            prepared[len(keys)] = name
+    budget_ids = [row[0] for row in rows if row[0] is not None]
+    inserted, applies = rows[0][7], rows[0][8]
+    if inserted:
+        reservation.held = True
+        return True, []
+    if not budget_ids:
+        return bool(applies), []
+    over = {
+        row[0]: (row[1], int(row[2]), row[3])
+        for row in rows
+        if row[1] + row[3] >= row[5] or (row[6] is not None and row[2] + row[4] >= row[6])
+    }
+    found = Budget.objects.using(alias).in_bulk(list(over))
+    return True, [(found[pk], *over[pk]) for pk in sorted(over) if pk in found]
+
+
+def _run_check(connection: Any, statements: list[str], params: list[Any]) -> list[tuple[Any, ...]]:
+    """Run the statements as one query string (one round trip, one transaction); the last one's rows."""
+    rows: list[tuple[Any, ...]] = []
+    with connection.cursor() as cursor:
+        cursor.execute(";".join(statements), params)
+        while cursor.nextset():
+            rows = cursor.fetchall()
+    return rows
+
+
+def _prepared_on(raw_connection: Any) -> dict[int, str]:
+    """The names of the check statements prepared on this database session, by number of keys
+    (``{0: "inline"}`` when the session cannot keep them)."""
+    prepared = getattr(raw_connection, "_llm_agents_prepared", None)
+    if prepared is None:
+        prepared = {}
+        raw_connection._llm_agents_prepared = prepared
+    return prepared
+
+
+def _lock_hard_stops(pks: list[int], alias: str) -> list[Budget]:
+    """The active hard-stop budgets among ``pks``, locked (in primary key order, so lockers never
+    deadlock) until the transaction ends, read fresh under the lock."""
+    from .models import Budget
+
+    queryset = Budget.objects.using(alias).filter(
+        pk__in=pks, is_active=True, enforcement=Budget.Enforcement.HARD_STOP
+    )
+    if not connections[alias].features.has_select_for_update:
+        # SQLite: a write first takes the database's single write lock for this transaction.
+        queryset.update(alerted_on=F("alerted_on"))
+        return list(queryset.order_by("pk"))
+    return list(queryset.select_for_update().order_by("pk"))
+
+
+def _scope_filter(keys: list[Key]) -> Q:
+    condition = Q()
+    for scope, value in keys:
+        condition |= Q(scope=scope, scope_value=value)
+    return condition
+
+
+def _usage(
+    budgets: list[Budget], today: dt.date, now: dt.datetime, *, reservations: bool
+) -> dict[int, tuple[Decimal, int, Decimal, int]]:
+    """``{budget pk: (spend, tokens, reserved, reserved tokens)}`` for the current periods: one query
+    for the counter rows (at most 31 per budget), one for the reservations of calls in flight."""
+    from .models import BudgetReservation, SpendCounter
+
+    if not budgets:
+        return {}
+    ranges = {budget.pk: budget.period_days_range(today) for budget in budgets}
+    condition = Q()
+    for budget in budgets:
+        first, last = ranges[budget.pk]
+        condition |= Q(scope=budget.scope, scope_value=budget.scope_value, day__gte=first, day__lte=last)
+    rows = list(
+        SpendCounter.objects.filter(condition).values_list("scope", "scope_value", "day", "spend", "tokens")
+    )
+    held: list[tuple[str, str, str, Decimal, int]] = []
+    if reservations:
+        held = list(
+            BudgetReservation.objects.filter(expires_at__gt=now).values_list(
+                "agent_type", "tenant_id", "model", "amount", "tokens"
+            )
+        )
+    usage = {}
+    for budget in budgets:
+        first, last = ranges[budget.pk]
+        spend, tokens, reserved, reserved_tokens = ZERO, 0, ZERO, 0
+        for scope, value, day, row_spend, row_tokens in rows:
+            if scope == budget.scope and value == budget.scope_value and first <= day <= last:
+                spend += row_spend
+                tokens += row_tokens
+        for agent_type, tenant_id, model, amount, amount_tokens in held:
+            if _reservation_applies(budget, agent_type, tenant_id, model):
+                reserved += amount
+                reserved_tokens += amount_tokens
+        usage[budget.pk] = (spend, tokens, reserved, reserved_tokens)
+    return usage
+
+
+def _reservation_applies(budget: Budget, agent_type: str, tenant_id: str, model: str) -> bool:
+    return {"global": True, "agent": agent_type, "tenant": tenant_id, "model": model}[budget.scope] in (
+        True,
+        budget.scope_value,
+    )
+
+
+# -- recording ----------------------------------------------------------------------------------
+
+
+def record(
+    agent_type: str,
+    total_cost: Decimal | int | str,
+    total_tokens: int,
+    tenant_id: str | None = None,
+    model: str | None = None,
+    *,
+    at: dt.datetime | None = None,
+    sender: Any = None,
+) -> None:
+    """Record spend made outside an agent call (on the local day of ``at``, default now).
+
+    Counters are kept beside the executions table; spend recorded here with no execution behind it
+    is not restored by ``rebuild_aggregates``.
+    """
+    _spend(agent_type, tenant_id, [model], total_cost, total_tokens, at or timezone.now(), sender=sender)
+
+
+def settle_execution(record: ExecutionRecord) -> None:
+    """Record the spend of a finished execution: its own cost and tokens (its totals less those of the
+    executions nested in it, which record their own), against its agent type, tenant and the models it
+    asked for and used. Settles the reservation its budget check made, if any."""
+    reservation: Reservation | None = getattr(record, "budget_reservation", None)
+    if not app_settings.BUDGETS_ENABLED:
+        if reservation is not None:
+            reservation.release()
+        return
+    fields = record.fields
+    cost = fields["total_cost"] - sum((child.fields["total_cost"] for child in record.children), ZERO)
+    tokens = fields["total_tokens"] - sum(child.fields["total_tokens"] for child in record.children)
+    cost, tokens = max(cost, ZERO), max(tokens, 0)
+    models = [fields.get("model_id") or "", fields.get("chosen_model_id") or ""]
+    if reservation is not None:
+        reservation.settle(cost, tokens, models=models, at=record.started_at)
+    elif cost or tokens:
+        _spend(
+            record.agent_type, fields.get("tenant_id"), models, cost, tokens, record.started_at, sender=None
+        )
+
+
+def _spend(
+    agent_type: str,
+    tenant_id: str | None,
+    models: list[str | None],
+    total_cost: Decimal | int | str,
+    total_tokens: int,
+    at: dt.datetime,
+    *,
+    reservation: Reservation | None = None,
+    sender: Any,
+) -> None:
+    if not app_settings.BUDGETS_ENABLED:
+        return
+    from .models import Budget
+
+    cost, tokens = Decimal(str(total_cost)), int(total_tokens)
+    if cost < 0 or tokens < 0:
+        raise ValueError(f"Spend must not be negative (got ${cost}, {tokens} tokens).")
+    sender = sender if sender is not None else Budget
+    keys = spend_keys(agent_type, tenant_id, models)
+    held = reservation.id if reservation is not None and reservation.held else None
+    if not (cost or tokens or held):
+        return
+    now = timezone.now()
+    notices = _run_isolated(lambda: _write_spend(keys, local_day(at), cost, tokens, held, now))
+    emit(signals.budget_recorded, sender=sender, agent_type=agent_type, tenant_id=tenant_id, total_cost=cost,
+         total_tokens=tokens)  # fmt: skip
+    for signal, budget, spend, percent in notices:
+        if signal is signals.budget_alert:
+            emit(
+                signal,
+                sender=sender,
+                budget=budget,
+                spend=spend,
+                limit=budget.limit_usd,
+                percent_used=percent,
+            )
+        else:
+            emit(signal, sender=sender, agent_type=agent_type, tenant_id=tenant_id, budget=budget, spend=spend,
+                 limit=budget.limit_usd, enforcement=budget.enforcement)  # fmt: skip
+
+
+def _write_spend(
+    keys: list[Key],
+    day: dt.date,
+    cost: Decimal,
+    tokens: int,
+    reservation_id: uuid.UUID | None,
+    now: dt.datetime,
+) -> list[tuple[Any, Budget, Decimal, float]]:
+    """Add to the counters and drop the reservation, in one transaction (one round trip on PostgreSQL);
+    then the alerts and warning-budget notices this spend crossed into, each claimed once per period."""
+    from .models import BudgetReservation, SpendCounter
+
+    alias = router.db_for_write(SpendCounter)
+    connection = connections[alias]
+    quote = connection.ops.quote_name
+    statements: list[tuple[str, list[Any]]] = []
+    if reservation_id is not None:
+        table = quote(BudgetReservation._meta.db_table)
+        statements.append(
+            (f"DELETE FROM {table} WHERE {quote('id')} = %s", [_db_uuid(reservation_id, connection)])
+        )
+    if cost or tokens:
+        table = quote(SpendCounter._meta.db_table)
+        columns = ", ".join(quote(name) for name in ("scope", "scope_value", "day", "spend", "tokens"))
+        rows = ", ".join(["(%s, %s, %s, %s, %s)"] * len(keys))
+        statements.append(
+            (
+                f"INSERT INTO {table} ({columns}) VALUES {rows} "
+                f"ON CONFLICT ({quote('scope')}, {quote('scope_value')}, {quote('day')}) DO UPDATE SET "
+                f"{quote('spend')} = {table}.{quote('spend')} + EXCLUDED.{quote('spend')}, "
+                f"{quote('tokens')} = {table}.{quote('tokens')} + EXCLUDED.{quote('tokens')}",
+                [value for scope, key in keys for value in (scope, key, day.isoformat(), str(cost), tokens)],
+            )
+        )
+    with _single_writer(alias):
+        if connection.vendor == "postgresql":
+            # Several statements, one implicit transaction, which does not wait for the WAL flush: a
+            # server crash may lose the last fraction of a second of increments, which
+            # rebuild_aggregates restores from the (durable) executions table.
+            statements.insert(0, ("SELECT set_config('synchronous_commit', 'off', true)", []))
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    ";".join(sql for sql, _ in statements), [p for _, params in statements for p in params]
+                )
+        else:
+            with transaction.atomic(using=alias), connection.cursor() as cursor:
+                for sql, params in statements:
+                    cursor.execute(sql, params)
+    if not (cost or tokens):
+        return []
+    return _crossed_thresholds(keys, now)
+
+
+def _db_uuid(value: uuid.UUID, connection: Any) -> Any:
+    return value if connection.features.has_native_uuid_field else value.hex
+
+
+def _crossed_thresholds(keys: list[Key], now: dt.datetime) -> list[tuple[Any, Budget, Decimal, float]]:
+    """``budget_alert`` at ``alert_at_percentage`` and, for warning budgets, ``budget_exceeded`` at the
+    limit: each once per budget per period, claimed by an atomic conditional UPDATE so that the
+    "once" holds across processes."""
+    from .models import Budget
+
+    budgets = list(Budget.objects.filter(_scope_filter(keys), is_active=True))
+    if not budgets:
+        return []
+    today = local_day(now)
+    usage = _usage(budgets, today, now, reservations=False)
+    notices = []
+    for budget in budgets:
+        spend, tokens, _, _ = usage[budget.pk]
+        first = budget.period_days_range(today)[0]
+        percent = budget.percent_of_limit(spend)
+        if percent >= budget.alert_at_percentage and _claim(budget, "alerted_on", first, today):
+            notices.append((signals.budget_alert, budget, spend, percent))
+        if (
+            budget.enforcement == Budget.Enforcement.WARNING
+            and budget.is_over(spend, tokens)
+            and _claim(budget, "exceeded_on", first, today)
+        ):
+            notices.append((signals.budget_exceeded, budget, spend, percent))
+    return notices
+
+
+def _claim(budget: Budget, column: str, period_first: dt.date, today: dt.date) -> bool:
+    """Mark ``column`` for this period; True for the one caller whose UPDATE changed the row.
+
+    A rolling budget's "period" is its window: once marked, it fires again when the marked day has
+    left the window."""
+    from .models import Budget
+
+    marked = getattr(budget, column)
+    if marked is not None and marked >= period_first:
+        return False
+    claimed = (
+        Budget.objects.filter(pk=budget.pk)
+        .filter(Q(**{f"{column}__isnull": True}) | Q(**{f"{column}__lt": period_first}))
+        .update(**{column: today})
+    )
+    return claimed == 1
+
+
+# -- database plumbing --------------------------------------------------------------------------
+
+_isolated = ThreadPoolExecutor(max_workers=4, thread_name_prefix="llm_agents_budgets")
+_sqlite_writer = threading.RLock()
+
+
+def _run_isolated(work: Callable[[], T]) -> T:
+    """Run budget queries outside the caller's transaction (whose rollback must not undo spend, and
+    which must not hold a budget's lock) and off an event loop's thread: on a worker thread with a
+    connection of its own. SQLite has one writer, so there they join the caller's transaction."""
+    from .models import SpendCounter
+    from .recording import _in_callers_transaction, _on_event_loop
+
+    alias = router.db_for_write(SpendCounter)
+    if _on_event_loop() or (_in_callers_transaction(alias) and connections[alias].vendor != "sqlite"):
+
+        def run() -> T:
+            close_old_connections()
+            try:
+                return work()
+            finally:
+                close_old_connections()
+
+        return _isolated.submit(run).result()
+    with _single_writer(alias):
+        return work()
+
+
+@contextlib.contextmanager
+def _single_writer(alias: str) -> Iterator[None]:
+    """On SQLite, the budget queries of this process's threads take turns (a shared-cache database,
+    such as the in-memory test one, reports a locked table at once instead of waiting for it)."""
+    if connections[alias].vendor != "sqlite":
+        yield
+        return
+    with _sqlite_writer:
+        yield
+
+
+def _text(content: Any) -> str:
+    if content is None:
+        return ""
+    return content if isinstance(content, str) else str(content)
+
+
+# -- rebuilding ---------------------------------------------------------------------------------
+
+
+@dataclass
+class RebuildResult:
+    """What :func:`rebuild_counters` did: days covered, counter rows written, chunks, and the expired
+    reservations removed."""
+
+    first_day: dt.date | None = None
+    last_day: dt.date | None = None
+    counters: int = 0
+    chunks: int = 0
+    expired_reservations: int = 0
+
+
+def rebuild_counters(
+    since: dt.date | None = None,
+    *,
+    chunk_days: int = 31,
+    progress: Callable[[RebuildResult], None] | None = None,
+) -> RebuildResult:
+    """Recompute the spend counters from the executions table, from the local day ``since`` (default:
+    the first execution) to today.
+
+    A counter is the sum over the executions started that day of each one's own spend (its
+    ``total_cost`` and ``total_tokens`` less those of its direct children, which count on their own),
+    under its agent type, tenant, ``model_id`` and ``chosen_model_id``. Each chunk of ``chunk_days``
+    days is replaced in one transaction, so budgets never read a half-written period. Spend recorded
+    while the rebuild runs may be counted twice or missed: rebuild when traffic is quiet, or again.
+    """
+    from .models import BudgetReservation, Execution, SpendCounter
+
+    if chunk_days < 1:
+        raise ValueError(f"chunk_days must be at least 1, not {chunk_days!r}.")
+    result = RebuildResult()
+    today = local_now().date()
+    bounds = Execution.objects.aggregate(first=Min("started_at"), last=Max("started_at"))
+    first = since or (local_day(bounds["first"]) if bounds["first"] else today)
+    last = max(today, local_day(bounds["last"])) if bounds["last"] else today
+    result.first_day, result.last_day = first, last
+    alias = router.db_for_write(SpendCounter)
+    start = first
+    while start <= last:
+        end = min(start + dt.timedelta(days=chunk_days - 1), last)
+        rows = _counter_rows(start, end)
+        with _single_writer(alias), transaction.atomic(using=alias):
+            SpendCounter.objects.filter(day__gte=start, day__lte=end).delete()
+            SpendCounter.objects.bulk_create(rows, batch_size=1000)
+        result.counters += len(rows)
+        result.chunks += 1
+        if progress is not None:
+            progress(result)
+        start = end + dt.timedelta(days=1)
+    with _single_writer(alias), transaction.atomic(using=alias):
+        outside = SpendCounter.objects.filter(day__gt=last)
+        if since is None:
+            outside = outside | SpendCounter.objects.filter(day__lt=first)
+        outside.delete()
+        result.expired_reservations, _ = BudgetReservation.objects.filter(
+            expires_at__lte=timezone.now()
+        ).delete()
+    return result
+
+
+def _counter_rows(first: dt.date, last: dt.date) -> list[Any]:
+    """The SpendCounter rows of the local days ``first``..``last``, computed in the database."""
+    from .models import Execution, SpendCounter
+
+    zone = timezone.get_default_timezone()
+    start, end = day_range(first, last)
+    own = (
+        Execution.objects.filter(started_at__gte=start, started_at__lt=end)
+        .annotate(local_day=TruncDate("started_at", tzinfo=zone))
+        .values("local_day", "agent_type", "tenant_id", "model_id", "chosen_model_id")
+        .annotate(cost=Sum("total_cost"), tokens=Sum("total_tokens"))
+        .order_by()
+    )
+    nested = (
+        Execution.objects.filter(parent__started_at__gte=start, parent__started_at__lt=end)
+        .annotate(
+            local_day=TruncDate("parent__started_at", tzinfo=zone),
+            parent_agent_type=F("parent__agent_type"),
+            parent_tenant_id=F("parent__tenant_id"),
+            parent_model_id=F("parent__model_id"),
+            parent_chosen_model_id=F("parent__chosen_model_id"),
+        )
+        .values(
+            "local_day", "parent_agent_type", "parent_tenant_id", "parent_model_id", "parent_chosen_model_id"
+        )
+        .annotate(cost=Sum("total_cost"), tokens=Sum("total_tokens"))
+        .order_by()
+    )
+    totals: dict[tuple[str, str, dt.date], list[Any]] = {}
+
+    def add(
+        day: dt.date,
+        agent_type: str,
+        tenant_id: str | None,
+        models: list[str],
+        cost: Any,
+        tokens: Any,
+        sign: int,
+    ) -> None:
+        for scope, value in spend_keys(agent_type, tenant_id, models):
+            entry = totals.setdefault((scope, value, day), [ZERO, 0])
+            entry[0] += sign * (cost or ZERO)
+            entry[1] += sign * (tokens or 0)
+
+    for row in own:
+        add(row["local_day"], row["agent_type"], row["tenant_id"], [row["model_id"], row["chosen_model_id"]],
+            row["cost"], row["tokens"], 1)  # fmt: skip
+    for child in nested:
+        add(child["local_day"], child["parent_agent_type"], child["parent_tenant_id"],
+            [child["parent_model_id"], child["parent_chosen_model_id"]], child["cost"], child["tokens"], -1)  # fmt: skip
+    return [
+        SpendCounter(scope=scope, scope_value=value, day=day, spend=max(spend, ZERO), tokens=max(tokens, 0))
+        for (scope, value, day), (spend, tokens) in sorted(totals.items())
+        if spend > 0 or tokens > 0
+    ]

@@ -1,0 +1,734 @@
+"""AUTO_INSTRUMENT: calls made straight through the openai and anthropic SDKs, tracked.
+
+:func:`install` (run by the app's ``ready()`` when an SDK is importable) wraps, once, the ``create``
+method of these SDK resource classes:
+
+=================================================  ====================================  =========
+SDK method                                         recorded as (``agent_type``)          provider
+=================================================  ====================================  =========
+``OpenAI().chat.completions.create``               ``openai.chat.completions``           openai
+``OpenAI().responses.create``                      ``openai.responses``                  openai
+``Anthropic().messages.create``                    ``anthropic.messages``                anthropic
+=================================================  ====================================  =========
+
+and the same methods of ``AsyncOpenAI`` / ``AsyncAnthropic``. Each wrapper reads
+``LLM_AGENTS["AUTO_INSTRUMENT"]`` on every call and passes straight through when it is off, so the
+setting can be switched at run time.
+
+With it on, a call becomes one ``llm`` span of the execution being recorded (a ``trace()`` block,
+an agent run) whose tokens and cost are added to that execution, or, outside any execution, an
+Execution of kind ``llm`` of its own holding that one span. A streamed call (``stream=True``) is
+recorded when its stream ends (exhausted, closed or failed): time to first token, and usage from the
+final chunk or event. Calls made by our own providers are recorded by the agent and not again here.
+Tracking failures are logged on the ``llm_agents`` logger; the SDK's result and exceptions reach
+the caller unchanged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import importlib
+import json
+import logging
+import threading
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import close_old_connections
+from django.utils import timezone
+
+from . import recording, tracing
+from .conf import app_settings
+from .pricing import ZERO, Cost, calculate_cost
+from .recording import ExecutionRecord, SpanRecord, elapsed_ms
+
+logger = logging.getLogger("llm_agents")
+
+__all__ = ["ENTRY_POINTS", "EntryPoint", "install", "installed", "provider_call"]
+
+
+@dataclass(frozen=True)
+class EntryPoint:
+    """One SDK method that :func:`install` wraps; ``name`` is the ``agent_type`` of its executions."""
+
+    module: str
+    class_name: str
+    name: str
+    provider: str
+    api: str  # chat | responses | messages
+    is_async: bool
+
+
+ENTRY_POINTS = (
+    EntryPoint("openai.resources.chat.completions", "Completions", "openai.chat.completions", "openai", "chat", False),
+    EntryPoint("openai.resources.chat.completions", "AsyncCompletions", "openai.chat.completions", "openai", "chat",
+               True),
+    EntryPoint("openai.resources.responses", "Responses", "openai.responses", "openai", "responses", False),
+    EntryPoint("openai.resources.responses", "AsyncResponses", "openai.responses", "openai", "responses", True),
+    EntryPoint("anthropic.resources.messages", "Messages", "anthropic.messages", "anthropic", "messages", False),
+    EntryPoint("anthropic.resources.messages", "AsyncMessages", "anthropic.messages", "anthropic", "messages",
+               True),
+)  # fmt: skip
+
+_MARK = "_llm_agents_instrumented"
+_RAW_RESPONSE_HEADER = "x-stainless-raw-response"
+_install_lock = threading.Lock()
+
+# -- our own providers ----------------------------------------------------------------------------
+
+_provider_call: ContextVar[bool] = ContextVar("llm_agents_provider_call", default=False)
+
+
+@contextmanager
+def provider_call() -> Iterator[None]:
+    """Mark the SDK calls made inside the block as our providers' own: the agent records them, so the
+    wrappers let them through untracked. Keep the block around the ``create`` call itself."""
+    token = _provider_call.set(True)
+    try:
+        yield
+    finally:
+        _provider_call.reset(token)
+
+
+# -- installing -----------------------------------------------------------------------------------
+
+
+def install() -> list[str]:
+    """Wrap the ``create`` method of every importable entry point; safe to call again (a wrapped
+    method is left alone). Returns ``"module.Class"`` of the methods wrapped by this call."""
+    wrapped = []
+    with _install_lock:
+        for entry in ENTRY_POINTS:
+            try:
+                module = importlib.import_module(entry.module)
+            except ImportError:
+                continue
+            resource = getattr(module, entry.class_name, None)
+            if resource is None:
+                continue
+            create = getattr(resource, "__dict__", {}).get("create")
+            if create is None or getattr(create, _MARK, False):
+                continue
+            wrapper = _async_wrapper(create, entry) if entry.is_async else _sync_wrapper(create, entry)
+            setattr(wrapper, _MARK, True)
+            resource.create = wrapper
+            wrapped.append(f"{entry.module}.{entry.class_name}")
+    return wrapped
+
+
+def installed() -> list[str]:
+    """``"module.Class"`` of the entry points whose ``create`` is wrapped now."""
+    names = []
+    for entry in ENTRY_POINTS:
+        try:
+            module = importlib.import_module(entry.module)
+        except ImportError:
+            continue
+        create = getattr(getattr(module, entry.class_name, None), "create", None)
+        if getattr(create, _MARK, False):
+            names.append(f"{entry.module}.{entry.class_name}")
+    return names
+
+
+def _tracking_wanted(kwargs: dict[str, Any]) -> bool:
+    if _provider_call.get():
+        return False
+    try:
+        if not app_settings.AUTO_INSTRUMENT:
+            return False
+    except Exception:  # settings not configured: nothing to record into
+        return False
+    headers = kwargs.get("extra_headers")
+    if isinstance(headers, dict) and any(str(name).lower() == _RAW_RESPONSE_HEADER for name in headers):
+        return False  # .with_raw_response / .with_streaming_response: the body is the caller's to read
+    return True
+
+
+def _sync_wrapper(create: Callable[..., Any], entry: EntryPoint) -> Callable[..., Any]:
+    @functools.wraps(create)
+    def create_tracked(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _tracking_wanted(kwargs):
+            return create(self, *args, **kwargs)
+        call = _safely(_begin, entry, kwargs)
+        if call is None:
+            return create(self, *args, **kwargs)
+        try:
+            result = create(self, *args, **kwargs)
+        except BaseException as exc:
+            _safely(call.end, error=exc)
+            raise
+        if call.streaming:
+            return _safely(_track_stream, result, call) or result
+        _safely(call.end, response=result)
+        return result
+
+    return create_tracked
+
+
+def _async_wrapper(create: Callable[..., Any], entry: EntryPoint) -> Callable[..., Any]:
+    @functools.wraps(create)
+    async def create_tracked(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _tracking_wanted(kwargs):
+            return await create(self, *args, **kwargs)
+        if tracing.current_execution() is None:  # an execution of its own: its start row is a write
+            call = await _off_loop(_safely, _begin, entry, kwargs)
+        else:
+            call = _safely(_begin, entry, kwargs)
+        if call is None:
+            return await create(self, *args, **kwargs)
+        try:
+            result = await create(self, *args, **kwargs)
+        except BaseException as exc:
+            await _off_loop(_safely, call.end, error=exc)
+            raise
+        if call.streaming:
+            return _safely(_track_async_stream, result, call) or result
+        await _off_loop(_safely, call.end, response=result)
+        return result
+
+    return create_tracked
+
+
+def _safely(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    try:
+        return function(*args, **kwargs)
+    except Exception:
+        logger.exception(
+            "llm_agents could not track an SDK call (%s)", getattr(function, "__name__", function)
+        )
+        return None
+
+
+async def _off_loop(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run ``function`` on a worker thread (it may price or write), keeping this context."""
+    from asgiref.sync import sync_to_async
+
+    def run() -> Any:
+        try:
+            return function(*args, **kwargs)
+        finally:
+            close_old_connections()
+
+    return await sync_to_async(run, thread_sensitive=False)()
+
+
+# -- one call -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What an answer said: text, tool calls, finish reason, usage and the model that answered."""
+
+    content: str = ""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    finish_reason: str = ""
+    model: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+class ResponseFailedError(Exception):
+    """A streamed response that ended with ``response.failed`` or an ``error`` event."""
+
+
+def _begin(entry: EntryPoint, kwargs: dict[str, Any]) -> TrackedCall:
+    call = TrackedCall(entry, kwargs)
+    call.start()
+    return call
+
+
+class TrackedCall:
+    """One SDK request being recorded: its llm span, and its own execution outside any other."""
+
+    def __init__(self, entry: EntryPoint, kwargs: dict[str, Any]) -> None:
+        self.entry = entry
+        self.model = str(kwargs.get("model") or "")
+        self.streaming = kwargs.get("stream") is True
+        self.ended = False
+        self.first_token_at: dt.datetime | None = None
+        messages, system_prompt, user_prompt = request_messages(entry.api, kwargs)
+        execution = tracing.current_execution()
+        self.own: ExecutionRecord | None = None
+        if execution is None:
+            execution = self.own = ExecutionRecord(kind="llm", agent_type=entry.name)
+            temperature = kwargs.get("temperature")
+            execution.fields.update(
+                status="running",
+                model_id=self.model,
+                chosen_model_id=self.model,
+                provider=entry.provider,
+                temperature=temperature if isinstance(temperature, int | float) else None,
+                streaming=self.streaming,
+                parameters=request_parameters(kwargs),
+                system_prompt=system_prompt,
+                user_prompt=user_prompt,
+                fallback_chain=[self.model],
+                tenant_id=tracing.current_tenant_id() if app_settings.MULTI_TENANCY else None,
+            )
+        self.execution = execution
+        self.span = SpanRecord(
+            name=self.model,
+            kind="llm",
+            parent=tracing.current_span() if self.own is None else None,
+            model_id=self.model,
+            provider=entry.provider,
+            input=messages,
+            metadata={"sdk_method": entry.name},
+        )
+        execution.spans.append(self.span)
+        self.reader = STREAM_READERS[entry.api]() if self.streaming else None
+
+    def start(self) -> None:
+        if self.own is not None:
+            recording.start(self.own)
+
+    def observe(self, item: Any) -> None:
+        """Read one chunk or event of a stream."""
+        if self.reader is not None and self.reader.add(item) and self.first_token_at is None:
+            self.first_token_at = timezone.now()
+
+    def end(self, *, response: Any = None, error: BaseException | None = None) -> None:
+        """Record the outcome (once): the answer of a plain call, or what the stream read."""
+        if self.ended:
+            return
+        self.ended = True
+        if self.reader is not None:
+            outcome = self.reader.outcome(self.model)
+            error = error or self.reader.failure
+        elif response is not None:
+            outcome = OUTCOME_READERS[self.entry.api](response, self.model)
+        else:
+            outcome = Outcome()
+        span = self.span
+        span.input_tokens, span.output_tokens = outcome.input_tokens, outcome.output_tokens
+        span.cached_tokens = outcome.cached_tokens
+        cost = self.price(outcome)
+        span.total_cost = cost.total_cost
+        if error is None or outcome.content or outcome.tool_calls:
+            span.output = {"content": outcome.content, "tool_calls": outcome.tool_calls}
+        if outcome.model:
+            span.metadata["response_model"] = outcome.model
+        if self.first_token_at is not None:
+            span.time_to_first_token_ms = elapsed_ms(span.started_at, self.first_token_at)
+        span.finish(error)
+        self.execution.add_usage(
+            input_tokens=outcome.input_tokens, output_tokens=outcome.output_tokens,
+            cached_tokens=outcome.cached_tokens, reasoning_tokens=outcome.reasoning_tokens,
+            input_cost=cost.input_cost, output_cost=cost.output_cost,
+        )  # fmt: skip
+        if self.own is not None:
+            self.complete_own(outcome, cost, error)
+
+    def price(self, outcome: Outcome) -> Cost:
+        if not (outcome.input_tokens or outcome.output_tokens):
+            return Cost(ZERO, ZERO, ZERO, "unknown")
+        try:
+            return calculate_cost(
+                self.model,
+                outcome.input_tokens,
+                outcome.output_tokens,
+                min(outcome.cached_tokens, outcome.input_tokens),
+                at=self.span.started_at,
+                provider=self.entry.provider,
+            )
+        except Exception:
+            logger.warning("Could not price %s; recorded at zero cost", self.model, exc_info=True)
+            return Cost(ZERO, ZERO, ZERO, "unknown")
+
+    def complete_own(self, outcome: Outcome, cost: Cost, error: BaseException | None) -> None:
+        record = self.own
+        assert record is not None
+        mapped = provider_error(self.entry.provider, error)
+        record.fields.update(
+            response=outcome.content,
+            finish_reason=outcome.finish_reason,
+            pricing_source=cost.source,
+            tool_calls=outcome.tool_calls,
+            tool_calls_count=len(outcome.tool_calls),
+            rate_limited=type(mapped).__name__ == "RateLimitError",
+            retryable=bool(getattr(mapped, "retryable", False)) if error is not None else False,
+            attempts=[
+                {
+                    "model_id": self.model,
+                    "status": "success" if error is None else "error",
+                    "error_class": type(error).__name__ if error is not None else "",
+                    "error_message": str(error) if error is not None else "",
+                    "duration_ms": self.span.duration_ms,
+                    "input_tokens": outcome.input_tokens,
+                    "output_tokens": outcome.output_tokens,
+                    "started_at": self.span.started_at.isoformat(),
+                }
+            ],
+            attempts_count=1,
+        )
+        if self.first_token_at is not None:
+            record.fields["time_to_first_token_ms"] = elapsed_ms(record.started_at, self.first_token_at)
+        if outcome.model:
+            record.fields.setdefault("metadata", {})["response_model"] = outcome.model
+        recording.complete(record, error=error)
+
+
+def provider_error(provider: str, error: BaseException | None) -> Any:
+    """Our ``llm_agents.errors`` reading of an SDK exception (for ``retryable`` and ``rate_limited``)."""
+    if not isinstance(error, Exception):
+        return None
+    try:
+        module = importlib.import_module(f"llm_agents.providers.{provider}")
+        sdk = importlib.import_module(provider)
+        base = sdk.OpenAIError if provider == "openai" else sdk.AnthropicError
+    except Exception:
+        return None
+    return module.map_error(error) if isinstance(error, base) else None
+
+
+# -- streams --------------------------------------------------------------------------------------
+
+
+def _track_stream(stream: Any, call: TrackedCall) -> Any:
+    """Record ``call`` as the caller iterates ``stream`` (the SDK's own object, returned as it is)."""
+    iterator = stream._iterator
+
+    def tracked() -> Iterator[Any]:
+        try:
+            for item in iterator:
+                _safely(call.observe, item)
+                yield item
+        except GeneratorExit:
+            _safely(call.end)
+            raise
+        except BaseException as exc:
+            _safely(call.end, error=exc)
+            raise
+        _safely(call.end)
+
+    stream._iterator = tracked()
+    owner = weakref.ref(stream)  # no cycle through the stream: a dropped stream closes at once
+
+    def close() -> None:
+        try:
+            if (current := owner()) is not None:
+                type(current).close(current)
+        finally:
+            _safely(call.end)
+
+    stream.close = close
+    return stream
+
+
+def _track_async_stream(stream: Any, call: TrackedCall) -> Any:
+    iterator = stream._iterator
+
+    async def tracked() -> AsyncIterator[Any]:
+        try:
+            async for item in iterator:
+                _safely(call.observe, item)
+                yield item
+        except GeneratorExit:
+            await _end_off_loop(call)
+            raise
+        except BaseException as exc:
+            await _end_off_loop(call, error=exc)
+            raise
+        await _end_off_loop(call)
+
+    stream._iterator = tracked()
+    owner = weakref.ref(stream)
+
+    async def close() -> None:
+        try:
+            if (current := owner()) is not None:
+                await type(current).close(current)
+        finally:
+            await _end_off_loop(call)
+
+    stream.close = close
+    return stream
+
+
+async def _end_off_loop(call: TrackedCall, error: BaseException | None = None) -> None:
+    if call.ended:
+        return
+    try:
+        await _off_loop(_safely, call.end, error=error)
+    except BaseException:  # e.g. the loop is shutting down while a dropped stream is finalised
+        logger.warning("llm_agents could not record the end of an SDK stream", exc_info=True)
+
+
+class ChatStreamReader:
+    """Chat completion chunks: text and tool calls assembled, usage from the last chunk (sent when the
+    caller asks with ``stream_options={"include_usage": True}``)."""
+
+    failure: BaseException | None = None
+
+    def __init__(self) -> None:
+        from .providers.openai import _StreamAccumulator
+
+        self.accumulator = _StreamAccumulator("")
+
+    def add(self, chunk: Any) -> bool:
+        text = self.accumulator.add(chunk)
+        if text:
+            return True
+        return any(
+            getattr(choice.delta, "tool_calls", None) or getattr(choice.delta, "refusal", None)
+            for choice in chunk.choices or []
+            if choice.delta is not None
+        )
+
+    def outcome(self, model: str) -> Outcome:
+        return _outcome_of(self.accumulator.response(), model)
+
+
+class ResponsesStreamReader:
+    """Responses API events: deltas for the first token, the final response for usage and output."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.final: Any = None
+        self.failure: BaseException | None = None
+
+    def add(self, event: Any) -> bool:
+        kind = getattr(event, "type", "") or ""
+        if kind == "response.output_text.delta":
+            self.parts.append(event.delta or "")
+        if kind in ("response.completed", "response.incomplete", "response.failed"):
+            self.final = event.response
+            if kind == "response.failed":
+                error = getattr(event.response, "error", None)
+                self.failure = ResponseFailedError(getattr(error, "message", None) or "The response failed.")
+        elif kind == "error":
+            self.failure = ResponseFailedError(
+                getattr(event, "message", None) or "The response stream failed."
+            )
+        return kind.endswith(".delta")
+
+    def outcome(self, model: str) -> Outcome:
+        if self.final is not None:
+            outcome = responses_outcome(self.final, model)
+            outcome.content = outcome.content or "".join(self.parts)
+            return outcome
+        return Outcome(content="".join(self.parts), model=model)
+
+
+class MessagesStreamReader:
+    """Anthropic message events: input usage from ``message_start``, deltas, then the stop reason and
+    the cumulative usage of ``message_delta``."""
+
+    failure: BaseException | None = None
+
+    def __init__(self) -> None:
+        self.model = ""
+        self.parts: list[str] = []
+        self.tools: dict[int, dict[str, Any]] = {}
+        self.stop_reason = ""
+        self.usage: dict[str, Any] = {}
+
+    def add(self, event: Any) -> bool:
+        kind = getattr(event, "type", "")
+        if kind == "message_start":
+            self.model = event.message.model or ""
+            self.merge_usage(event.message.usage)
+        elif kind == "content_block_start":
+            block = event.content_block
+            if block.type == "tool_use":
+                self.tools[event.index] = {"id": block.id, "name": block.name, "json": ""}
+            elif block.type == "text" and block.text:
+                self.parts.append(block.text)
+                return True
+        elif kind == "content_block_delta":
+            delta = event.delta
+            if delta.type == "text_delta":
+                self.parts.append(delta.text)
+            elif delta.type == "input_json_delta" and event.index in self.tools:
+                self.tools[event.index]["json"] += delta.partial_json
+            return True
+        elif kind == "message_delta":
+            self.stop_reason = event.delta.stop_reason or self.stop_reason
+            self.merge_usage(event.usage)
+        return False
+
+    def merge_usage(self, usage: Any) -> None:
+        for name in (
+            "input_tokens",
+            "output_tokens",
+            "cache_read_input_tokens",
+            "cache_creation_input_tokens",
+        ):
+            value = getattr(usage, name, None)
+            if value is not None:
+                self.usage[name] = value
+
+    def outcome(self, model: str) -> Outcome:
+        from .providers.anthropic import FINISH_REASONS
+        from .providers.openai import parse_arguments
+
+        input_tokens = sum(self.usage.get(name, 0) for name in
+                           ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"))  # fmt: skip
+        return Outcome(
+            content="".join(self.parts),
+            tool_calls=[
+                {"id": tool["id"], "name": tool["name"], "arguments": parse_arguments(tool["json"] or "{}")}
+                for _, tool in sorted(self.tools.items())
+            ],
+            finish_reason=FINISH_REASONS.get(self.stop_reason, self.stop_reason),
+            model=self.model or model,
+            input_tokens=input_tokens,
+            output_tokens=self.usage.get("output_tokens", 0),
+            cached_tokens=self.usage.get("cache_read_input_tokens", 0),
+        )
+
+
+STREAM_READERS: dict[str, Callable[[], Any]] = {
+    "chat": ChatStreamReader,
+    "responses": ResponsesStreamReader,
+    "messages": MessagesStreamReader,
+}
+
+
+# -- answers --------------------------------------------------------------------------------------
+
+
+def _outcome_of(response: Any, model: str) -> Outcome:
+    """From a provider's ``ProviderResponse``."""
+    usage = response.usage
+    return Outcome(
+        content=response.content,
+        tool_calls=[vars(call) for call in response.tool_calls],
+        finish_reason=response.finish_reason,
+        model=response.model or model,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cached_tokens=usage.cached_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+    )
+
+
+def chat_outcome(completion: Any, model: str) -> Outcome:
+    from .providers.openai import response_from
+
+    return _outcome_of(response_from(completion, model), model)
+
+
+def messages_outcome(message: Any, model: str) -> Outcome:
+    from .providers.anthropic import response_from
+
+    return _outcome_of(response_from(message, model), model)
+
+
+def responses_outcome(response: Any, model: str) -> Outcome:
+    from .providers.openai import parse_arguments
+
+    tool_calls = [
+        {"id": item.call_id, "name": item.name, "arguments": parse_arguments(item.arguments)}
+        for item in getattr(response, "output", None) or []
+        if getattr(item, "type", None) == "function_call"
+    ]
+    texts = [
+        part.text
+        for item in getattr(response, "output", None) or []
+        if getattr(item, "type", None) == "message"
+        for part in getattr(item, "content", None) or []
+        if getattr(part, "type", None) == "output_text"
+    ]
+    status = getattr(response, "status", None) or ""
+    reason = getattr(getattr(response, "incomplete_details", None), "reason", None) or ""
+    if tool_calls:
+        finish_reason = "tool_calls"
+    elif status == "incomplete":
+        finish_reason = "length" if reason == "max_output_tokens" else reason or status
+    else:
+        finish_reason = "stop" if status == "completed" else status
+    usage = getattr(response, "usage", None)
+    input_details = getattr(usage, "input_tokens_details", None)
+    output_details = getattr(usage, "output_tokens_details", None)
+    return Outcome(
+        content="".join(texts),
+        tool_calls=tool_calls,
+        finish_reason=finish_reason,
+        model=getattr(response, "model", None) or model,
+        input_tokens=getattr(usage, "input_tokens", None) or 0,
+        output_tokens=getattr(usage, "output_tokens", None) or 0,
+        cached_tokens=getattr(input_details, "cached_tokens", None) or 0,
+        reasoning_tokens=getattr(output_details, "reasoning_tokens", None) or 0,
+    )
+
+
+OUTCOME_READERS: dict[str, Callable[[Any, str], Outcome]] = {
+    "chat": chat_outcome,
+    "responses": responses_outcome,
+    "messages": messages_outcome,
+}
+
+
+# -- requests -------------------------------------------------------------------------------------
+
+_CONTENT_KEYS = {"messages", "input", "system", "instructions", "extra_headers", "extra_query", "timeout"}
+
+
+def request_messages(api: str, kwargs: dict[str, Any]) -> tuple[Any, str, str]:
+    """``(span input, system prompt, user prompt)`` of a request. Iterables other than lists and
+    tuples are left unread: the SDK has to consume them."""
+    system: Any = kwargs.get("instructions") if api == "responses" else kwargs.get("system")
+    if api == "chat":
+        given = kwargs.get("messages")
+    else:
+        given = kwargs.get("input") if api == "responses" else kwargs.get("messages")
+    if isinstance(given, str):
+        messages: list[Any] = [{"role": "user", "content": given}]
+    elif isinstance(given, list | tuple):
+        messages = list(given)
+    else:
+        messages = []
+    messages = [message if isinstance(message, dict) else _plain(message) for message in messages]
+    if isinstance(system, str | list) and system:
+        messages.insert(0, {"role": "system", "content": system})
+    system_prompt = "\n\n".join(
+        _text(m.get("content"))
+        for m in messages
+        if isinstance(m, dict) and m.get("role") in ("system", "developer")
+    )
+    user_prompt = "\n\n".join(
+        _text(m.get("content")) for m in messages if isinstance(m, dict) and m.get("role") == "user"
+    )
+    return _jsonable(messages), system_prompt, user_prompt
+
+
+def request_parameters(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The request's parameters (not its messages), without the SDK's "not given" sentinels."""
+    parameters = {
+        key: value
+        for key, value in kwargs.items()
+        if key not in _CONTENT_KEYS and type(value).__name__ not in ("Omit", "NotGiven")
+    }
+    return _jsonable(parameters) or {}
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return ""
+
+
+def _plain(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)
+    return dump() if callable(dump) else value
+
+
+def _jsonable(value: Any) -> Any:
+    def default(item: Any) -> Any:
+        plain = _plain(item)
+        return plain if plain is not item else str(item)
+
+    try:
+        return json.loads(json.dumps(value, default=default))
+    except (TypeError, ValueError):
+        return None

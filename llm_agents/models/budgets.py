@@ -1,0 +1,242 @@
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q, Sum
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from ..periods import day_range, last_day_of_month, local_now
+from .fields import money_field, token_field
+
+if TYPE_CHECKING:
+    from ..querysets import ExecutionQuerySet
+
+
+@dataclass(frozen=True)
+class BudgetForecast:
+    """Where a budget's period is heading at the current run rate."""
+
+    spend: Decimal
+    projected_spend: Decimal
+    projected_percent: float
+    period_start: dt.datetime
+    period_end: dt.datetime
+    will_exceed: bool
+
+
+class Budget(models.Model):
+    """A spending limit for a scope (everything, one agent, one tenant or one model) over a period.
+
+    Spend is read from :class:`SpendCounter` rows (one per scope key and local day), never summed over
+    the executions table, so the figures cost the same however many executions are stored.
+    """
+
+    class Scope(models.TextChoices):
+        GLOBAL = "global", _("global")
+        AGENT = "agent", _("agent")
+        TENANT = "tenant", _("tenant")
+        MODEL = "model", _("model")
+
+    class Period(models.TextChoices):
+        DAILY = "daily", _("daily")
+        WEEKLY = "weekly", _("weekly")
+        MONTHLY = "monthly", _("monthly")
+        ROLLING = "rolling", _("rolling N days")
+
+    class Enforcement(models.TextChoices):
+        WARNING = "warning", _("warning")
+        HARD_STOP = "hard_stop", _("hard stop")
+
+    name = models.CharField(max_length=255)
+    scope = models.CharField(max_length=10, choices=Scope.choices, default=Scope.GLOBAL)
+    scope_value = models.CharField(
+        max_length=255, blank=True, help_text=_("Agent type, tenant id or model id; blank for global.")
+    )
+    period = models.CharField(max_length=10, choices=Period.choices, default=Period.MONTHLY)
+    period_days = models.PositiveIntegerField(null=True, blank=True, help_text=_("For rolling budgets."))
+    limit_usd = money_field()
+    token_limit = models.PositiveBigIntegerField(null=True, blank=True)
+    enforcement = models.CharField(max_length=10, choices=Enforcement.choices, default=Enforcement.HARD_STOP)
+    alert_at_percentage = models.PositiveSmallIntegerField(default=80)
+    is_active = models.BooleanField(default=True)
+    # The local day of the last budget_alert / warning budget_exceeded: each fires once per period.
+    alerted_on = models.DateField(null=True, blank=True, editable=False)
+    exceeded_on = models.DateField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(limit_usd__gte=0), name="llm_budget_limit_gte_0"),
+            models.CheckConstraint(
+                condition=Q(alert_at_percentage__gte=1, alert_at_percentage__lte=100),
+                name="llm_budget_alert_1_100",
+            ),
+            models.CheckConstraint(
+                # IS NOT NULL spelled out: a CHECK passes when its condition is NULL.
+                condition=~Q(period="rolling") | Q(period_days__isnull=False, period_days__gte=1),
+                name="llm_budget_rolling_has_days",
+            ),
+            models.CheckConstraint(
+                condition=Q(scope="global", scope_value="") | (~Q(scope="global") & ~Q(scope_value="")),
+                name="llm_budget_scope_value",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.period == self.Period.ROLLING and not self.period_days:
+            raise ValidationError({"period_days": "A rolling budget needs the number of days."})
+        if self.scope == self.Scope.GLOBAL and self.scope_value:
+            raise ValidationError({"scope_value": "A global budget has no scope value."})
+        if self.scope != self.Scope.GLOBAL and not self.scope_value:
+            raise ValidationError({"scope_value": f"A {self.scope} budget needs a scope value."})
+
+    # -- periods ------------------------------------------------------------------------------
+
+    def period_days_range(self, today: dt.date | None = None) -> tuple[dt.date, dt.date]:
+        """The first and last local day of the current period (both included).
+
+        Weeks start on Monday; a rolling budget of N days covers today and the N - 1 days before.
+        """
+        today = today or local_now().date()
+        if self.period == self.Period.DAILY:
+            return today, today
+        if self.period == self.Period.WEEKLY:
+            monday = today - dt.timedelta(days=today.weekday())
+            return monday, monday + dt.timedelta(days=6)
+        if self.period == self.Period.MONTHLY:
+            first = today.replace(day=1)
+            return first, last_day_of_month(first)
+        return today - dt.timedelta(days=(self.period_days or 1) - 1), today
+
+    def period_bounds(self, now: dt.datetime | None = None) -> tuple[dt.datetime, dt.datetime]:
+        """The current period as ``(start, end)``, half-open, in ``settings.TIME_ZONE``."""
+        now = timezone.localtime(now, timezone.get_default_timezone()) if now else local_now()
+        return day_range(*self.period_days_range(now.date()))
+
+    def executions(self, now: dt.datetime | None = None) -> ExecutionQuerySet:
+        """The executions of this budget's scope in its current period (for browsing; the figures
+        below come from the spend counters)."""
+        from .executions import Execution
+
+        start, end = self.period_bounds(now)
+        queryset = Execution.objects.filter(started_at__gte=start, started_at__lt=end)
+        if self.scope == self.Scope.AGENT:
+            queryset = queryset.filter(agent_type=self.scope_value)
+        elif self.scope == self.Scope.TENANT:
+            queryset = queryset.filter(tenant_id=self.scope_value)
+        elif self.scope == self.Scope.MODEL:
+            queryset = queryset.filter(Q(model_id=self.scope_value) | Q(chosen_model_id=self.scope_value))
+        return queryset
+
+    # -- figures ------------------------------------------------------------------------------
+
+    def counters(self, today: dt.date | None = None) -> models.QuerySet[SpendCounter]:
+        """The spend counter rows of this budget's scope in its current period."""
+        first, last = self.period_days_range(today)
+        return SpendCounter.objects.filter(
+            scope=self.scope, scope_value=self.scope_value, day__gte=first, day__lte=last
+        )
+
+    def current_usage(self, today: dt.date | None = None) -> tuple[Decimal, int]:
+        """``(spend, tokens)`` recorded in the current period, in one query."""
+        totals = self.counters(today).aggregate(spend=Sum("spend"), tokens=Sum("tokens"))
+        return (totals["spend"] or Decimal("0")).quantize(Decimal("0.00000001")), totals["tokens"] or 0
+
+    def current_spend(self) -> Decimal:
+        """US dollars recorded in the current period (calls in flight are not spend yet)."""
+        return self.current_usage()[0]
+
+    def current_tokens(self) -> int:
+        return self.current_usage()[1]
+
+    def percent_of_limit(self, spend: Decimal) -> float:
+        """``spend`` as a percentage of ``limit_usd``, 2 places; a zero limit with spend is 100.0."""
+        if not self.limit_usd:
+            return 100.0 if spend > 0 else 0.0
+        return round(float(spend / self.limit_usd * 100), 2)
+
+    def percent_used(self) -> float:
+        return self.percent_of_limit(self.current_spend())
+
+    def remaining(self) -> Decimal:
+        return max(self.limit_usd - self.current_spend(), Decimal("0"))
+
+    def is_over(self, spend: Decimal, tokens: int) -> bool:
+        """Whether ``spend``/``tokens`` reach the dollar limit or the token limit."""
+        return spend >= self.limit_usd or (self.token_limit is not None and tokens >= self.token_limit)
+
+    def forecast(self, now: dt.datetime | None = None) -> BudgetForecast:
+        """The spend at the end of the current period if it goes on at the rate seen so far."""
+        now = timezone.localtime(now, timezone.get_default_timezone()) if now else local_now()
+        start, end = self.period_bounds(now)
+        spend = self.current_usage(now.date())[0]
+        elapsed = max((now - start).total_seconds(), 1.0)
+        factor = Decimal(str((end - start).total_seconds() / elapsed))
+        projected = (spend * factor).quantize(Decimal("0.00000001"))
+        return BudgetForecast(
+            spend=spend,
+            projected_spend=projected,
+            projected_percent=self.percent_of_limit(projected),
+            period_start=start,
+            period_end=end,
+            will_exceed=projected >= self.limit_usd and projected > 0,
+        )
+
+
+class SpendCounter(models.Model):
+    """Spend and tokens recorded for one scope key on one local day (``settings.TIME_ZONE``).
+
+    Every recorded call adds to the rows of its keys: global, its agent type, its tenant, and the
+    model asked for and the model that answered. A budget's spend is the sum of at most 31 of them.
+    ``rebuild_aggregates`` recomputes the rows from the executions table.
+    """
+
+    scope = models.CharField(max_length=10, choices=Budget.Scope.choices)
+    scope_value = models.CharField(max_length=255, blank=True)
+    day = models.DateField()
+    spend = money_field()
+    tokens = token_field()
+
+    class Meta:
+        verbose_name = _("spend counter")
+        constraints = [
+            models.UniqueConstraint(fields=["scope", "scope_value", "day"], name="llm_spend_counter_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scope}:{self.scope_value or '*'} on {self.day}: ${self.spend}"
+
+
+class BudgetReservation(models.Model):
+    """The estimated cost of a call in flight under a hard-stop budget, held until the call is settled.
+
+    Reservations past ``expires_at`` (a process that died mid-call) no longer count.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    agent_type = models.CharField(max_length=255)
+    tenant_id = models.CharField(max_length=255, blank=True)
+    model = models.CharField(max_length=255, blank=True)
+    amount = money_field()
+    tokens = token_field()
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = _("budget reservation")
+        indexes = [models.Index(fields=["expires_at"], name="llm_reservation_expires_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.agent_type} ${self.amount} until {self.expires_at:%Y-%m-%d %H:%M:%S}"

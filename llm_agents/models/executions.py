@@ -1,0 +1,202 @@
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from ..querysets import ExecutionQuerySet
+from .fields import money_field, token_field
+
+
+class Execution(models.Model):
+    """One tracked unit of work: an agent call, a ``trace()`` block, a raw SDK call or a batch result."""
+
+    class Kind(models.TextChoices):
+        AGENT = "agent", _("agent")
+        TRACE = "trace", _("trace")
+        LLM = "llm", _("LLM call")
+        BATCH = "batch", _("batch result")
+
+    class Status(models.TextChoices):
+        RUNNING = "running", _("running")
+        SUCCESS = "success", _("success")
+        ERROR = "error", _("error")
+        TIMEOUT = "timeout", _("timeout")
+
+    class PricingSource(models.TextChoices):
+        CONFIG = "config", _("cost config")
+        GENAI_PRICES = "genai_prices", _("genai-prices")
+        UNKNOWN = "unknown", _("unknown")
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.AGENT)
+    agent_type = models.CharField(max_length=255)
+    agent_version = models.CharField(max_length=50, blank=True)
+    model_id = models.CharField(max_length=255, blank=True, help_text=_("The model the agent asked for."))
+    chosen_model_id = models.CharField(
+        max_length=255, blank=True, help_text=_("The model that answered (differs after a fallback).")
+    )
+    provider = models.CharField(max_length=50, blank=True)
+    temperature = models.FloatField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    finish_reason = models.CharField(max_length=50, blank=True)
+
+    input_tokens = token_field(help_text=_("Includes cached tokens."))
+    output_tokens = token_field()
+    cached_tokens = token_field()
+    reasoning_tokens = token_field()
+    total_tokens = token_field()
+    input_cost = money_field()
+    output_cost = money_field()
+    total_cost = money_field()
+    pricing_source = models.CharField(
+        max_length=20, choices=PricingSource.choices, default=PricingSource.UNKNOWN
+    )
+
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    time_to_first_token_ms = models.PositiveIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    parameters = models.JSONField(default=dict, blank=True)
+    system_prompt = models.TextField(blank=True)
+    user_prompt = models.TextField(blank=True)
+    response = models.TextField(blank=True)
+    error_class = models.CharField(max_length=255, blank=True)
+    error_message = models.TextField(blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    streaming = models.BooleanField(default=False)
+    tool_calls = models.JSONField(default=list, blank=True)
+    tool_calls_count = models.PositiveIntegerField(default=0)
+    attempts = models.JSONField(default=list, blank=True)
+    attempts_count = models.PositiveIntegerField(default=0)
+    fallback_chain = models.JSONField(default=list, blank=True)
+    fallback_reason = models.CharField(max_length=255, blank=True)
+    cache_hit = models.BooleanField(default=False)
+    retryable = models.BooleanField(default=False)
+    rate_limited = models.BooleanField(default=False)
+
+    tenant_id = models.CharField(max_length=255, null=True, blank=True)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+    )
+    prompt_version = models.ForeignKey(
+        "llm_agents.PromptVersion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="executions",
+    )
+
+    objects = ExecutionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-started_at"]
+        get_latest_by = "started_at"
+        indexes = [
+            models.Index(fields=["started_at"], name="llm_exec_started_idx"),
+            # Root executions by time, covering the columns the analytics read (overview/, the
+            # dashboard, cost_forecast), so PostgreSQL answers them from the index alone.
+            models.Index(
+                fields=["started_at"],
+                condition=Q(parent__isnull=True),
+                include=[
+                    "status",
+                    "total_cost",
+                    "duration_ms",
+                    "input_tokens",
+                    "output_tokens",
+                    "total_tokens",
+                    "agent_type",
+                ],
+                name="llm_exec_root_started_cov_idx",
+            ),
+            models.Index(fields=["agent_type", "started_at"], name="llm_exec_agent_started_idx"),
+            models.Index(fields=["model_id", "started_at"], name="llm_exec_model_started_idx"),
+            models.Index(fields=["tenant_id", "started_at"], name="llm_exec_tenant_started_idx"),
+            models.Index(fields=["status", "started_at"], name="llm_exec_status_started_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(cached_tokens__lte=F("input_tokens")), name="llm_exec_cached_lte_input"
+            ),
+            models.CheckConstraint(
+                condition=Q(input_cost__gte=0, output_cost__gte=0, total_cost__gte=0),
+                name="llm_exec_costs_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind__in=["agent", "trace", "llm", "batch"]), name="llm_exec_kind_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["running", "success", "error", "timeout"]),
+                name="llm_exec_status_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent_type} {self.status} at {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+    @property
+    def used_fallback(self) -> bool:
+        return bool(self.chosen_model_id) and self.chosen_model_id != self.model_id
+
+
+class Span(models.Model):
+    """A step inside an execution: a provider request, a tool run, a nested agent or a custom block."""
+
+    class Kind(models.TextChoices):
+        LLM = "llm", _("LLM request")
+        TOOL = "tool", _("tool")
+        AGENT = "agent", _("agent")
+        RETRIEVER = "retriever", _("retriever")
+        CUSTOM = "custom", _("custom")
+
+    class Status(models.TextChoices):
+        RUNNING = "running", _("running")
+        OK = "ok", _("ok")
+        ERROR = "error", _("error")
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Both are looked up through the (execution, started_at) index: spans are always read per execution.
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="spans", db_index=False)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children", db_index=False
+    )
+    name = models.CharField(max_length=255)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CUSTOM)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    model_id = models.CharField(max_length=255, blank=True)
+    provider = models.CharField(max_length=50, blank=True)
+    input = models.JSONField(null=True, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    input_tokens = token_field()
+    output_tokens = token_field()
+    cached_tokens = token_field()
+    total_cost = money_field()
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    time_to_first_token_ms = models.PositiveIntegerField(null=True, blank=True)
+    error_class = models.CharField(max_length=255, blank=True)
+    error_message = models.TextField(blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["started_at"]
+        indexes = [
+            models.Index(fields=["execution", "started_at"], name="llm_span_execution_started_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(cached_tokens__lte=F("input_tokens")), name="llm_span_cached_lte_input"
+            ),
+            models.CheckConstraint(condition=Q(total_cost__gte=0), name="llm_span_cost_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}"

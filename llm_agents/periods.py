@@ -1,0 +1,87 @@
+"""Named time periods, resolved in ``settings.TIME_ZONE``.
+
+Calendar periods (today, yesterday, this_week, this_month) run from local midnight to local
+midnight; rolling periods (last_7_days, last_30_days, 24h, 7d, 30d, 90d) end now. Weeks start on
+Monday.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.utils import timezone
+
+CALENDAR_PERIODS = ("today", "yesterday", "this_week", "this_month")
+ROLLING_PERIODS = {
+    "last_7_days": dt.timedelta(days=7),
+    "last_30_days": dt.timedelta(days=30),
+    "24h": dt.timedelta(hours=24),
+    "7d": dt.timedelta(days=7),
+    "30d": dt.timedelta(days=30),
+    "90d": dt.timedelta(days=90),
+}
+PERIODS = (*CALENDAR_PERIODS, *ROLLING_PERIODS)
+
+
+@dataclass(frozen=True)
+class Period:
+    """A half-open time range ``start <= t < end``; ``end`` None means "up to now"."""
+
+    name: str
+    start: dt.datetime
+    end: dt.datetime | None
+
+    def previous(self) -> Period:
+        """The window of the same length just before this one (for "change since" figures)."""
+        end = self.end or timezone.now()
+        return Period(f"previous_{self.name}", self.start - (end - self.start), self.start)
+
+
+def custom_period(first: dt.date, last: dt.date) -> Period:
+    """Both days included, in ``TIME_ZONE`` (the API's ``start_date``/``end_date``)."""
+    if last < first:
+        raise ValueError(f"end date {last} is before start date {first}.")
+    start, end = day_range(first, last)
+    return Period("custom", start, end)
+
+
+def local_now() -> dt.datetime:
+    return timezone.localtime(timezone.now(), timezone.get_default_timezone())
+
+
+def start_of_day(day: dt.date) -> dt.datetime:
+    """Local midnight at the start of ``day`` as an aware datetime."""
+    return dt.datetime.combine(day, dt.time.min, tzinfo=timezone.get_default_timezone())
+
+
+def day_range(first: dt.date, last: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    """Both days included: local midnight of ``first`` to local midnight after ``last``."""
+    return start_of_day(first), start_of_day(last + dt.timedelta(days=1))
+
+
+def resolve_period(name: str, now: dt.datetime | None = None) -> Period:
+    """Return the :class:`Period` called ``name``; an unknown name raises ``ValueError``."""
+    now = timezone.localtime(now or timezone.now(), timezone.get_default_timezone())
+    today = now.date()
+    if name in ROLLING_PERIODS:
+        return Period(name, now - ROLLING_PERIODS[name], None)
+    if name == "today":
+        start, end = day_range(today, today)
+    elif name == "yesterday":
+        yesterday = today - dt.timedelta(days=1)
+        start, end = day_range(yesterday, yesterday)
+    elif name == "this_week":
+        monday = today - dt.timedelta(days=today.weekday())
+        start, end = day_range(monday, monday + dt.timedelta(days=6))
+    elif name == "this_month":
+        first = today.replace(day=1)
+        start, end = day_range(first, last_day_of_month(first))
+    else:
+        raise ValueError(f"Unknown period {name!r}; valid periods are: {', '.join(PERIODS)}.")
+    return Period(name, start, end)
+
+
+def last_day_of_month(day: dt.date) -> dt.date:
+    next_month = (day.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    return next_month - dt.timedelta(days=1)

@@ -1,0 +1,460 @@
+"""Reading prompts from Markdown files (``sync_prompts``) and writing them back (``export_prompts``).
+
+A prompt file is ``*.md`` with YAML front matter::
+
+    ---
+    slug: strategy-analysis
+    name: Strategy Analysis
+    tags: [trading]
+    model: claude-sonnet-4
+    model_params: {temperature: 0.3}
+    ---
+    You analyze {{app_name}}.
+
+The body is the single system message; alternatively ``messages:`` lists ``{role, content}`` or
+``{role, body_file}`` entries. ``read_folder()`` validates every file and reports every problem;
+``sync()`` then writes everything in one transaction.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_slug
+from django.db import transaction
+from django.db.models import OuterRef, Subquery
+
+FRONT_MATTER_KEYS = ("slug", "name", "description", "tags", "model", "model_params", "messages", "changelog")
+MESSAGE_KEYS = ("role", "content", "body_file")
+FENCES = ("---", "...")
+QUERY_CHUNK = 500
+
+Progress = Callable[[str, int, int], None]
+YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class InvalidPromptFile(Exception):
+    """A prompt file that cannot be synced; the message is the reason."""
+
+
+@dataclass
+class FileError:
+    """One invalid file: its path (relative to the source folder) and why."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass
+class PromptFile:
+    """The validated content of one prompt file."""
+
+    path: str
+    slug: str
+    name: str
+    description: str
+    tags: list[str]
+    model: str
+    model_params: dict[str, Any]
+    messages: list[dict[str, str]]
+    changelog: str = ""
+    body_files: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class SyncResult:
+    """The slugs ``sync()`` created, updated and left unchanged (or would have, in a dry run)."""
+
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def summary(self) -> str:
+        return f"created {len(self.created)}, updated {len(self.updated)}, unchanged {len(self.unchanged)}"
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def discover(root: Path, subfolders: Iterable[str] = ()) -> list[Path]:
+    """The ``*.md`` files at the root of ``root`` and in its subfolders (only ``subfolders`` when
+    given), sorted. Hidden files and folders are skipped; symbolic links to folders are not followed."""
+    wanted = set(subfolders)
+    found = []
+    for entry in sorted(os.scandir(root), key=lambda entry: entry.name):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_file() and entry.name.endswith(".md"):
+            found.append(Path(entry.path))
+        elif entry.is_dir(follow_symlinks=False) and (not wanted or entry.name in wanted):
+            for folder, dirnames, filenames in os.walk(entry.path):
+                dirnames[:] = sorted(name for name in dirnames if not name.startswith("."))
+                found.extend(
+                    Path(folder, name)
+                    for name in sorted(filenames)
+                    if name.endswith(".md") and not name.startswith(".")
+                )
+    return found
+
+
+def split_front_matter(text: str) -> tuple[str, str]:
+    """``(front matter, body)`` of a Markdown file that starts with a ``---`` line."""
+    lines = text.split("\n")
+    if not lines or lines[0].rstrip() != "---":
+        raise InvalidPromptFile("no YAML front matter (the file must start with a '---' line)")
+    for index in range(1, len(lines)):
+        if lines[index].rstrip() in FENCES:
+            return "\n".join(lines[1:index]), "\n".join(lines[index + 1 :])
+    raise InvalidPromptFile("the YAML front matter is not closed by a '---' line")
+
+
+def _parse_yaml(front_matter: str) -> Any:
+    try:
+        return yaml.load(front_matter, Loader=YamlLoader)  # noqa: S506 (a safe loader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        problem = getattr(error, "problem", None) or str(error)
+        where = f" at line {mark.line + 2}" if mark is not None else ""
+        context, context_mark = getattr(error, "context", None), getattr(error, "context_mark", None)
+        if context and context_mark is not None and (mark is None or context_mark.line != mark.line):
+            problem += f" ({context} started at line {context_mark.line + 2})"
+        raise InvalidPromptFile(f"invalid YAML front matter{where}: {problem}") from None
+
+
+def _string(
+    data: Mapping[str, Any], key: str, *, required: bool = False, max_length: int | None = None
+) -> str:
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise InvalidPromptFile(f"'{key}' is required")
+        return ""
+    if not isinstance(value, str):
+        raise InvalidPromptFile(f"'{key}' must be a string, not {type(value).__name__}")
+    value = value.strip()
+    if required and not value:
+        raise InvalidPromptFile(f"'{key}' must not be empty")
+    if max_length is not None and len(value) > max_length:
+        raise InvalidPromptFile(f"'{key}' is longer than {max_length} characters")
+    return value
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8-sig").replace("\r\n", "\n")
+    except UnicodeDecodeError:
+        raise InvalidPromptFile("is not UTF-8 text") from None
+
+
+def _body_file(reference: Any, directory: Path, root: Path) -> Path:
+    if not isinstance(reference, str) or not reference.strip():
+        raise InvalidPromptFile("body_file must be a relative path")
+    if os.path.isabs(reference) or reference.startswith("~") or Path(reference).drive:
+        raise InvalidPromptFile(f"body_file '{reference}' is an absolute path; it must be relative")
+    path = directory / reference
+    resolved = Path(os.path.realpath(path))
+    if not _inside(resolved, root):
+        raise InvalidPromptFile(f"body_file '{reference}' is outside the source folder")
+    if not resolved.is_file():
+        raise InvalidPromptFile(f"body_file '{reference}' does not exist")
+    return resolved
+
+
+def _messages(
+    data: Mapping[str, Any], body: str, directory: Path, root: Path
+) -> tuple[list[dict], list[Path]]:
+    declared = data.get("messages")
+    if declared is None:
+        if not body:
+            raise InvalidPromptFile("has no content: write the system message as the body, or list messages:")
+        return [{"role": "system", "content": body}], []
+    if body:
+        raise InvalidPromptFile("has both a body and messages:; use one or the other")
+    if not isinstance(declared, list) or not declared:
+        raise InvalidPromptFile("'messages' must be a non-empty list")
+    messages, body_files = [], []
+    for index, message in enumerate(declared, start=1):
+        if not isinstance(message, Mapping):
+            raise InvalidPromptFile(f"message {index} must be a mapping with role and content or body_file")
+        unknown = sorted(str(key) for key in message if key not in MESSAGE_KEYS)
+        if unknown:
+            raise InvalidPromptFile(f"message {index} has unknown key(s): {', '.join(unknown)}")
+        if ("content" in message) == ("body_file" in message):
+            raise InvalidPromptFile(f"message {index} needs exactly one of content or body_file")
+        if "body_file" in message:
+            try:
+                path = _body_file(message["body_file"], directory, root)
+                content = _read_text(path)
+            except InvalidPromptFile as error:
+                raise InvalidPromptFile(f"message {index}: {error}") from None
+            body_files.append(path)
+        else:
+            content = message["content"]
+            if not isinstance(content, str):
+                raise InvalidPromptFile(f"message {index}: content must be a string")
+        messages.append({"role": message.get("role"), "content": content.strip()})
+    return messages, body_files
+
+
+def read_prompt_file(path: Path, root: Path) -> PromptFile:
+    """Parse and validate one prompt file; ``InvalidPromptFile`` says what is wrong."""
+    from ..models.prompts import normalize_messages, normalize_model_params
+
+    resolved = Path(os.path.realpath(path))
+    if not _inside(resolved, root):
+        raise InvalidPromptFile("is a link to a file outside the source folder")
+    front_matter, body = split_front_matter(_read_text(path))
+    data = _parse_yaml(front_matter)
+    if not isinstance(data, Mapping):
+        raise InvalidPromptFile("the front matter must be a YAML mapping (key: value lines)")
+    unknown = sorted(str(key) for key in data if key not in FRONT_MATTER_KEYS)
+    if unknown:
+        raise InvalidPromptFile(
+            f"unknown front matter key(s): {', '.join(unknown)} (allowed: {', '.join(FRONT_MATTER_KEYS)})"
+        )
+    slug = _string(data, "slug", required=True, max_length=255)
+    try:
+        validate_slug(slug)
+    except ValidationError:
+        raise InvalidPromptFile(
+            f"slug '{slug}' may contain only letters, numbers, underscores and hyphens"
+        ) from None
+    tags = data.get("tags") or []
+    if not isinstance(tags, list) or not all(isinstance(tag, str) and tag.strip() for tag in tags):
+        raise InvalidPromptFile("'tags' must be a list of non-empty strings")
+    relative = path.relative_to(root)
+    tags = list(dict.fromkeys(tag.strip() for tag in tags))
+    if len(relative.parts) > 1 and relative.parts[0] not in tags:
+        tags.append(relative.parts[0])
+    messages, body_files = _messages(data, body.strip(), path.parent, root)
+    try:
+        messages = normalize_messages(messages)
+        model_params = normalize_model_params(data.get("model_params"))
+    except ValidationError as error:
+        raise InvalidPromptFile(" ".join(error.messages)) from None
+    return PromptFile(
+        path=relative.as_posix(),
+        slug=slug,
+        name=_string(data, "name", required=True, max_length=255),
+        description=_string(data, "description"),
+        tags=tags,
+        model=_string(data, "model", max_length=255),
+        model_params=model_params,
+        messages=messages,
+        changelog=_string(data, "changelog"),
+        body_files=body_files,
+    )
+
+
+def read_folder(
+    root: str | os.PathLike[str], subfolders: Iterable[str] = (), progress: Progress | None = None
+) -> tuple[list[PromptFile], list[FileError]]:
+    """Read and validate every prompt file under ``root``: ``(prompt files, errors)``.
+
+    A file used as another file's ``body_file`` is content, not a prompt. Two files with the same
+    slug are both reported."""
+    root = Path(os.path.realpath(root))
+    if not root.is_dir():
+        raise FileNotFoundError(f"The prompts folder {root} does not exist.")
+    paths = discover(root, subfolders)
+    parsed: dict[Path, PromptFile | FileError] = {}
+    for done, path in enumerate(paths, start=1):
+        try:
+            parsed[path] = read_prompt_file(path, root)
+        except InvalidPromptFile as error:
+            parsed[path] = FileError(path.relative_to(root).as_posix(), str(error))
+        except OSError as error:
+            parsed[path] = FileError(path.relative_to(root).as_posix(), f"cannot be read: {error.strerror}")
+        if progress is not None:
+            progress("read", done, len(paths))
+    body_files = {
+        body for result in parsed.values() if isinstance(result, PromptFile) for body in result.body_files
+    }
+    files, errors = [], []
+    by_slug: dict[str, list[PromptFile]] = {}
+    for path, result in parsed.items():
+        if Path(os.path.realpath(path)) in body_files:
+            continue
+        if isinstance(result, FileError):
+            errors.append(result)
+        else:
+            files.append(result)
+            by_slug.setdefault(result.slug, []).append(result)
+    for slug, same in by_slug.items():
+        if len(same) > 1:
+            for prompt_file in same:
+                others = ", ".join(other.path for other in same if other is not prompt_file)
+                errors.append(FileError(prompt_file.path, f"slug '{slug}' is also used by {others}"))
+    duplicated = {id(prompt_file) for same in by_slug.values() if len(same) > 1 for prompt_file in same}
+    return [f for f in files if id(f) not in duplicated], sorted(errors, key=lambda error: error.path)
+
+
+# -- writing ---------------------------------------------------------------------------------------
+
+
+def _current_state(slugs: list[str]) -> tuple[dict[str, Any], dict[int, Any]]:
+    from ..models import Prompt, PromptVersion
+
+    prompts: dict[str, Any] = {}
+    versions: dict[int, Any] = {}
+    for start in range(0, len(slugs), QUERY_CHUNK):
+        chunk = slugs[start : start + QUERY_CHUNK]
+        found = list(Prompt.objects.filter(slug__in=chunk))
+        prompts.update((prompt.slug, prompt) for prompt in found)
+        latest = PromptVersion.objects.filter(prompt_id=OuterRef("prompt_id")).order_by("-number")
+        current = PromptVersion.objects.filter(
+            prompt_id__in=[prompt.pk for prompt in found], number=Subquery(latest.values("number")[:1])
+        )
+        versions.update((version.prompt_id, version) for version in current)
+    return prompts, versions
+
+
+def sync(
+    files: list[PromptFile],
+    *,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+    on_change: Callable[[str, PromptFile], None] | None = None,
+) -> SyncResult:
+    """Create or update a prompt for each file, in one transaction (nothing when ``dry_run``).
+
+    A new version is created only when the messages, model or model parameters changed; a change of
+    name, description or tags updates the prompt without one. Both count as updated."""
+    from ..models import Prompt, PromptVersion
+
+    result = SyncResult(dry_run=dry_run)
+    with transaction.atomic():
+        prompts, versions = _current_state([prompt_file.slug for prompt_file in files])
+        for done, prompt_file in enumerate(files, start=1):
+            prompt = prompts.get(prompt_file.slug)
+            if prompt is None:
+                outcome = "created"
+                if not dry_run:
+                    prompt = Prompt.objects.create(
+                        slug=prompt_file.slug,
+                        name=prompt_file.name,
+                        description=prompt_file.description,
+                        tags=prompt_file.tags,
+                    )
+            else:
+                details = {
+                    "name": prompt_file.name,
+                    "description": prompt_file.description,
+                    "tags": prompt_file.tags,
+                }
+                details_changed = any(getattr(prompt, key) != value for key, value in details.items())
+                current = versions.get(prompt.pk)
+                content_changed = current is None or not current.has_content(
+                    prompt_file.messages, prompt_file.model, prompt_file.model_params
+                )
+                if not (details_changed or content_changed):
+                    result.unchanged.append(prompt_file.slug)
+                    if on_change is not None:
+                        on_change("unchanged", prompt_file)
+                    if progress is not None:
+                        progress("write", done, len(files))
+                    continue
+                outcome = "updated"
+                if details_changed and not dry_run:
+                    for key, value in details.items():
+                        setattr(prompt, key, value)
+                    prompt.save(update_fields=[*details, "updated_at"])
+            if not dry_run:
+                assert prompt is not None  # created above when it did not exist
+                prompt.update_content(
+                    prompt_file.messages,
+                    model=prompt_file.model,
+                    model_params=prompt_file.model_params,
+                    changelog=prompt_file.changelog or f"sync_prompts: {prompt_file.path}",
+                    source=PromptVersion.Source.SYNC,
+                )
+            getattr(result, outcome).append(prompt_file.slug)
+            if on_change is not None:
+                on_change(outcome, prompt_file)
+            if progress is not None:
+                progress("write", done, len(files))
+    return result
+
+
+# -- exporting -------------------------------------------------------------------------------------
+
+
+class _ExportDumper(yaml.SafeDumper):
+    pass
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_ExportDumper.add_representer(str, _represent_str)
+
+
+def prompt_file_text(prompt: Any, version: Any) -> str:
+    """The Markdown file ``export_prompts`` writes for ``version`` of ``prompt``."""
+    data: dict[str, Any] = {"slug": prompt.slug, "name": prompt.name}
+    if prompt.description:
+        data["description"] = prompt.description
+    if prompt.tags:
+        data["tags"] = list(prompt.tags)
+    if version.model:
+        data["model"] = version.model
+    if version.model_params:
+        data["model_params"] = version.model_params
+    messages = version.messages
+    body = ""
+    if len(messages) == 1 and messages[0]["role"] == "system":
+        body = messages[0]["content"]
+    else:
+        data["messages"] = [{"role": m["role"], "content": m["content"]} for m in messages]
+    front_matter = yaml.dump(
+        data, Dumper=_ExportDumper, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100
+    )
+    text = f"---\n{front_matter}---\n"
+    if body:
+        text += f"\n{body}\n"
+    return text
+
+
+def export(
+    directory: str | os.PathLike[str], slugs: Iterable[str] = (), *, dry_run: bool = False
+) -> list[tuple[str, Path]]:
+    """Write ``<slug>.md`` for the current version of each prompt (those in ``slugs`` when given)
+    into ``directory``: ``[(slug, path)]``. Prompts without a version are skipped."""
+    from ..models import Prompt
+
+    directory = Path(directory)
+    queryset = Prompt.objects.order_by("slug")
+    slugs = list(slugs)
+    if slugs:
+        queryset = queryset.filter(slug__in=slugs)
+    prompts = list(queryset)
+    _, versions = _current_state([prompt.slug for prompt in prompts])
+    written = []
+    if not dry_run:
+        directory.mkdir(parents=True, exist_ok=True)
+    for prompt in prompts:
+        version = versions.get(prompt.pk)
+        if version is None:
+            continue
+        path = directory / f"{prompt.slug}.md"
+        if not dry_run:
+            path.write_text(prompt_file_text(prompt, version), encoding="utf-8")
+        written.append((prompt.slug, path))
+    return written

@@ -1,0 +1,340 @@
+"""Anthropic through the official ``anthropic`` SDK's messages API.
+
+Options, from ``LLM_AGENTS["PROVIDERS"]["anthropic"]`` in its dict form::
+
+    {"class": "llm_agents.providers.anthropic.AnthropicProvider", "api_key": "...", "base_url": "..."}
+
+``api_key`` and ``base_url`` default to the SDK's own (``ANTHROPIC_API_KEY``, ``ANTHROPIC_BASE_URL``).
+``default_max_tokens`` (4096) is sent when a request sets no ``max_tokens``, which Anthropic requires.
+The API version the SDK speaks by default (2026-10-21) rejects ``temperature``, so an agent's temperature
+is not sent unless ``send_temperature`` is true (for a client pinned to ``anthropic-version: 2023-06-01``
+through ``default_headers``). Any other option goes to the SDK client's constructor. The SDK's own retries
+are switched off: the agent runtime retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import threading
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+
+from ..errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    ProviderError,
+    ProviderTimeoutError,
+    RateLimitError,
+)
+from ..instrumentation import provider_call
+from .base import Provider, ProviderRequest, ProviderResponse, StreamEvent, ToolCall, Usage
+
+try:
+    import anthropic
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImproperlyConfigured(
+        "The Anthropic provider needs the anthropic SDK: pip install 'django-llm-agents[anthropic]'."
+    ) from exc
+
+__all__ = ["AnthropicProvider", "map_error", "to_anthropic_messages", "usage_from"]
+
+DEFAULT_MAX_TOKENS = 4096
+MODEL_PREFIX = "anthropic/"
+# Anthropic's stop reasons in the vocabulary every provider reports (OpenAI's).
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "tool_use": "tool_calls",
+    "max_tokens": "length",
+}
+_RESERVED = {"model", "messages", "stream", "system", "max_tokens"}
+_UNRESOLVED_AUTH = "Could not resolve authentication method"
+
+
+class AnthropicProvider(Provider):
+    """Messages with the official SDK; one client per provider instance (one async client per event
+    loop, since an async HTTP pool belongs to the loop that opened it)."""
+
+    name = "anthropic"
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        client_options = dict(options)
+        self.default_max_tokens: int = client_options.pop("default_max_tokens", None) or DEFAULT_MAX_TOKENS
+        self.send_temperature: bool = bool(client_options.pop("send_temperature", False))
+        client_options["max_retries"] = 0
+        self.client_options = client_options
+        self._client: anthropic.Anthropic | None = None
+        self._async_clients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, anthropic.AsyncAnthropic
+        ] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+        self._create_parameters: set[str] | None = None
+
+    @property
+    def client(self) -> anthropic.Anthropic:
+        """The synchronous SDK client, built on first use."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = _build(anthropic.Anthropic, self.client_options)
+        return self._client
+
+    @property
+    def async_client(self) -> anthropic.AsyncAnthropic:
+        """The asynchronous SDK client of the running event loop, built on first use."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            client = self._async_clients.get(loop)
+            if client is None:
+                client = self._async_clients[loop] = _build(anthropic.AsyncAnthropic, self.client_options)
+        return client
+
+    def complete(self, request: ProviderRequest) -> ProviderResponse:
+        with translated_errors(), provider_call():
+            message = self.client.messages.create(**self.create_arguments(request))
+        return response_from(message, request.model)
+
+    def stream(self, request: ProviderRequest) -> Iterator[StreamEvent]:
+        with translated_errors():
+            with self.client.messages.stream(**self.create_arguments(request)) as stream:
+                for text in stream.text_stream:
+                    if text:
+                        yield StreamEvent(delta=text)
+                message = stream.get_final_message()
+        yield StreamEvent(response=response_from(message, request.model))
+
+    async def acomplete(self, request: ProviderRequest) -> ProviderResponse:
+        with translated_errors(), provider_call():
+            message = await self.async_client.messages.create(**self.create_arguments(request))
+        return response_from(message, request.model)
+
+    async def astream(self, request: ProviderRequest) -> AsyncIterator[StreamEvent]:
+        with translated_errors():
+            async with self.async_client.messages.stream(**self.create_arguments(request)) as stream:
+                async for text in stream.text_stream:
+                    if text:
+                        yield StreamEvent(delta=text)
+                message = await stream.get_final_message()
+        yield StreamEvent(response=response_from(message, request.model))
+
+    def create_arguments(self, request: ProviderRequest) -> dict[str, Any]:
+        """The keyword arguments of ``messages.create`` / ``messages.stream`` for ``request``. Parameters
+        the SDK method does not name travel in ``extra_body``."""
+        system, messages = to_anthropic_messages(request.messages)
+        arguments: dict[str, Any] = {
+            "model": api_model(request.model),
+            "messages": messages,
+            "max_tokens": request.max_tokens or self.default_max_tokens,
+        }
+        if system:
+            arguments["system"] = system
+        if request.tools:
+            arguments["tools"] = [to_anthropic_tool(tool) for tool in request.tools]
+        if request.timeout is not None:
+            arguments["timeout"] = request.timeout
+        extra_body: dict[str, Any] = {}
+        if self.send_temperature and request.temperature is not None:
+            extra_body["temperature"] = request.temperature
+        known = self._known_parameters()
+        for key, value in request.params.items():
+            if key in _RESERVED:
+                continue
+            if key in known:
+                arguments[key] = value
+            else:
+                extra_body[key] = value
+        if extra_body:
+            arguments["extra_body"] = {**arguments.get("extra_body", {}), **extra_body}
+        return arguments
+
+    def _known_parameters(self) -> set[str]:
+        if self._create_parameters is None:
+            stream = anthropic.resources.messages.Messages.stream
+            self._create_parameters = set(inspect.signature(stream).parameters) - {"self"}
+        return self._create_parameters
+
+
+def _build(client_class: Callable[..., Any], options: dict[str, Any]) -> Any:
+    try:
+        return client_class(**options)
+    except anthropic.AnthropicError as exc:
+        raise map_error(exc) from exc
+
+
+def api_model(model_id: str) -> str:
+    """The model name Anthropic knows: ``anthropic/claude-3-5-haiku`` → ``claude-3-5-haiku``."""
+    return model_id.removeprefix(MODEL_PREFIX)
+
+
+def to_anthropic_messages(
+    messages: list[dict[str, Any]],
+) -> tuple[str | list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(system, messages)`` in Anthropic's shape from ours.
+
+    System messages become the ``system`` parameter (joined by a blank line). An assistant's
+    ``tool_calls`` become ``tool_use`` blocks and tool results ``tool_result`` blocks of a user turn;
+    consecutive messages of one role merge into one turn, as Anthropic requires alternating roles.
+    """
+    system_parts: list[Any] = []
+    turns: list[dict[str, Any]] = []
+    for message in messages:
+        role = message.get("role")
+        content = message.get("content")
+        if role == "system":
+            system_parts.append(content or "")
+            continue
+        if role == "tool":
+            block: dict[str, Any] = {
+                "type": "tool_result",
+                "tool_use_id": message.get("tool_call_id", ""),
+                "content": _text(content),
+            }
+            if message.get("is_error"):
+                block["is_error"] = True
+            role, content = "user", [block]
+        elif role == "assistant" and message.get("tool_calls"):
+            blocks = _blocks(content)
+            blocks += [_tool_use_block(call) for call in message["tool_calls"]]
+            content = blocks
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"] = _blocks(turns[-1]["content"]) + _blocks(content)
+        else:
+            turns.append({"role": role, "content": content if content is not None else ""})
+    if all(isinstance(part, str) for part in system_parts):
+        system: str | list[dict[str, Any]] = "\n\n".join(part for part in system_parts if part)
+    else:
+        system = [block for part in system_parts for block in _blocks(part)]
+    return system, turns
+
+
+def _blocks(content: Any) -> list[dict[str, Any]]:
+    if not content:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    return list(content)
+
+
+def _tool_use_block(call: dict[str, Any]) -> dict[str, Any]:
+    arguments = call.get("arguments") or {}
+    if isinstance(arguments, str):
+        arguments = json.loads(arguments) if arguments.strip() else {}
+    return {"type": "tool_use", "id": call["id"], "name": call["name"], "input": arguments}
+
+
+def to_anthropic_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    if "input_schema" in tool:
+        return tool
+    converted = {
+        "name": tool["name"],
+        "input_schema": tool.get("parameters") or {"type": "object", "properties": {}},
+    }
+    if tool.get("description"):
+        converted["description"] = tool["description"]
+    return converted
+
+
+def _text(content: Any) -> str:
+    if content is None:
+        return ""
+    return content if isinstance(content, str) else json.dumps(content)
+
+
+def usage_from(usage: Any) -> Usage:
+    """Anthropic's ``input_tokens`` leave out cache reads and writes; ours include them."""
+    if usage is None:
+        return Usage()
+    cache_read = getattr(usage, "cache_read_input_tokens", None) or 0
+    cache_creation = getattr(usage, "cache_creation_input_tokens", None) or 0
+    return Usage(
+        input_tokens=(usage.input_tokens or 0) + cache_read + cache_creation,
+        output_tokens=usage.output_tokens or 0,
+        cached_tokens=cache_read,
+    )
+
+
+def response_from(message: Any, requested_model: str) -> ProviderResponse:
+    texts: list[str] = []
+    tool_calls: list[ToolCall] = []
+    for block in message.content or []:
+        if block.type == "text":
+            texts.append(block.text)
+        elif block.type == "tool_use":
+            arguments = block.input if isinstance(block.input, dict) else {"_raw": block.input}
+            tool_calls.append(ToolCall(id=block.id, name=block.name, arguments=arguments))
+    stop_reason = message.stop_reason or ""
+    return ProviderResponse(
+        content="".join(texts),
+        tool_calls=tool_calls,
+        finish_reason=FINISH_REASONS.get(stop_reason, stop_reason),
+        usage=usage_from(message.usage),
+        model=message.model or api_model(requested_model),
+    )
+
+
+# Error types of Anthropic's error bodies, for errors that arrive inside a 200 stream.
+_ERROR_TYPES: dict[str, type[ProviderError]] = {
+    "rate_limit_error": RateLimitError,
+    "authentication_error": AuthenticationError,
+    "permission_error": AuthenticationError,
+    "invalid_request_error": InvalidRequestError,
+    "not_found_error": InvalidRequestError,
+    "request_too_large": InvalidRequestError,
+    "timeout_error": ProviderTimeoutError,
+}
+
+
+@contextmanager
+def translated_errors() -> Iterator[None]:
+    """Re-raise the anthropic SDK's exceptions as ``llm_agents.errors`` ones, the original as the cause."""
+    try:
+        yield
+    except anthropic.AnthropicError as exc:
+        raise map_error(exc) from exc
+    except TypeError as exc:
+        # The SDK reports missing credentials as a TypeError when it builds the request.
+        if _UNRESOLVED_AUTH not in str(exc):
+            raise
+        raise AuthenticationError(f"Anthropic: {exc}", provider="anthropic") from exc
+
+
+def map_error(exc: Exception) -> ProviderError:
+    """The ``llm_agents.errors`` exception for an anthropic SDK exception (raise it ``from`` the original)."""
+    status = getattr(exc, "status_code", None)
+    details: dict[str, Any] = {"provider": "anthropic", "status_code": status}
+    if request_id := getattr(exc, "request_id", None):
+        details["request_id"] = request_id
+    text = f"Anthropic: {getattr(exc, 'api_message', None) or getattr(exc, 'message', None) or exc}"
+    if isinstance(exc, anthropic.CredentialsError):
+        return AuthenticationError(text, **details)
+    if isinstance(exc, anthropic.APITimeoutError):
+        return ProviderTimeoutError(text, **details)
+    if isinstance(exc, anthropic.APIConnectionError):
+        return ProviderError(text, retryable=True, **details)
+    if isinstance(exc, anthropic.APIStatusError):
+        if status is not None and status < 400:
+            error_class = _ERROR_TYPES.get(getattr(exc, "type", None) or "", ProviderError)
+            return error_class(text, **details)
+        return error_for_status(status, text, details)
+    return ProviderError(text, retryable=True, **details)
+
+
+def error_for_status(status: int | None, text: str, details: dict[str, Any]) -> ProviderError:
+    """429 rate limit, 408 timeout, 401/403 authentication, 409 and 5xx (529 overloaded) retryable, other
+    4xx invalid."""
+    if status == 429:
+        return RateLimitError(text, **details)
+    if status == 408:
+        return ProviderTimeoutError(text, **details)
+    if status in (401, 403):
+        return AuthenticationError(text, **details)
+    if status is not None and 400 <= status < 500 and status != 409:
+        return InvalidRequestError(text, **details)
+    return ProviderError(text, retryable=True, **details)

@@ -1,0 +1,363 @@
+"""OpenAI (and OpenAI-compatible servers) through the official ``openai`` SDK's chat completions.
+
+Options, from ``LLM_AGENTS["PROVIDERS"]["openai"]`` in its dict form::
+
+    {"class": "llm_agents.providers.openai.OpenAIProvider", "api_key": "...", "base_url": "http://localhost:8000/v1"}
+
+``api_key``, ``base_url`` and ``organization`` default to the SDK's own (``OPENAI_API_KEY``,
+``OPENAI_BASE_URL``, ``OPENAI_ORG_ID``). ``max_tokens_param`` names the body field that carries
+``max_tokens``: ``max_completion_tokens`` against OpenAI itself, ``max_tokens`` when a custom base URL is set
+(what most compatible servers understand). Any other option goes to the SDK client's constructor. The SDK's
+own retries are switched off: the agent runtime retries.
+
+OpenAI's reasoning models (the o1, o3 and o4 families and gpt-5…) reject any temperature but 1, so an
+agent's temperature is not sent to them (see :func:`accepts_temperature`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import os
+import re
+import threading
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+
+from ..errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    ProviderError,
+    ProviderTimeoutError,
+    RateLimitError,
+)
+from ..instrumentation import provider_call
+from .base import Provider, ProviderRequest, ProviderResponse, StreamEvent, ToolCall, Usage
+
+try:
+    import openai
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImproperlyConfigured(
+        "The OpenAI provider needs the openai SDK: pip install 'django-llm-agents[openai]'."
+    ) from exc
+
+__all__ = ["OpenAIProvider", "accepts_temperature", "map_error", "to_openai_messages", "usage_from"]
+
+_RESERVED = {"model", "messages", "stream", "stream_options"}
+# o1, o1-mini, o3-pro, o4-mini-2025-04-16, gpt-5, gpt-5-mini, gpt-5.1, … (an "openai/" prefix allowed).
+_REASONING_MODEL = re.compile(r"^(?:openai/)?(?:o\d+(?:$|-)|gpt-5)")
+
+
+class OpenAIProvider(Provider):
+    """Chat completions with the official SDK; one client per provider instance (one async client per
+    event loop, since an async HTTP pool belongs to the loop that opened it)."""
+
+    name = "openai"
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        client_options = dict(options)
+        self.max_tokens_param: str = client_options.pop("max_tokens_param", None) or (
+            "max_tokens"
+            if client_options.get("base_url") or os.environ.get("OPENAI_BASE_URL")
+            else "max_completion_tokens"
+        )
+        if client_options.get("base_url") is None:
+            client_options.pop("base_url", None)
+        client_options["max_retries"] = 0
+        self.client_options = client_options
+        self._client: openai.OpenAI | None = None
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.Lock()
+        self._create_parameters: set[str] | None = None
+
+    @property
+    def client(self) -> openai.OpenAI:
+        """The synchronous SDK client, built on first use."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = _build(openai.OpenAI, self.client_options)
+        return self._client
+
+    @property
+    def async_client(self) -> openai.AsyncOpenAI:
+        """The asynchronous SDK client of the running event loop, built on first use."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            client = self._async_clients.get(loop)
+            if client is None:
+                client = self._async_clients[loop] = _build(openai.AsyncOpenAI, self.client_options)
+        return client
+
+    def complete(self, request: ProviderRequest) -> ProviderResponse:
+        with translated_errors(), provider_call():
+            completion = self.client.chat.completions.create(**self.create_arguments(request))
+        return response_from(completion, request.model)
+
+    def stream(self, request: ProviderRequest) -> Iterator[StreamEvent]:
+        accumulator = _StreamAccumulator(request.model)
+        with translated_errors():
+            with provider_call():
+                chunks = self.client.chat.completions.create(**self.create_arguments(request, stream=True))
+            with chunks:
+                for chunk in chunks:
+                    if delta := accumulator.add(chunk):
+                        yield StreamEvent(delta=delta)
+        yield StreamEvent(response=accumulator.response())
+
+    async def acomplete(self, request: ProviderRequest) -> ProviderResponse:
+        with translated_errors(), provider_call():
+            completion = await self.async_client.chat.completions.create(**self.create_arguments(request))
+        return response_from(completion, request.model)
+
+    async def astream(self, request: ProviderRequest) -> AsyncIterator[StreamEvent]:
+        accumulator = _StreamAccumulator(request.model)
+        with translated_errors():
+            arguments = self.create_arguments(request, stream=True)
+            with provider_call():
+                chunks = await self.async_client.chat.completions.create(**arguments)
+            async with chunks:
+                async for chunk in chunks:
+                    if delta := accumulator.add(chunk):
+                        yield StreamEvent(delta=delta)
+        yield StreamEvent(response=accumulator.response())
+
+    def create_arguments(self, request: ProviderRequest, *, stream: bool = False) -> dict[str, Any]:
+        """The keyword arguments of ``chat.completions.create`` for ``request``. Parameters the SDK method
+        does not name travel in ``extra_body``, so any server-specific field passes through. A reasoning
+        model gets no ``temperature``."""
+        arguments: dict[str, Any] = {"model": request.model, "messages": to_openai_messages(request.messages)}
+        if request.tools:
+            arguments["tools"] = [to_openai_tool(tool) for tool in request.tools]
+        if request.temperature is not None and accepts_temperature(request.model):
+            arguments["temperature"] = request.temperature
+        if request.max_tokens is not None:
+            arguments[self.max_tokens_param] = request.max_tokens
+        if request.timeout is not None:
+            arguments["timeout"] = request.timeout
+        if stream:
+            arguments["stream"] = True
+            arguments["stream_options"] = {"include_usage": True}
+        known = self._known_parameters()
+        extra_body: dict[str, Any] = {}
+        for key, value in request.params.items():
+            if key in _RESERVED:
+                continue
+            if key in known:
+                arguments[key] = value
+            else:
+                extra_body[key] = value
+        if extra_body:
+            arguments["extra_body"] = {**arguments.get("extra_body", {}), **extra_body}
+        return arguments
+
+    def _known_parameters(self) -> set[str]:
+        if self._create_parameters is None:
+            create = openai.resources.chat.completions.Completions.create
+            self._create_parameters = set(inspect.signature(create).parameters) - {"self"}
+        return self._create_parameters
+
+
+def accepts_temperature(model: str) -> bool:
+    """False for OpenAI's reasoning models (o1, o3, o4 families, gpt-5…), which answer 400 to a
+    temperature other than 1."""
+    return not _REASONING_MODEL.match(model.lower())
+
+
+def _build(client_class: Callable[..., Any], options: dict[str, Any]) -> Any:
+    try:
+        return client_class(**options)
+    except openai.OpenAIError as exc:
+        raise AuthenticationError(f"OpenAI: {exc}", provider="openai") from exc
+
+
+def to_openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Our message shape to OpenAI's: assistant ``tool_calls`` become function calls with JSON-encoded
+    arguments; tool results keep only ``tool_call_id`` and ``content`` (a string)."""
+    translated = []
+    for message in messages:
+        role = message.get("role")
+        if role == "tool":
+            translated.append(
+                {"role": "tool", "tool_call_id": message.get("tool_call_id", ""), "content": _text(message)}
+            )
+        elif role == "assistant" and message.get("tool_calls"):
+            assistant = {key: value for key, value in message.items() if key != "tool_calls"}
+            assistant["content"] = message.get("content") or None
+            assistant["tool_calls"] = [_to_openai_tool_call(call) for call in message["tool_calls"]]
+            translated.append(assistant)
+        else:
+            translated.append(dict(message))
+    return translated
+
+
+def _to_openai_tool_call(call: dict[str, Any]) -> dict[str, Any]:
+    if "function" in call:
+        return call
+    arguments = call.get("arguments", {})
+    return {
+        "id": call["id"],
+        "type": "function",
+        "function": {
+            "name": call["name"],
+            "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
+        },
+    }
+
+
+def to_openai_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    if tool.get("type") == "function":
+        return tool
+    function = {
+        "name": tool["name"],
+        "parameters": tool.get("parameters") or {"type": "object", "properties": {}},
+    }
+    if tool.get("description"):
+        function["description"] = tool["description"]
+    return {"type": "function", "function": function}
+
+
+def _text(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if content is None:
+        return ""
+    return content if isinstance(content, str) else json.dumps(content)
+
+
+def parse_arguments(raw: str | None) -> dict[str, Any]:
+    """Tool call arguments as a dict; arguments that are not a JSON object are kept under ``_raw``."""
+    if not raw:
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return {"_raw": raw}
+    return parsed if isinstance(parsed, dict) else {"_raw": raw}
+
+
+def usage_from(usage: Any) -> Usage:
+    """OpenAI's usage: ``prompt_tokens`` already includes the cached ones."""
+    if usage is None:
+        return Usage()
+    prompt_details = getattr(usage, "prompt_tokens_details", None)
+    completion_details = getattr(usage, "completion_tokens_details", None)
+    return Usage(
+        input_tokens=usage.prompt_tokens or 0,
+        output_tokens=usage.completion_tokens or 0,
+        cached_tokens=getattr(prompt_details, "cached_tokens", None) or 0,
+        reasoning_tokens=getattr(completion_details, "reasoning_tokens", None) or 0,
+    )
+
+
+def response_from(completion: Any, requested_model: str) -> ProviderResponse:
+    choice = completion.choices[0] if completion.choices else None
+    message = choice.message if choice else None
+    tool_calls = [
+        ToolCall(id=call.id, name=call.function.name, arguments=parse_arguments(call.function.arguments))
+        for call in (getattr(message, "tool_calls", None) or [])
+        if getattr(call, "function", None) is not None
+    ]
+    return ProviderResponse(
+        content=(message.content or getattr(message, "refusal", None) or "") if message else "",
+        tool_calls=tool_calls,
+        finish_reason=(choice.finish_reason or "") if choice else "",
+        usage=usage_from(completion.usage),
+        model=completion.model or requested_model,
+    )
+
+
+class _StreamAccumulator:
+    """Collects a chat completion stream: text, tool calls assembled from their fragments, usage."""
+
+    def __init__(self, requested_model: str) -> None:
+        self.model = requested_model
+        self.parts: list[str] = []
+        self.refusal: list[str] = []
+        self.tool_calls: dict[int, dict[str, Any]] = {}
+        self.finish_reason = ""
+        self.usage = Usage()
+
+    def add(self, chunk: Any) -> str:
+        if chunk.model:
+            self.model = chunk.model
+        if chunk.usage is not None:
+            self.usage = usage_from(chunk.usage)
+        if not chunk.choices:
+            return ""
+        choice = chunk.choices[0]
+        if choice.finish_reason:
+            self.finish_reason = choice.finish_reason
+        delta = choice.delta
+        if delta is None:
+            return ""
+        for fragment in delta.tool_calls or []:
+            call = self.tool_calls.setdefault(fragment.index, {"id": "", "name": "", "arguments": ""})
+            if fragment.id:
+                call["id"] = fragment.id
+            if fragment.function is not None:
+                call["name"] += fragment.function.name or ""
+                call["arguments"] += fragment.function.arguments or ""
+        if getattr(delta, "refusal", None):
+            self.refusal.append(delta.refusal)
+        if delta.content:
+            self.parts.append(delta.content)
+            return delta.content
+        return ""
+
+    def response(self) -> ProviderResponse:
+        return ProviderResponse(
+            content="".join(self.parts) or "".join(self.refusal),
+            tool_calls=[
+                ToolCall(id=call["id"], name=call["name"], arguments=parse_arguments(call["arguments"]))
+                for _, call in sorted(self.tool_calls.items())
+            ],
+            finish_reason=self.finish_reason,
+            usage=self.usage,
+            model=self.model,
+        )
+
+
+@contextmanager
+def translated_errors() -> Iterator[None]:
+    """Re-raise the openai SDK's exceptions as ``llm_agents.errors`` ones, the original as the cause."""
+    try:
+        yield
+    except openai.OpenAIError as exc:
+        raise map_error(exc) from exc
+
+
+def map_error(exc: Exception) -> ProviderError:
+    """The ``llm_agents.errors`` exception for an openai SDK exception (raise it ``from`` the original)."""
+    status = getattr(exc, "status_code", None)
+    details: dict[str, Any] = {"provider": "openai", "status_code": status}
+    if request_id := getattr(exc, "request_id", None):
+        details["request_id"] = request_id
+    text = f"OpenAI: {getattr(exc, 'message', None) or exc}"
+    if isinstance(exc, openai.APITimeoutError):
+        return ProviderTimeoutError(text, **details)
+    if isinstance(exc, openai.APIConnectionError):
+        return ProviderError(text, retryable=True, **details)
+    if isinstance(exc, openai.APIStatusError):
+        return error_for_status(status, text, details)
+    return ProviderError(text, retryable=True, **details)
+
+
+def error_for_status(status: int | None, text: str, details: dict[str, Any]) -> ProviderError:
+    """429 rate limit, 408 timeout, 401/403 authentication, 409 and 5xx retryable, other 4xx invalid."""
+    if status == 429:
+        return RateLimitError(text, **details)
+    if status == 408:
+        return ProviderTimeoutError(text, **details)
+    if status in (401, 403):
+        return AuthenticationError(text, **details)
+    if status is not None and 400 <= status < 500 and status != 409:
+        return InvalidRequestError(text, **details)
+    return ProviderError(text, retryable=True, **details)

@@ -1,0 +1,705 @@
+"""Chainable scopes and database-computed analytics for executions (``Execution.objects``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from typing import Any
+
+from django.db import connections, models
+from django.db.models import Avg, Case, Count, F, FloatField, Q, Sum, Value, When
+from django.db.models.functions import Coalesce, TruncDate, TruncDay, TruncHour
+from django.utils import timezone
+
+from .conf import app_settings
+from .periods import Period, day_range, last_day_of_month, local_now, resolve_period, start_of_day
+
+FAILED_STATUSES = ("error", "timeout")
+ZERO = Decimal("0")
+MONEY = models.DecimalField(max_digits=20, decimal_places=8)
+
+ERROR_CATEGORIES = ("rate_limit", "authentication", "network", "timeout", "invalid_request", "other")
+ERROR_CLASS_CATEGORIES = {
+    "rate_limit": ("RateLimitError",),
+    "authentication": ("AuthenticationError", "PermissionDeniedError"),
+    "timeout": ("ProviderTimeoutError", "TimeoutError", "APITimeoutError", "ReadTimeout", "ConnectTimeout"),
+    "invalid_request": ("InvalidRequestError", "BadRequestError", "UnprocessableEntityError"),
+    "network": ("ConnectionError", "APIConnectionError", "ConnectError", "NetworkError", "OSError"),
+}
+ERROR_MESSAGE_KEYWORDS = (
+    ("rate_limit", ("rate limit", "rate_limit", "too many requests", "429")),
+    ("authentication", ("authentication", "unauthorized", "invalid api key", "permission denied", "401")),
+    ("timeout", ("timed out", "timeout")),
+    ("network", ("connection", "network", "unreachable", "name resolution", "dns")),
+    ("invalid_request", ("invalid", "bad request", "400")),
+)
+# cost_summary(group_by) -> the field grouped on.
+COST_GROUPS = {"model": "model_id", "agent": "agent_type", "tenant": "tenant_id", "day": "day"}
+PERCENTILE_FIELDS = (
+    "duration_ms",
+    "time_to_first_token_ms",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "input_cost",
+    "output_cost",
+    "total_cost",
+)
+
+
+def rate(part: int, whole: int) -> float:
+    """``part`` as a percentage of ``whole``, 0–100, rounded to 2 places (0 when ``whole`` is 0)."""
+    return round(part * 100 / whole, 2) if whole else 0.0
+
+
+def _round(value: Any) -> float:
+    return round(float(value), 2) if value is not None else 0.0
+
+
+class PercentileCont(models.Aggregate):
+    """PostgreSQL's ``percentile_cont(fraction) WITHIN GROUP (ORDER BY expression)``."""
+
+    function = "PERCENTILE_CONT"
+    name = "PercentileCont"
+    output_field = FloatField()
+    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+
+    def __init__(self, expression: Any, fraction: float, **extra: Any) -> None:
+        super().__init__(expression, fraction=f"{float(fraction):.10f}", **extra)
+
+
+def error_category() -> Case:
+    """A SQL expression naming the error category of a failed execution (see ``error_analysis``)."""
+    whens = []
+    for category, classes in ERROR_CLASS_CATEGORIES.items():
+        condition = Q(error_class__in=classes)
+        if category == "timeout":
+            condition |= Q(status="timeout")
+        whens.append(When(condition, then=Value(category)))
+    for category, keywords in ERROR_MESSAGE_KEYWORDS:
+        condition = Q()
+        for keyword in keywords:
+            condition |= Q(error_message__icontains=keyword)
+        whens.append(When(condition, then=Value(category)))
+    return Case(*whens, default=Value("other"), output_field=models.CharField())
+
+
+class ExecutionQuerySet(models.QuerySet):
+    """Scopes chain (``Execution.objects.by_agent("X").failed().last_7_days()``); analytics end a chain."""
+
+    # -- time ---------------------------------------------------------------------------------
+
+    def for_period(self, period: str | Period) -> ExecutionQuerySet:
+        """Executions started in a period: a name of ``llm_agents.periods.PERIODS`` or a ``Period``."""
+        bounds = period if isinstance(period, Period) else resolve_period(period)
+        queryset = self.filter(started_at__gte=bounds.start)
+        return queryset.filter(started_at__lt=bounds.end) if bounds.end else queryset
+
+    def today(self) -> ExecutionQuerySet:
+        return self.for_period("today")
+
+    def yesterday(self) -> ExecutionQuerySet:
+        return self.for_period("yesterday")
+
+    def this_week(self) -> ExecutionQuerySet:
+        """Since Monday 00:00 in ``TIME_ZONE``."""
+        return self.for_period("this_week")
+
+    def this_month(self) -> ExecutionQuerySet:
+        return self.for_period("this_month")
+
+    def last_7_days(self) -> ExecutionQuerySet:
+        return self.for_period("last_7_days")
+
+    def last_30_days(self) -> ExecutionQuerySet:
+        return self.for_period("last_30_days")
+
+    def last_n_days(self, n: int) -> ExecutionQuerySet:
+        """The rolling window of ``n`` × 24 hours ending now."""
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"last_n_days() needs a whole number of days >= 1, not {n!r}.")
+        return self.filter(started_at__gte=timezone.now() - dt.timedelta(days=n))
+
+    def between(self, start: dt.date | dt.datetime, end: dt.date | dt.datetime) -> ExecutionQuerySet:
+        """Datetimes: ``start <= started_at < end``. Dates: both days included, in ``TIME_ZONE``."""
+        if isinstance(start, dt.datetime) != isinstance(end, dt.datetime):
+            raise ValueError("between() needs two datetimes or two dates, not a mix.")
+        if not isinstance(start, dt.datetime):
+            start, end = day_range(start, end)
+        return self.filter(started_at__gte=start, started_at__lt=end)
+
+    # -- status -------------------------------------------------------------------------------
+
+    def successful(self) -> ExecutionQuerySet:
+        return self.filter(status="success")
+
+    def failed(self) -> ExecutionQuerySet:
+        """Status error or timeout."""
+        return self.filter(status__in=FAILED_STATUSES)
+
+    def status_error(self) -> ExecutionQuerySet:
+        return self.filter(status="error")
+
+    def status_timeout(self) -> ExecutionQuerySet:
+        return self.filter(status="timeout")
+
+    def status_running(self) -> ExecutionQuerySet:
+        return self.filter(status="running")
+
+    # -- who ----------------------------------------------------------------------------------
+
+    def by_agent(self, name: str) -> ExecutionQuerySet:
+        return self.filter(agent_type=name)
+
+    def by_model(self, model_id: str) -> ExecutionQuerySet:
+        return self.filter(model_id=model_id)
+
+    def by_version(self, version: str) -> ExecutionQuerySet:
+        return self.filter(agent_version=version)
+
+    def by_tenant(self, tenant_id: str) -> ExecutionQuerySet:
+        return self.filter(tenant_id=tenant_id)
+
+    def for_current_tenant(self) -> ExecutionQuerySet:
+        """The current tenant's executions (``tenant()`` block, else TENANT_RESOLVER); none without one."""
+        from .tracing import current_tenant_id
+
+        tenant_id = current_tenant_id()
+        return self.none() if tenant_id is None else self.filter(tenant_id=tenant_id)
+
+    def with_tenant(self) -> ExecutionQuerySet:
+        return self.exclude(tenant_id__isnull=True).exclude(tenant_id="")
+
+    def without_tenant(self) -> ExecutionQuerySet:
+        return self.filter(Q(tenant_id__isnull=True) | Q(tenant_id=""))
+
+    def with_metadata(self, **pairs: Any) -> ExecutionQuerySet:
+        """Executions whose metadata has every given key with the given value."""
+        return self.filter(**{f"metadata__{key}": value for key, value in pairs.items()})
+
+    # -- size ---------------------------------------------------------------------------------
+
+    def expensive(self, threshold: Decimal | float | None = None) -> ExecutionQuerySet:
+        """``total_cost`` above ``threshold`` (default ``EXPENSIVE_THRESHOLD``)."""
+        if threshold is None:
+            threshold = app_settings.EXPENSIVE_THRESHOLD
+        return self.filter(total_cost__gt=Decimal(str(threshold)))
+
+    def slow(self, ms: int | None = None) -> ExecutionQuerySet:
+        """``duration_ms`` above ``ms`` (default ``SLOW_THRESHOLD_MS``)."""
+        return self.filter(duration_ms__gt=app_settings.SLOW_THRESHOLD_MS if ms is None else ms)
+
+    def high_token_usage(self, count: int | None = None) -> ExecutionQuerySet:
+        """``total_tokens`` above ``count`` (default ``HIGH_TOKEN_THRESHOLD``)."""
+        return self.filter(total_tokens__gt=app_settings.HIGH_TOKEN_THRESHOLD if count is None else count)
+
+    # -- other --------------------------------------------------------------------------------
+
+    def streaming(self) -> ExecutionQuerySet:
+        return self.filter(streaming=True)
+
+    def non_streaming(self) -> ExecutionQuerySet:
+        return self.filter(streaming=False)
+
+    def with_fallback(self) -> ExecutionQuerySet:
+        """A model other than the configured one answered."""
+        return self.exclude(chosen_model_id="").exclude(chosen_model_id=F("model_id"))
+
+    def without_fallback(self) -> ExecutionQuerySet:
+        return self.filter(Q(chosen_model_id="") | Q(chosen_model_id=F("model_id")))
+
+    def retryable_errors(self) -> ExecutionQuerySet:
+        return self.failed().filter(retryable=True)
+
+    def rate_limited(self) -> ExecutionQuerySet:
+        return self.filter(rate_limited=True)
+
+    def cached(self) -> ExecutionQuerySet:
+        return self.filter(cache_hit=True)
+
+    def cache_miss(self) -> ExecutionQuerySet:
+        return self.filter(cache_hit=False)
+
+    def with_tool_calls(self) -> ExecutionQuerySet:
+        return self.filter(tool_calls_count__gt=0)
+
+    def without_tool_calls(self) -> ExecutionQuerySet:
+        return self.filter(tool_calls_count=0)
+
+    def root_executions(self) -> ExecutionQuerySet:
+        """Executions with no parent (nested agent runs and traces excluded)."""
+        return self.filter(parent__isnull=True)
+
+    # -- analytics ----------------------------------------------------------------------------
+    # Each is a fixed number of queries over root executions, whatever the row count.
+
+    def _summary(self) -> dict[str, Any]:
+        # The aliases must not be field names: an aggregate named like a field would shadow it for
+        # the aggregates after it (Avg("total_cost") would then refer to Sum("total_cost")).
+        aggregated = self.root_executions().aggregate(
+            n_total=Count("pk"),
+            n_successful=Count("pk", filter=Q(status="success")),
+            n_failed=Count("pk", filter=Q(status__in=FAILED_STATUSES)),
+            sum_total_cost=Coalesce(Sum("total_cost"), Value(ZERO), output_field=MONEY),
+            avg_total_cost=Avg("total_cost"),
+            avg_duration=Avg("duration_ms"),
+            sum_total_tokens=Coalesce(Sum("total_tokens"), 0),
+            sum_input_tokens=Coalesce(Sum("input_tokens"), 0),
+            sum_output_tokens=Coalesce(Sum("output_tokens"), 0),
+            n_agents=Count("agent_type", distinct=True),
+        )
+        row = {
+            "total": aggregated["n_total"],
+            "successful": aggregated["n_successful"],
+            "failed": aggregated["n_failed"],
+            "total_cost": aggregated["sum_total_cost"],
+            "avg_cost": aggregated["avg_total_cost"],
+            "avg_duration_ms": aggregated["avg_duration"],
+            "total_tokens": aggregated["sum_total_tokens"],
+            "input_tokens": aggregated["sum_input_tokens"],
+            "output_tokens": aggregated["sum_output_tokens"],
+            "active_agents": aggregated["n_agents"],
+        }
+        row["success_rate"] = rate(row["successful"], row["total"])
+        row["avg_duration_ms"] = _round(row["avg_duration_ms"])
+        row["avg_cost"] = Decimal(row["avg_cost"] or ZERO).quantize(Decimal("0.00000001"))
+        return row
+
+    def summary(self) -> dict[str, Any]:
+        """Totals of this queryset in one query: total, successful, failed, success_rate, total_cost,
+        avg_cost, avg_duration_ms, total_tokens, input_tokens, output_tokens, active_agents."""
+        return self._summary()
+
+    def daily_report(self, date: dt.date | None = None) -> dict[str, Any]:
+        """One day's totals (default today in ``TIME_ZONE``)."""
+        date = date or local_now().date()
+        row = self.between(date, date)._summary()
+        return {
+            "date": date,
+            "total_executions": row["total"],
+            "successful": row["successful"],
+            "failed": row["failed"],
+            "success_rate": row["success_rate"],
+            "total_cost": row["total_cost"],
+            "avg_duration_ms": row["avg_duration_ms"],
+            "total_tokens": row["total_tokens"],
+        }
+
+    def _cost_by(self, field: str, period: str) -> list[dict[str, Any]]:
+        rows = (
+            self.root_executions()
+            .for_period(period)
+            .order_by()
+            .values(field)
+            .annotate(total_cost=Sum("total_cost"), executions=Count("pk"))
+            .order_by("-total_cost", field)
+        )
+        return [
+            {field: row[field], "total_cost": row["total_cost"], "executions": row["executions"]}
+            for row in rows
+        ]
+
+    def cost_by_agent(self, period: str = "this_week") -> list[dict[str, Any]]:
+        """``[{agent_type, total_cost, executions}]``, costliest first."""
+        return self._cost_by("agent_type", period)
+
+    def cost_by_model(self, period: str = "today") -> list[dict[str, Any]]:
+        """``[{model_id, total_cost, executions}]``, costliest first."""
+        return self._cost_by("model_id", period)
+
+    def stats_for(self, agent_type: str, period: str | Period = "today") -> dict[str, Any]:
+        """One agent's totals for a period."""
+        row = self.by_agent(agent_type).for_period(period)._summary()
+        return {
+            "total": row["total"],
+            "successful": row["successful"],
+            "failed": row["failed"],
+            "success_rate": row["success_rate"],
+            "avg_cost": row["avg_cost"],
+            "total_cost": row["total_cost"],
+            "avg_duration_ms": row["avg_duration_ms"],
+            "total_tokens": row["total_tokens"],
+        }
+
+    def trend_analysis(self, agent_type: str | None = None, days: int = 7) -> list[dict[str, Any]]:
+        """``days`` rows, oldest first, the last one today, zero-filled:
+        ``[{date, executions, cost, avg_duration_ms}]``."""
+        if not isinstance(days, int) or isinstance(days, bool) or days < 1:
+            raise ValueError(f"days must be a whole number >= 1, not {days!r}.")
+        today = local_now().date()
+        first = today - dt.timedelta(days=days - 1)
+        queryset = self.root_executions().between(first, today)
+        if agent_type is not None:
+            queryset = queryset.by_agent(agent_type)
+        rows = (
+            queryset.order_by()
+            .annotate(day=TruncDate("started_at", tzinfo=timezone.get_default_timezone()))
+            .values("day")
+            .annotate(executions=Count("pk"), cost=Sum("total_cost"), avg_duration_ms=Avg("duration_ms"))
+        )
+        by_day = {row["day"]: row for row in rows}
+        trend = []
+        for offset in range(days):
+            day = first + dt.timedelta(days=offset)
+            row = by_day.get(day, {})
+            trend.append(
+                {
+                    "date": day,
+                    "executions": row.get("executions", 0),
+                    "cost": row.get("cost") or ZERO,
+                    "avg_duration_ms": _round(row.get("avg_duration_ms")),
+                }
+            )
+        return trend
+
+    def timeline(self, period: str | Period, unit: str = "day") -> list[dict[str, Any]]:
+        """The period's root executions per day (or per hour) in ``TIME_ZONE``, oldest first,
+        zero-filled, in one query: ``[{start, end, executions, success, error, timeout, running,
+        total_cost}]``. The buckets cover the whole period, so their sums equal ``summary()``'s."""
+        if unit not in ("day", "hour"):
+            raise ValueError(f"Unknown timeline unit {unit!r}; valid units are: day, hour.")
+        bounds = period if isinstance(period, Period) else resolve_period(period)
+        zone = timezone.get_default_timezone()
+        trunc = TruncDay if unit == "day" else TruncHour
+        rows = (
+            self.root_executions()
+            .for_period(bounds)
+            .order_by()
+            .annotate(bucket=trunc("started_at", tzinfo=zone))
+            .values("bucket", "status")
+            .annotate(n=Count("pk"), cost=Sum("total_cost"))
+        )
+        found: dict[float, list[dict[str, Any]]] = {}
+        for row in rows:
+            found.setdefault(row["bucket"].timestamp(), []).append(row)
+
+        def following(moment: dt.datetime) -> dt.datetime:
+            if unit == "day":
+                return start_of_day(moment.date() + dt.timedelta(days=1))
+            return timezone.localtime(moment + dt.timedelta(hours=1), zone)
+
+        first = timezone.localtime(bounds.start, zone)
+        start = (
+            start_of_day(first.date()) if unit == "day" else first.replace(minute=0, second=0, microsecond=0)
+        )
+        end = bounds.end or timezone.now()
+        buckets = []
+        while start < end:
+            bucket: dict[str, Any] = {
+                "start": start,
+                "end": following(start),
+                "executions": 0,
+                "total_cost": ZERO,
+            }
+            bucket.update(dict.fromkeys(("success", "error", "timeout", "running"), 0))
+            for row in found.get(start.timestamp(), []):
+                bucket[row["status"]] = row["n"]
+                bucket["executions"] += row["n"]
+                bucket["total_cost"] += row["cost"] or ZERO
+            buckets.append(bucket)
+            start = bucket["end"]
+        return buckets
+
+    def summary_by(self, field: str) -> list[dict[str, Any]]:
+        """``summary()`` per value of ``field`` (e.g. ``"agent_type"``), costliest first, in one query:
+        ``[{<field>, total, successful, failed, success_rate, total_cost, avg_duration_ms,
+        total_tokens}]``."""
+        rows = (
+            self.root_executions()
+            .order_by()
+            .values(field)
+            .annotate(
+                n_total=Count("pk"),
+                n_successful=Count("pk", filter=Q(status="success")),
+                n_failed=Count("pk", filter=Q(status__in=FAILED_STATUSES)),
+                sum_total_cost=Coalesce(Sum("total_cost"), Value(ZERO), output_field=MONEY),
+                avg_duration=Avg("duration_ms"),
+                sum_total_tokens=Coalesce(Sum("total_tokens"), 0),
+            )
+            .order_by("-sum_total_cost", "-n_total", field)
+        )
+        return [
+            {
+                field: row[field],
+                "total": row["n_total"],
+                "successful": row["n_successful"],
+                "failed": row["n_failed"],
+                "success_rate": rate(row["n_successful"], row["n_total"]),
+                "total_cost": row["sum_total_cost"],
+                "avg_duration_ms": _round(row["avg_duration"]),
+                "total_tokens": row["sum_total_tokens"],
+            }
+            for row in rows
+        ]
+
+    def compare_versions(
+        self, agent_type: str, *versions: str, period: str | Period = "this_week"
+    ) -> dict[str, dict[str, Any]]:
+        """``{version: {total, success_rate, avg_cost}}`` for each version asked for."""
+        rows = (
+            self.root_executions()
+            .by_agent(agent_type)
+            .for_period(period)
+            .filter(agent_version__in=versions)
+            .order_by()
+            .values("agent_version")
+            .annotate(
+                total=Count("pk"),
+                successful=Count("pk", filter=Q(status="success")),
+                avg_cost=Avg("total_cost"),
+            )
+        )
+        found = {row["agent_version"]: row for row in rows}
+        result = {}
+        for version in versions:
+            # str(): the filter above compares versions as strings, so 2 finds the rows of "2".
+            row = found.get(str(version), {"total": 0, "successful": 0, "avg_cost": None})
+            result[version] = {
+                "total": row["total"],
+                "success_rate": rate(row["successful"], row["total"]),
+                "avg_cost": Decimal(row["avg_cost"] or ZERO).quantize(Decimal("0.00000001")),
+            }
+        return result
+
+    def percentiles(
+        self, field: str = "duration_ms", percents: Sequence[float] = (50, 95, 99)
+    ) -> dict[str, float | None]:
+        """Continuous percentiles of ``field`` (as PostgreSQL's ``percentile_cont``), ``{"p50": …}``;
+        None when no row has a value."""
+        if field not in PERCENTILE_FIELDS:
+            raise ValueError(
+                f"Unknown percentile field {field!r}; valid fields are: {', '.join(PERCENTILE_FIELDS)}."
+            )
+        for percent in percents:
+            if isinstance(percent, bool) or not isinstance(percent, int | float) or not 0 <= percent <= 100:
+                raise ValueError(f"Percentiles must be numbers from 0 to 100, not {percent!r}.")
+        keys = [f"p{percent:g}" for percent in percents]
+        queryset = self.root_executions().filter(**{f"{field}__isnull": False}).order_by()
+        if connections[self.db].vendor == "postgresql":
+            row = queryset.aggregate(
+                **{
+                    key: PercentileCont(field, percent / 100)
+                    for key, percent in zip(keys, percents, strict=True)
+                }
+            )
+            return {key: None if row[key] is None else round(row[key], 2) for key in keys}
+        return dict(zip(keys, self._percentiles_by_offset(queryset, field, percents), strict=True))
+
+    @staticmethod
+    def _percentiles_by_offset(
+        queryset: ExecutionQuerySet, field: str, percents: Iterable[float]
+    ) -> list[float | None]:
+        """Exact continuous percentiles where the database has no percentile_cont: one count, then
+        the (at most two) neighbouring values of each percentile, fetched by offset."""
+        count = queryset.count()
+        values: list[float | None] = []
+        ordered = queryset.order_by(field).values_list(field, flat=True)
+        for percent in percents:
+            if not count:
+                values.append(None)
+                continue
+            position = (count - 1) * percent / 100
+            lower = int(position)
+            pair = [float(value) for value in ordered[lower : lower + 2]]
+            upper_value = pair[1] if len(pair) > 1 else pair[0]
+            values.append(round(pair[0] + (upper_value - pair[0]) * (position - lower), 2))
+        return values
+
+    def cost_forecast(self) -> dict[str, Decimal]:
+        """``{month_to_date, projected_month_total, daily_average}`` for the current calendar month."""
+        today = local_now().date()
+        first = today.replace(day=1)
+        row = self.root_executions().between(first, today).aggregate(total=Sum("total_cost"))
+        month_to_date = row["total"] or ZERO
+        daily_average = month_to_date / today.day
+        days_in_month = last_day_of_month(first).day
+        places = Decimal("0.00000001")
+        return {
+            "month_to_date": month_to_date,
+            "projected_month_total": (daily_average * days_in_month).quantize(places),
+            "daily_average": daily_average.quantize(places),
+        }
+
+    def error_analysis(self) -> dict[str, Any]:
+        """Failed executions counted by category, and the 10 latest failures, newest first."""
+        failed = self.root_executions().failed()
+        rows = (
+            failed.order_by().annotate(category=error_category()).values("category").annotate(n=Count("pk"))
+        )
+        categories = dict.fromkeys(ERROR_CATEGORIES, 0)
+        for row in rows:
+            categories[row["category"]] += row["n"]
+        recent = list(
+            failed.order_by("-started_at").values(
+                "id", "agent_type", "model_id", "error_class", "error_message", "started_at"
+            )[:10]
+        )
+        return {"categories": categories, "recent": recent}
+
+    def by_prompt_version(self) -> list[dict[str, Any]]:
+        """Per prompt version, in one query: ``[{prompt_version, prompt, version, executions,
+        success_rate, avg_cost, avg_duration_ms}]`` (``prompt`` is the slug, ``version`` the number),
+        ordered by prompt and version. Counts every execution that recorded a prompt version."""
+        rows = (
+            self.filter(prompt_version__isnull=False)
+            .order_by()
+            .values("prompt_version", "prompt_version__prompt__slug", "prompt_version__number")
+            .annotate(
+                executions=Count("pk"),
+                successful=Count("pk", filter=Q(status="success")),
+                avg_cost=Avg("total_cost"),
+                avg_duration_ms=Avg("duration_ms"),
+            )
+            .order_by("prompt_version__prompt__slug", "prompt_version__number")
+        )
+        return [
+            {
+                "prompt_version": row["prompt_version"],
+                "prompt": row["prompt_version__prompt__slug"],
+                "version": row["prompt_version__number"],
+                "executions": row["executions"],
+                "success_rate": rate(row["successful"], row["executions"]),
+                "avg_cost": Decimal(row["avg_cost"] or ZERO).quantize(Decimal("0.00000001")),
+                "avg_duration_ms": _round(row["avg_duration_ms"]),
+            }
+            for row in rows
+        ]
+
+    # -- analytics grouped for the HTTP API ---------------------------------------------------
+
+    def stats_by_agent(self) -> list[dict[str, Any]]:
+        """``stats_for()`` of every agent in this queryset, costliest first, in one query:
+        ``[{agent_type, total, successful, failed, success_rate, avg_cost, total_cost,
+        avg_duration_ms, total_tokens}]``."""
+        rows = (
+            self.root_executions()
+            .order_by()
+            .values("agent_type")
+            .annotate(
+                n_total=Count("pk"),
+                n_successful=Count("pk", filter=Q(status="success")),
+                n_failed=Count("pk", filter=Q(status__in=FAILED_STATUSES)),
+                sum_total_cost=Coalesce(Sum("total_cost"), Value(ZERO), output_field=MONEY),
+                avg_total_cost=Avg("total_cost"),
+                avg_duration=Avg("duration_ms"),
+                sum_total_tokens=Coalesce(Sum("total_tokens"), 0),
+            )
+            .order_by("-sum_total_cost", "-n_total", "agent_type")
+        )
+        return [
+            {
+                "agent_type": row["agent_type"],
+                "total": row["n_total"],
+                "successful": row["n_successful"],
+                "failed": row["n_failed"],
+                "success_rate": rate(row["n_successful"], row["n_total"]),
+                "avg_cost": Decimal(row["avg_total_cost"] or ZERO).quantize(Decimal("0.00000001")),
+                "total_cost": row["sum_total_cost"],
+                "avg_duration_ms": _round(row["avg_duration"]),
+                "total_tokens": row["sum_total_tokens"],
+            }
+            for row in rows
+        ]
+
+    def cost_summary(self, group_by: str = "model") -> list[dict[str, Any]]:
+        """Costs of the root executions grouped by ``model``, ``agent``, ``tenant`` or ``day`` (in
+        ``TIME_ZONE``), in one query: ``[{key, total_cost, executions, total_tokens}]``, costliest
+        first (days oldest first; only days with executions). An unknown group raises ``ValueError``."""
+        if group_by not in COST_GROUPS:
+            raise ValueError(f"Unknown group_by {group_by!r}; valid groups are: {', '.join(COST_GROUPS)}.")
+        field = COST_GROUPS[group_by]
+        queryset = self.root_executions().order_by()
+        if group_by == "day":
+            queryset = queryset.annotate(day=TruncDate("started_at", tzinfo=timezone.get_default_timezone()))
+        rows = queryset.values(field).annotate(
+            sum_total_cost=Coalesce(Sum("total_cost"), Value(ZERO), output_field=MONEY),
+            n_total=Count("pk"),
+            sum_total_tokens=Coalesce(Sum("total_tokens"), 0),
+        )
+        rows = (
+            rows.order_by(field) if group_by == "day" else rows.order_by("-sum_total_cost", "-n_total", field)
+        )
+        return [
+            {
+                "key": row[field],
+                "total_cost": row["sum_total_cost"],
+                "executions": row["n_total"],
+                "total_tokens": row["sum_total_tokens"],
+            }
+            for row in rows
+        ]
+
+    def compare_models(self) -> list[dict[str, Any]]:
+        """Per model asked for (``model_id``), most executions first: ``[{model_id, executions,
+        success_rate, avg_duration_ms, p95_duration_ms, avg_cost, total_tokens}]``. The p95 is
+        continuous, as ``percentiles()``. One query on PostgreSQL, two elsewhere."""
+        queryset = self.root_executions().order_by()
+        aggregates: dict[str, Any] = {
+            "n_total": Count("pk"),
+            "n_successful": Count("pk", filter=Q(status="success")),
+            "avg_duration": Avg("duration_ms"),
+            "avg_total_cost": Avg("total_cost"),
+            "sum_total_tokens": Coalesce(Sum("total_tokens"), 0),
+        }
+        postgres = connections[self.db].vendor == "postgresql"
+        if postgres:
+            aggregates["p95"] = PercentileCont("duration_ms", 0.95)
+        rows = list(queryset.values("model_id").annotate(**aggregates).order_by("-n_total", "model_id"))
+        p95 = (
+            {row["model_id"]: row["p95"] for row in rows}
+            if postgres
+            else queryset._grouped_percentile("model_id", "duration_ms", 95)
+        )
+        return [
+            {
+                "model_id": row["model_id"],
+                "executions": row["n_total"],
+                "success_rate": rate(row["n_successful"], row["n_total"]),
+                "avg_duration_ms": _round(row["avg_duration"]),
+                "p95_duration_ms": None
+                if p95.get(row["model_id"]) is None
+                else round(p95[row["model_id"]], 2),
+                "avg_cost": Decimal(row["avg_total_cost"] or ZERO).quantize(Decimal("0.00000001")),
+                "total_tokens": row["sum_total_tokens"],
+            }
+            for row in rows
+        ]
+
+    def _grouped_percentile(self, group: str, field: str, percent: float) -> dict[Any, float]:
+        """``{group value: continuous percentile of field}`` in one query where the database has no
+        percentile_cont: each group's rows are ranked by a window function and only the (at most
+        two) rows around the percentile's position are read."""
+        from django.db.models import ExpressionWrapper, IntegerField, Window
+        from django.db.models.functions import Floor, RowNumber
+
+        ranked = (
+            self.filter(**{f"{field}__isnull": False})
+            .order_by()
+            .annotate(
+                position=Window(RowNumber(), partition_by=F(group), order_by=F(field).asc()),
+                group_size=Window(Count("pk"), partition_by=F(group)),
+            )
+            .annotate(
+                lower=ExpressionWrapper(
+                    Floor((F("group_size") - 1) * Value(percent / 100)) + 1, output_field=IntegerField()
+                )
+            )
+            .filter(position__gte=F("lower"), position__lte=F("lower") + 1)
+            .values_list(group, field, "position", "group_size")
+        )
+        found: dict[Any, dict[int, float]] = {}
+        sizes: dict[Any, int] = {}
+        for key, value, position, size in ranked:
+            found.setdefault(key, {})[position] = float(value)
+            sizes[key] = size
+        result = {}
+        for key, values in found.items():
+            exact = (sizes[key] - 1) * percent / 100
+            lower = int(exact) + 1
+            low = values[lower]
+            high = values.get(lower + 1, low)
+            result[key] = low + (high - low) * (exact - int(exact))
+        return result

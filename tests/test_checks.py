@@ -1,0 +1,213 @@
+"""System checks of the LLM_AGENTS settings (one bad value per check id) and the settings object."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from django.core.checks import Error, Warning, run_checks
+from django.test import override_settings
+
+from llm_agents.conf import DEFAULTS, app_settings
+
+# From Django 6.1, run_checks() (like `manage.py check`) runs the model checks against every database,
+# and SQLite's JSONField check opens a connection.
+pytestmark = pytest.mark.django_db
+
+
+def llm_agents_messages():
+    """What ``manage.py check`` reports for this app (the registered checks, not a direct call)."""
+    return [message for message in run_checks() if message.id.startswith("llm_agents.")]
+
+
+def not_a_class():
+    return None
+
+
+def resolve_tenant():
+    return "acme"
+
+
+# (check id, key, bad value)
+BAD_VALUES = [
+    ("llm_agents.E003", "TRACK_EXECUTIONS", "yes"),
+    ("llm_agents.E003", "ASYNC_LOGGING", 1),
+    ("llm_agents.E003", "PERSIST_PROMPTS", None),
+    ("llm_agents.E003", "PERSIST_RESPONSES", "false"),
+    ("llm_agents.E003", "MULTI_TENANCY", 0),
+    ("llm_agents.E003", "BUDGETS_ENABLED", "on"),
+    ("llm_agents.E003", "BATCH_ENABLED", []),
+    ("llm_agents.E003", "AUTO_INSTRUMENT", "True"),
+    ("llm_agents.E003", "OTEL_EXPORT", 1.0),
+    ("llm_agents.E004", "REDACT_KEYS", "password"),
+    ("llm_agents.E004", "REDACT_KEYS", ["password", 3]),
+    ("llm_agents.E005", "REDACT_PATTERNS", ["sk-[a-z"]),
+    ("llm_agents.E005", "REDACT_PATTERNS", r"sk-\w+"),
+    ("llm_agents.E006", "REDACTION_PLACEHOLDER", None),
+    ("llm_agents.E007", "RETENTION_DAYS", 0),
+    ("llm_agents.E007", "RETENTION_DAYS", "30"),
+    ("llm_agents.E007", "RETENTION_DAYS", 7.5),
+    ("llm_agents.E008", "DEFAULT_MODEL", ""),
+    ("llm_agents.E008", "DEFAULT_MODEL", None),
+    ("llm_agents.E009", "DEFAULT_TEMPERATURE", 2.5),
+    ("llm_agents.E009", "DEFAULT_TEMPERATURE", "0.2"),
+    ("llm_agents.E010", "DEFAULT_TIMEOUT", 0),
+    ("llm_agents.E010", "DEFAULT_TIMEOUT", "60"),
+    ("llm_agents.E011", "DEFAULT_RETRIES", -1),
+    ("llm_agents.E011", "DEFAULT_RETRIES", 1.5),
+    ("llm_agents.E012", "PROVIDERS", ["openai"]),
+    ("llm_agents.E012", "PROVIDERS", {"openai": "llm_agents.providers.openai.OpenAIProvider", "local": 3}),
+    ("llm_agents.E012", "PROVIDERS", {"openai": {"api_key_env": "OPENAI_API_KEY"}}),
+    ("llm_agents.E013", "TENANT_RESOLVER", "tests.nowhere.resolve"),
+    ("llm_agents.E013", "TENANT_RESOLVER", 42),
+    ("llm_agents.E014", "CACHE_ALIAS", "redis"),
+    ("llm_agents.E015", "EXPENSIVE_THRESHOLD", -1),
+    ("llm_agents.E015", "SLOW_THRESHOLD_MS", "5s"),
+    ("llm_agents.E015", "HIGH_TOKEN_THRESHOLD", None),
+    ("llm_agents.E016", "PROMPTS_SOURCE_PATH", 42),
+    ("llm_agents.E023", "SPOOL_PATH", 42),
+    ("llm_agents.E017", "PROMPT_SUBFOLDERS", "support"),
+    ("llm_agents.E018", "BATCH_PROVIDER", "mistral"),
+    ("llm_agents.E018", "BATCH_ENDPOINT", "/v1/embeddings"),
+    ("llm_agents.E019", "BATCH_STALE_CLAIM_AFTER", 0),
+    ("llm_agents.E019", "BATCH_STALE_CLAIM_AFTER", "15m"),
+    ("llm_agents.E020", "BATCH_DISCOUNT", 0),
+    ("llm_agents.E020", "BATCH_DISCOUNT", 1.5),
+    ("llm_agents.E021", "API_PERMISSION_CLASSES", "rest_framework.permissions.IsAdminUser"),
+    ("llm_agents.E021", "API_PERMISSION_CLASSES", ["rest_framework.permissions.Nope"]),
+    ("llm_agents.E021", "API_PERMISSION_CLASSES", ["tests.test_checks.not_a_class"]),
+    ("llm_agents.E022", "API_PAGE_SIZE", 0),
+    ("llm_agents.E022", "API_PAGE_SIZE", 501),
+    ("llm_agents.E022", "API_PAGE_SIZE", "50"),
+]
+
+
+def test_default_settings_produce_no_messages():
+    assert llm_agents_messages() == []
+
+
+def test_default_settings_have_no_llm_agents_key():
+    from django.conf import settings
+
+    assert not hasattr(settings, "LLM_AGENTS")
+
+
+@override_settings(LLM_AGENTS={})
+def test_an_empty_dict_produces_no_messages():
+    assert llm_agents_messages() == []
+
+
+def test_every_key_has_a_check():
+    assert {key for _, key, _ in BAD_VALUES} == set(DEFAULTS)
+
+
+@pytest.mark.parametrize(
+    ("check_id", "key", "value"),
+    BAD_VALUES,
+    ids=[f"{check_id[-4:]}-{key}-{value!r}" for check_id, key, value in BAD_VALUES],
+)
+def test_bad_value_is_reported(check_id, key, value):
+    with override_settings(LLM_AGENTS={key: value}):
+        messages = llm_agents_messages()
+    about_key = [message for message in messages if repr(key) in message.msg]
+    assert [message.id for message in about_key] == [check_id], messages
+    assert isinstance(about_key[0], Error)
+
+
+def test_invalid_regex_message_names_the_pattern():
+    with override_settings(LLM_AGENTS={"REDACT_PATTERNS": [r"\d{4}", "sk-[a-z"]}):
+        (message,) = llm_agents_messages()
+    assert message.id == "llm_agents.E005"
+    assert "sk-[a-z" in message.msg
+
+
+def test_each_bad_key_is_reported_separately():
+    with override_settings(LLM_AGENTS={"API_PAGE_SIZE": 0, "BATCH_DISCOUNT": 2, "ASYNC_LOGGING": "no"}):
+        ids = sorted(message.id for message in llm_agents_messages())
+    assert ids == ["llm_agents.E003", "llm_agents.E020", "llm_agents.E022"]
+
+
+def test_e001_llm_agents_must_be_a_dict():
+    with override_settings(LLM_AGENTS=[("ASYNC_LOGGING", True)]):
+        messages = llm_agents_messages()
+    assert [message.id for message in messages] == ["llm_agents.E001"]
+    assert "LLM_AGENTS" in messages[0].msg
+
+
+def test_w001_unknown_key():
+    with override_settings(LLM_AGENTS={"ASYNC_LOGGIN": True}):
+        messages = llm_agents_messages()
+    assert [message.id for message in messages] == ["llm_agents.W001"]
+    assert isinstance(messages[0], Warning)
+    assert "ASYNC_LOGGIN" in messages[0].msg
+
+
+@override_settings(
+    LLM_AGENTS={
+        "TRACK_EXECUTIONS": False,
+        "ASYNC_LOGGING": True,
+        "REDACT_KEYS": ("ssn",),
+        "REDACT_PATTERNS": [r"sk-[A-Za-z0-9]{20,}"],
+        "RETENTION_DAYS": None,
+        "DEFAULT_MODEL": "claude-sonnet-4",
+        "DEFAULT_TEMPERATURE": Decimal("0.7"),
+        "DEFAULT_TIMEOUT": 12.5,
+        "DEFAULT_RETRIES": 3,
+        "PROVIDERS": {
+            "fake": "llm_agents.providers.fake.FakeProvider",
+            "azure": {"class": "llm_agents.providers.openai.OpenAIProvider", "base_url": "https://x"},
+        },
+        "MULTI_TENANCY": True,
+        "TENANT_RESOLVER": "tests.test_checks.resolve_tenant",
+        "EXPENSIVE_THRESHOLD": Decimal("0.25"),
+        "SLOW_THRESHOLD_MS": 0,
+        "HIGH_TOKEN_THRESHOLD": 500,
+        "PROMPTS_SOURCE_PATH": "prompts/",
+        "PROMPT_SUBFOLDERS": ["support"],
+        "BATCH_PROVIDER": "azure",
+        "BATCH_ENDPOINT": "/v1/chat/completions",
+        "BATCH_STALE_CLAIM_AFTER": 60,
+        "BATCH_DISCOUNT": 1,
+        "API_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+        "API_PAGE_SIZE": 500,
+    }
+)
+def test_valid_non_default_values_produce_no_messages():
+    assert llm_agents_messages() == []
+
+
+# -- the settings object ------------------------------------------------------------------------
+
+
+def test_defaults():
+    assert app_settings.TRACK_EXECUTIONS is True
+    assert app_settings.ASYNC_LOGGING is False
+    assert app_settings.RETENTION_DAYS == 30
+    assert app_settings.DEFAULT_MODEL == "gpt-4o-mini"
+    assert app_settings.EXPENSIVE_THRESHOLD == Decimal("1.00")
+    assert app_settings.SLOW_THRESHOLD_MS == 5000
+    assert app_settings.HIGH_TOKEN_THRESHOLD == 10000
+    assert app_settings.BATCH_STALE_CLAIM_AFTER == 900
+    assert app_settings.BATCH_DISCOUNT == 0.5
+    assert app_settings.API_PAGE_SIZE == 50
+    assert app_settings.REDACTION_PLACEHOLDER == "[REDACTED]"
+    assert app_settings.API_PERMISSION_CLASSES == ["rest_framework.permissions.IsAdminUser"]
+
+
+def test_settings_are_read_on_every_access():
+    assert app_settings.RETENTION_DAYS == 30
+    with override_settings(LLM_AGENTS={"RETENTION_DAYS": 7, "MULTI_TENANCY": True}):
+        assert app_settings.RETENTION_DAYS == 7
+        assert app_settings.MULTI_TENANCY is True
+        assert app_settings.ASYNC_LOGGING is False  # unset keys keep their default
+        with override_settings(LLM_AGENTS={"RETENTION_DAYS": None}):
+            assert app_settings.RETENTION_DAYS is None
+            assert app_settings.MULTI_TENANCY is False
+        assert app_settings.RETENTION_DAYS == 7
+    assert app_settings.RETENTION_DAYS == 30
+    assert app_settings.MULTI_TENANCY is False
+
+
+def test_unknown_setting_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="NOT_A_SETTING"):
+        app_settings.NOT_A_SETTING  # noqa: B018

@@ -1,0 +1,99 @@
+"""Fault injection with real processes: workers killed with SIGKILL, the broker stopped mid-run.
+
+Run by ``.ci/run`` (``pytest -m faults``) with DATABASE_URL pointing at PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+from celery import Celery, _state
+from django.test import override_settings
+
+from llm_agents import Agent, Param
+from llm_agents.models import Execution, Span
+from llm_agents.recording import publisher
+from tests.workers import CeleryWorker, RedisServer, wait_for
+
+pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
+
+
+class EchoAgent(Agent):
+    model = "fake/echo"
+    text = Param(required=True)
+
+    def user_prompt(self):
+        return self.text
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    server = RedisServer(tmp_path)
+    server.start()
+    sender = Celery("sender", broker=server.url, set_as_current=False)
+    sender.conf.broker_transport_options = {"visibility_timeout": 5}
+    previous = _state.get_current_app()
+    sender.set_current()
+    try:
+        yield server
+    finally:
+        previous.set_current()
+        server.stop()
+
+
+def test_workers_killed_twice_lose_and_duplicate_nothing(redis_server):
+    """10,000 executions through ASYNC_LOGGING; the worker is SIGKILLed twice mid-run and restarted."""
+    worker = CeleryWorker(redis_server.url, visibility_timeout=5).start()
+    kills = 0
+    started = time.monotonic()
+    try:
+        with override_settings(LLM_AGENTS={"ASYNC_LOGGING": True}):
+            ids = []
+            for n in range(10_000):
+                ids.append(EchoAgent.call(text=f"message {n}").execution_id)
+                if n in (3_000, 6_500):
+                    publisher.flush(timeout=30)
+                    wait_for(lambda: Execution.objects.count() > 0, timeout=20, interval=0.05)
+                    worker.kill()
+                    kills += 1
+                    worker.start()
+            assert publisher.flush(timeout=60)
+        assert wait_for(lambda: Execution.objects.count() >= 10_000, timeout=300), Execution.objects.count()
+        time.sleep(1)
+    finally:
+        worker.stop()
+    stored = Execution.objects.count()
+    print(f"\n10,000 calls, {kills} SIGKILLs: {stored} executions stored, "
+          f"{Span.objects.count()} spans, in {time.monotonic() - started:.1f} s")  # fmt: skip
+    assert stored == 10_000
+    assert Execution.objects.filter(pk__in=ids[:5000]).count() == 5000
+    assert Span.objects.count() == 10_000
+
+
+def test_broker_stopped_mid_run_loses_nothing_and_says_so_once(redis_server, caplog):
+    """2,000 calls; Redis is stopped after 500 and started again at the end."""
+    worker = CeleryWorker(redis_server.url, visibility_timeout=5).start()
+    try:
+        with (
+            override_settings(LLM_AGENTS={"ASYNC_LOGGING": True}),
+            caplog.at_level(logging.WARNING, "llm_agents"),
+        ):
+            results = []
+            for n in range(2_000):
+                results.append(EchoAgent.call(text=f"call {n}"))
+                if n == 500:
+                    assert publisher.flush(timeout=30)
+                    redis_server.shutdown_saving()
+            assert publisher.flush(timeout=60)
+        redis_server.start()  # the messages sent before the stop come back from its dump
+        assert wait_for(lambda: Execution.objects.count() >= 2_000, timeout=120), Execution.objects.count()
+    finally:
+        worker.stop()
+    assert all(result.content == f"call {n}" for n, result in enumerate(results))
+    assert Execution.objects.count() == 2_000
+    outage = [r for r in caplog.records if "could not reach the Celery broker" in r.getMessage()]
+    print(f"\n2,000 calls with Redis stopped after 500: {Execution.objects.count()} stored, "
+          f"{len(outage)} outage warning(s)")  # fmt: skip
+    assert len(outage) == 1

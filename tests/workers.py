@@ -1,0 +1,110 @@
+"""Real processes for the integration and fault tests: a private redis-server and Celery workers
+sharing the test database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from django.db import connection
+
+
+def database_url() -> str:
+    """The URL of the test database (the one pytest-django created), for child processes."""
+    if connection.vendor != "postgresql":
+        raise RuntimeError("Workers share the test database: set DATABASE_URL to a PostgreSQL database.")
+    settings = connection.settings_dict
+    user = settings["USER"] or "postgres"
+    return (
+        f"postgres://{user}@{settings['HOST'] or '127.0.0.1'}:{settings['PORT'] or 5432}/{settings['NAME']}"
+    )
+
+
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer:
+    """A redis-server of the test's own, on a free port, that the test may stop and restart."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.folder), "--dbfilename", "dump.rdb"],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert wait_for(self.ping, timeout=20), "redis-server did not start"
+
+    def ping(self) -> bool:
+        return (
+            subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True).returncode == 0
+        )
+
+    def shutdown_saving(self) -> None:
+        """Stop the server, keeping its data on disk (as a graceful restart does)."""
+        subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "save"], capture_output=True)
+        if self.process is not None:
+            self.process.wait(timeout=20)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
+
+
+class CeleryWorker:
+    """``celery -A tests.celery_app worker`` in a process of its own, on the test database."""
+
+    def __init__(self, broker_url: str, *, visibility_timeout: int = 3600) -> None:
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "DATABASE_URL": database_url(),
+            "CELERY_BROKER_URL": broker_url,
+            "LLM_AGENTS_VISIBILITY_TIMEOUT": str(visibility_timeout),
+        }
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> CeleryWorker:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker", "--pool=solo", "--loglevel=WARNING",
+             "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            env=self.env,
+        )  # fmt: skip
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no warm shutdown, no acknowledgement of the message in hand."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=20)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
