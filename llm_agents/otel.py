@@ -38,8 +38,11 @@ def _start(tracer: Any, name: str, parent: Any, start: dt.datetime | None, attri
 
     context = trace.set_span_in_context(parent) if parent is not None else None
     clean = {key: value for key, value in attributes.items() if value not in (None, "")}
-    return tracer.start_span(name, context=context, start_time=nanoseconds(start), attributes=clean,
-                             kind=trace.SpanKind.CLIENT)  # fmt: skip
+    # A request to a model is a call out of the process; an agent or a tool runs inside it.
+    kind = trace.SpanKind.CLIENT if clean.get("gen_ai.operation.name") == "chat" else trace.SpanKind.INTERNAL
+    return tracer.start_span(
+        name, context=context, start_time=nanoseconds(start), attributes=clean, kind=kind
+    )
 
 
 def _end(span: Any, error_class: str, error_message: str, end: dt.datetime | None) -> None:
@@ -131,6 +134,8 @@ def _span(tracer: Any, span: SpanRecord, parent: Any, persistence: Persistence) 
             )
     elif span.kind == "tool":
         attributes["gen_ai.tool.name"] = span.name
+        attributes["gen_ai.tool.type"] = "function"
+        attributes["gen_ai.tool.call.id"] = span.metadata.get("tool_call_id")
         if persistence.prompts and span.input is not None:
             attributes["gen_ai.tool.call.arguments"] = json.dumps(
                 persistence.redactor.value(span.input), default=str

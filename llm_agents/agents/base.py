@@ -426,7 +426,8 @@ class Run:
         return response
 
     def run_tool(self, call: ToolCall) -> Any:
-        with tracing.span(call.name, kind="tool", input=call.arguments) as span:
+        metadata = {"tool_call_id": call.id}
+        with tracing.span(call.name, kind="tool", input=call.arguments, metadata=metadata) as span:
             tool = self.tools.get(call.name)
             try:
                 if tool is None:
