@@ -4,6 +4,7 @@ everything else an execution holds, in a bounded number of queries."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from decimal import Decimal
 
 import pytest
@@ -313,6 +314,17 @@ def test_span_tree_is_nested_and_collapsible(staff_client, traced):
     assert '<ul class="llm-spans">' in tree[llm_at:tool_at]
     assert tree.count('<details class="llm-span"') == 2
     assert "KeyError" in tree and "llm-status-error" in tree
+
+
+def test_span_bars_stay_on_the_timeline(staff_client):
+    """A span placed after the execution's end (clock skew between processes) is drawn at the edge."""
+    started = timezone.now() - dt.timedelta(hours=1)
+    execution = ExecutionFactory(started_at=started, duration_ms=1000)
+    SpanFactory(execution=execution, started_at=started + dt.timedelta(milliseconds=250), duration_ms=500)
+    SpanFactory(execution=execution, started_at=started + dt.timedelta(minutes=30), duration_ms=900)
+    html = staff_client.get(change_url(execution)).content.decode()
+    bars = re.findall(r'style="left: ([\d.]+)%; width: ([\d.]+)%"', html)
+    assert [(float(left), float(width)) for left, width in bars] == [(25.0, 50.0), (99.5, 0.5)]
 
 
 def test_span_payloads_are_pretty_printed_and_long_ones_truncated(staff_client, traced):

@@ -140,6 +140,22 @@ def payload(value: Any) -> dict[str, Any] | None:
     }
 
 
+MIN_BAR_PCT = 0.5
+
+
+def timeline_place(offset_ms: float, duration_ms: float, total_ms: float) -> tuple[float, float]:
+    """Where a span's bar sits on the execution's timeline, in percent; the bar never leaves it.
+
+    Clock skew between processes can place a span after the execution's end; it is then drawn at
+    the right edge rather than outside the page.
+    """
+    if not total_ms:
+        return 0, 100
+    offset_pct = min(round(offset_ms * 100 / total_ms, 2), 100 - MIN_BAR_PCT)
+    width_pct = min(max(round(duration_ms * 100 / total_ms, 2), MIN_BAR_PCT), 100 - offset_pct)
+    return offset_pct, width_pct
+
+
 def span_tree(execution: Execution) -> list[dict[str, Any]]:
     """The execution's spans as nested nodes (one query), with their place on the timeline."""
     spans = list(execution.spans.order_by("started_at", "id"))
@@ -153,16 +169,15 @@ def span_tree(execution: Execution) -> list[dict[str, Any]]:
     nodes: dict[uuid.UUID, dict[str, Any]] = {}
     for span in spans:
         offset = max((span.started_at - execution.started_at).total_seconds() * 1000, 0)
+        offset_pct, width_pct = timeline_place(offset, span.duration_ms or 0, total_ms)
         nodes[span.pk] = {
             "span": span,
             "children": [],
             "input": payload(span.input),
             "output": payload(span.output),
             "metadata": payload(span.metadata),
-            "offset_pct": min(round(offset * 100 / total_ms, 2), 100) if total_ms else 0,
-            "width_pct": max(min(round((span.duration_ms or 0) * 100 / total_ms, 2), 100), 0.5)
-            if total_ms
-            else 100,
+            "offset_pct": offset_pct,
+            "width_pct": width_pct,
         }
     roots: list[dict[str, Any]] = []
     for span in spans:
