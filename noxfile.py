@@ -142,8 +142,14 @@ def typing(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def docs(session: nox.Session) -> None:
     """The docs site, built strictly: a broken link or a page missing from the nav fails."""
-    session.install("mkdocs>=1.6")
+    session.install(*extra("docs"))
     session.run("mkdocs", "build", "--strict", "--site-dir", str(Path(session.create_tmp()) / "site"))
+
+
+def extra(name: str) -> list[str]:
+    """The requirements of one of pyproject.toml's extras, so a session installs just those."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return project["optional-dependencies"][name]
 
 
 if __name__ == "__main__":
