@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.workers import READY_TIMEOUT
+
 
 def main() -> None:
     role, config_path, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
@@ -42,7 +44,7 @@ def main() -> None:
     batches.register_handler(config["purpose"], Handler())
     connection.ensure_connection()
     Path(f"{out}.ready").touch()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + READY_TIMEOUT
     while not Path(config["go"]).exists():
         if time.monotonic() > deadline:
             raise SystemExit("the parent never said go")

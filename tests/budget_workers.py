@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.workers import READY_TIMEOUT
+
 
 def main() -> None:
     config_path, out = Path(sys.argv[1]), Path(sys.argv[2])
@@ -39,7 +41,7 @@ def main() -> None:
 
     connection.ensure_connection()
     Path(f"{out}.ready").touch()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + READY_TIMEOUT
     while not Path(config["go"]).exists():
         if time.monotonic() > deadline:
             raise SystemExit("the parent never said go")

@@ -26,6 +26,8 @@ from llm_agents import batches
 from llm_agents.batches.claims import release_stale_claims
 from llm_agents.models import Batch, BatchRequest, Execution
 
+from .workers import READY_TIMEOUT, database_url
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,12 +63,6 @@ def pending_requests(count: int) -> set[str]:
     return set(BatchRequest.objects.values_list("custom_id", flat=True))
 
 
-def database_url() -> str:
-    s = connection.settings_dict
-    password = f":{s['PASSWORD']}" if s.get("PASSWORD") else ""
-    return f"postgres://{s['USER']}{password}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
-
-
 def run_processes(
     role: str, count: int, server, tmp_path: Path, **options: Any
 ) -> tuple[list[dict], list[str]]:
@@ -93,7 +89,7 @@ def run_processes(
         )
         for out in outs
     ]
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + READY_TIMEOUT
     while not all(Path(f"{out}.ready").exists() for out in outs):
         failed = [child for child in children if child.poll() not in (None, 0)]
         assert not failed, failed[0].communicate()[1].decode()

@@ -26,6 +26,8 @@ from llm_agents import budgets
 from llm_agents.errors import BudgetExceededError
 from llm_agents.models import Budget, BudgetReservation, CostConfig, Execution, SpendCounter
 
+from .workers import READY_TIMEOUT, database_url
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,12 +46,6 @@ def hard_stop():
         name="hammered", scope=Budget.Scope.AGENT, scope_value="HammerAgent", period=Budget.Period.DAILY,
         limit_usd=LIMIT, enforcement=Budget.Enforcement.HARD_STOP,
     )  # fmt: skip
-
-
-def database_url() -> str:
-    s = connection.settings_dict
-    password = f":{s['PASSWORD']}" if s.get("PASSWORD") else ""
-    return f"postgres://{s['USER']}{password}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
 def run_processes(tmp_path: Path) -> list[dict]:
@@ -72,7 +68,7 @@ def run_processes(tmp_path: Path) -> list[dict]:
         )  # fmt: skip
         for out in outs
     ]
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + READY_TIMEOUT
     while not all(Path(f"{out}.ready").exists() for out in outs):
         failed = [child for child in children if child.poll() not in (None, 0)]
         assert not failed, failed[0].communicate()[1].decode()

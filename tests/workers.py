@@ -13,16 +13,17 @@ from pathlib import Path
 
 from django.db import connection
 
+#: Seconds child processes get to start Django and connect: generous, for a loaded two-core machine.
+READY_TIMEOUT = 180
+
 
 def database_url() -> str:
     """The URL of the test database (the one pytest-django created), for child processes."""
     if connection.vendor != "postgresql":
         raise RuntimeError("Workers share the test database: set DATABASE_URL to a PostgreSQL database.")
-    settings = connection.settings_dict
-    user = settings["USER"] or "postgres"
-    return (
-        f"postgres://{user}@{settings['HOST'] or '127.0.0.1'}:{settings['PORT'] or 5432}/{settings['NAME']}"
-    )
+    s = connection.settings_dict
+    password = f":{s['PASSWORD']}" if s.get("PASSWORD") else ""
+    return f"postgres://{s['USER'] or 'postgres'}{password}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
 def wait_for(predicate, timeout: float = 60.0, interval: float = 0.2) -> bool:
