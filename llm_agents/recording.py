@@ -169,9 +169,11 @@ def execution_row(record: ExecutionRecord, persistence: Persistence | None = Non
         parent_id=record.parent.id if record.parent is not None else None,
         started_at=record.started_at,
     )
-    for name in ("parameters", "metadata", "tool_calls", "attempts"):
+    for name in ("parameters", "metadata", "tool_calls"):
         if name in row:
             row[name] = redactor.value(row[name])
+    if "attempts" in row:
+        row["attempts"] = redacted_attempts(row["attempts"], redactor)
     for name, kept in (("system_prompt", persistence.prompts), ("user_prompt", persistence.prompts),
                        ("response", persistence.responses)):  # fmt: skip
         if not kept:
@@ -179,8 +181,21 @@ def execution_row(record: ExecutionRecord, persistence: Persistence | None = Non
         elif name in row:
             row[name] = redactor.text(row[name])
     if "error_message" in row:
-        row["error_message"] = redactor.text(row["error_message"])
+        row["error_message"] = redactor.error(row["error_message"])
     return row
+
+
+def redacted_attempts(attempts: Any, redactor: Redactor) -> Any:
+    """Attempt entries with their error messages redacted. The entries' own keys are ours
+    (``input_tokens`` is a count, not a token to hide), so key redaction does not apply to them."""
+    if not isinstance(attempts, list):
+        return redactor.value(attempts)
+    return [
+        {**entry, "error_message": redactor.error(entry.get("error_message") or "")}
+        if isinstance(entry, dict)
+        else redactor.value(entry)
+        for entry in attempts
+    ]
 
 
 def span_row(
@@ -206,7 +221,7 @@ def span_row(
         "duration_ms": record.duration_ms,
         "time_to_first_token_ms": record.time_to_first_token_ms,
         "error_class": record.error_class,
-        "error_message": redactor.text(record.error_message),
+        "error_message": redactor.error(record.error_message),
         "metadata": redactor.value(record.metadata),
         "started_at": record.started_at,
         "completed_at": record.completed_at,

@@ -30,6 +30,7 @@ from ..events import emit
 from ..models import Batch, BatchRequest
 from ..pricing import Cost, calculate_cost
 from ..recording import ExecutionRecord, SpanRecord, payload_for, write_payload
+from ..redaction import redact_error
 from .claims import db_alias, release_stale_claims, single_writer
 from .client import batch_client
 from .formats import ParsedLine, parse_line
@@ -141,7 +142,7 @@ def _refresh(client: Any, batch: Batch, report: PollReport, progress: Progress |
         output_file_id=remote.output_file_id or "",
         error_file_id=remote.error_file_id or "",
         completed_at=finished_at or timezone.now(),
-        error=error,
+        error=redact_error(error),
     )
     if progress:
         progress(f"batch {batch.pk} ({batch.provider_batch_id}) is {status}")
@@ -408,7 +409,7 @@ class _Reconciler:
                 "llm_agents batch handler for %r raised on request %s", request.purpose, request.custom_id
             )
             request.status = BatchRequest.Status.FAILED
-            request.error = f"handler raised {type(exc).__name__}: {exc}"
+            request.error = redact_error(f"handler raised {type(exc).__name__}: {exc}")
             self.report.failed += 1
             return
         request.status = BatchRequest.Status.SUCCEEDED
@@ -417,7 +418,7 @@ class _Reconciler:
 
     def _fail(self, request: BatchRequest, error: BatchRequestError) -> None:
         request.status = BatchRequest.Status.FAILED
-        request.error = str(error)
+        request.error = redact_error(str(error))
         self.report.failed += 1
         on_failure = failure_callback(self.handler)
         if on_failure is None:
