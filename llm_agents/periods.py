@@ -22,6 +22,9 @@ ROLLING_PERIODS = {
     "90d": dt.timedelta(days=90),
 }
 PERIODS = (*CALENDAR_PERIODS, *ROLLING_PERIODS)
+# The days whose local midnights exist in every time zone (a day's margin at each end of the calendar).
+FIRST_DAY = dt.date.min + dt.timedelta(days=1)
+LAST_DAY = dt.date.max - dt.timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -55,9 +58,17 @@ def start_of_day(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time.min, tzinfo=timezone.get_default_timezone())
 
 
+def check_day(day: dt.date) -> dt.date:
+    """``day``, or ``ValueError`` when it is too close to the ends of the calendar to have a local
+    midnight in every time zone."""
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise ValueError(f"{day} is outside the supported dates, {FIRST_DAY} to {LAST_DAY}.")
+    return day
+
+
 def day_range(first: dt.date, last: dt.date) -> tuple[dt.datetime, dt.datetime]:
     """Both days included: local midnight of ``first`` to local midnight after ``last``."""
-    return start_of_day(first), start_of_day(last + dt.timedelta(days=1))
+    return start_of_day(check_day(first)), start_of_day(check_day(last) + dt.timedelta(days=1))
 
 
 def resolve_period(name: str, now: dt.datetime | None = None) -> Period:

@@ -14,7 +14,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework.exceptions import ValidationError
 
-from ..periods import PERIODS, Period, custom_period, resolve_period
+from ..periods import PERIODS, Period, check_day, custom_period, resolve_period
 
 DEFAULT_AGGREGATE_PERIOD = "7d"
 
@@ -28,9 +28,13 @@ def parse_date(params: Mapping[str, Any], name: str) -> dt.date | None:
     if value in (None, ""):
         return None
     try:
-        return dt.date.fromisoformat(str(value))
+        day = dt.date.fromisoformat(str(value))
     except ValueError:
         raise _error(name, f"{value!r} is not an ISO date (YYYY-MM-DD).") from None
+    try:
+        return check_day(day)
+    except ValueError as error:
+        raise _error(name, str(error)) from None
 
 
 @overload
