@@ -229,6 +229,10 @@ def _raw_tokens(template: str) -> tuple[Token, ...]:
     except ChevronError as error:
         message = " ".join(str(error).split())
         raise PromptError(f"Invalid Mustache template: {message}") from None
+    except IndexError:  # chevron's tokenizer on a tag with nothing inside the delimiters
+        raise PromptError(
+            "Invalid Mustache template: an empty tag (nothing between the delimiters)"
+        ) from None
 
 
 @functools.lru_cache(maxsize=2048)
