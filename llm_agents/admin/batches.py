@@ -15,6 +15,7 @@ from django.utils.translation import ngettext
 from .. import batches
 from ..models import Batch, BatchRequest
 from .mixins import ReadOnlyAdminMixin
+from .tenancy import TenantScopedAdminMixin
 
 if TYPE_CHECKING:
     from ..models.batches import BatchQuerySet
@@ -37,7 +38,8 @@ BATCH_FIELDS = (
 
 
 @admin.register(Batch)
-class BatchAdmin(admin.ModelAdmin):
+class BatchAdmin(TenantScopedAdminMixin, admin.ModelAdmin):
+    tenant_field = None  # batches belong to no tenant
     list_display = [
         "__str__", "purpose", "model", "status", "request_count", "requests_by_status", "created_at",
         "submitted_at", "completed_at", "reconciled_at",
@@ -127,7 +129,8 @@ def execution_link(request: BatchRequest) -> SafeString | str:
 
 
 @admin.register(BatchRequest)
-class BatchRequestAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class BatchRequestAdmin(TenantScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    tenant_field = None
     list_display = [
         "custom_id", "purpose", "model", "status", "batch_link", "input_tokens", "output_tokens", "total_cost",
         "routing", "short_error", "execution_link", "created_at",

@@ -13,10 +13,11 @@ from django.utils.html import format_html
 from ..budgets import rebuild_counters
 from ..models import Budget, BudgetReservation, SpendCounter
 from .mixins import ReadOnlyAdminMixin
+from .tenancy import TenantScopeAdminMixin, TenantScopedAdminMixin, admin_tenant_scope, tenant_budget_form
 
 
 @admin.register(Budget)
-class BudgetAdmin(admin.ModelAdmin):
+class BudgetAdmin(TenantScopeAdminMixin, admin.ModelAdmin):
     list_display = ["name", "scope", "scope_value", "period_label", "spend_bar", "percent_used_label",
                     "limit_usd", "enforcement", "is_active"]  # fmt: skip
     list_filter = ["scope", "period", "enforcement", "is_active"]
@@ -43,6 +44,15 @@ class BudgetAdmin(admin.ModelAdmin):
         ),  # fmt: skip
     ]
     actions = ["rebuild_spend_counters"]
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+        tenant_id = admin_tenant_scope(request).tenant_id
+        return form if tenant_id is None else tenant_budget_form(form, tenant_id)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        scope = admin_tenant_scope(request)
+        return (scope.everything or scope.tenant_id is not None) and super().has_add_permission(request)
 
     def usage(self, budget: Budget) -> tuple[Decimal, int]:
         """The budget's spend and tokens this period, read once per row."""
@@ -101,7 +111,7 @@ class BudgetAdmin(admin.ModelAdmin):
 
 
 @admin.register(SpendCounter)
-class SpendCounterAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class SpendCounterAdmin(TenantScopeAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["day", "scope", "scope_value", "spend", "tokens"]
     list_filter = ["scope", "day"]
     search_fields = ["scope_value"]
@@ -110,7 +120,7 @@ class SpendCounterAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(BudgetReservation)
-class BudgetReservationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class BudgetReservationAdmin(TenantScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["agent_type", "tenant_id", "model", "amount", "tokens", "created_at", "expires_at"]
     ordering = ["-created_at"]
 

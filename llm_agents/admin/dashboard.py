@@ -22,6 +22,7 @@ from ..models import Execution
 from ..periods import Period, resolve_period
 from ..querysets import ERROR_CATEGORIES, FAILED_STATUSES, error_category
 from .charts import Bar, Column, Segment, bar_list_chart, column_chart, stacked_column_chart
+from .tenancy import admin_tenant_scope
 
 if TYPE_CHECKING:
     from .executions import ExecutionAdmin
@@ -272,7 +273,7 @@ def dashboard_view(model_admin: ExecutionAdmin, request: HttpRequest) -> Templat
         raise PermissionDenied
     name = selected_period(request)
     period = resolve_period(name)
-    executions = Execution.objects.all()
+    executions = admin_tenant_scope(request).filter(Execution.objects.all())
     links = Links(period)
 
     now = overview(executions, period)

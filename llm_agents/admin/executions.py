@@ -25,6 +25,7 @@ from ..models import Execution, Span
 from ..querysets import ERROR_CATEGORIES, FAILED_STATUSES, error_category
 from .dashboard import dashboard_view, format_cost, format_ms
 from .mixins import ReadOnlyAdminMixin
+from .tenancy import TenantScopedAdminMixin
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
@@ -188,7 +189,7 @@ def span_tree(execution: Execution) -> list[dict[str, Any]]:
 
 
 @admin.register(Execution)
-class ExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class ExecutionAdmin(TenantScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["agent", "model_used", "status_badge", "tokens", "cost", "duration", "started_at"]
     list_display_links = ["agent"]
     list_filter = [
@@ -340,7 +341,8 @@ class ExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(Span)
-class SpanAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class SpanAdmin(TenantScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    tenant_field = "execution__tenant_id"
     list_display = ["name", "kind", "status", "model_id", "total_cost", "duration_ms", "started_at"]
     list_filter = ["kind", "status"]
     search_fields = ["name", "model_id", "=execution__id"]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.db.models import QuerySet
+from django.http import HttpRequest
 from rest_framework.request import Request
 
 from ..conf import app_settings
@@ -35,8 +36,8 @@ class TenantScope:
         return queryset.filter(**{field: self.tenant_id})
 
 
-def tenant_scope(request: Request) -> TenantScope:
-    """The scope of ``request``, resolved once per request."""
+def tenant_scope(request: Request | HttpRequest) -> TenantScope:
+    """The scope of ``request`` (an API or admin request), resolved once per request."""
     cached = getattr(request, "_llm_agents_tenant_scope", None)
     if cached is not None:
         return cached
