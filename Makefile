@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 HOST ?= 127.0.0.1:8000
 
-.PHONY: demo test test-integration test-faults bench lint format typing docs nox wheel clean
+.PHONY: demo test test-integration test-faults bench bench-smoke lint format typing docs nox wheel clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,30 @@ test-integration: $(VENV)/.installed-dev
 ## test-faults: workers killed and brokers stopped with real processes (PostgreSQL DATABASE_URL, redis-server)
 test-faults: $(VENV)/.installed-dev
 	$(PY) -m pytest -m faults -s $(PYTEST_ARGS)
+
+## bench: every bench/ script at full size on PostgreSQL (databases $(BENCH_DATABASE_URL)*); prints the figures
+BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/llm_agents_bench
+BENCH_SCRIPTS := analytics api dashboard export budget_check retention tracking ingestion batches sync_prompts
+bench: $(VENV)/.installed-dev
+	cd bench && for script in $(BENCH_SCRIPTS); do \
+	  echo "== bench_$$script.py"; \
+	  DATABASE_URL=$(BENCH_DATABASE_URL) ../$(PY) bench_$$script.py $(BENCH_ARGS) || exit 1; \
+	done
+
+## bench-smoke: every bench/ script at small sizes (CI: they must run; their timings are not judged)
+bench-smoke: $(VENV)/.installed-dev
+	cd bench && for script in $(BENCH_SCRIPTS); do \
+	  echo "== bench_$$script.py --quick"; \
+	  DATABASE_URL=$(BENCH_DATABASE_URL)_smoke ../$(PY) bench_$$script.py --quick || exit 1; \
+	done
+
+## audit: pip-audit of the dev environment against PyPI's vulnerability data, from a tool venv of its own;
+## --strict fails when a package could not be checked (PyPI's JSON API unreachable), never a silent pass
+AUDIT_VENV := $(VENV)/audit
+.PHONY: audit
+audit: $(VENV)/.installed-dev
+	test -x $(AUDIT_VENV)/bin/pip-audit || { $(PY) -m venv $(AUDIT_VENV) && $(AUDIT_VENV)/bin/pip install --quiet pip-audit; }
+	PIPAPI_PYTHON_LOCATION=$(PY) $(AUDIT_VENV)/bin/pip-audit --strict --skip-editable --progress-spinner off $(AUDIT_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(PY) -m ruff check .

@@ -3,7 +3,8 @@
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/llm_agents_bench .venv/bin/python bench/bench_budget_check.py
     [--sizes 10000 1000000] [--checks 3000] [--quick]
 
-The script EMPTIES the executions, spans and budget tables of the database it is given, then for each
+The script uses a database of its own (``<name>_budget``) and EMPTIES its executions, spans and
+budget tables, then for each
 size: fills the executions table (server-side INSERT … SELECT generate_series, spread over the last
 30 days, 20 agent types, 50 tenants), rebuilds the spend counters from it, and times ``budgets.check``
 (with a global monthly hard stop, an agent weekly hard stop and a tenant daily warning budget applying,
@@ -78,7 +79,7 @@ def main() -> None:
     options = parser.parse_args()
     sizes = [1_000, 10_000] if options.quick else options.sizes
     checks = 300 if options.quick else options.checks
-    vendor = setup_django()
+    vendor = setup_django("budget")
 
     from decimal import Decimal
 

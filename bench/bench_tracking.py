@@ -3,7 +3,8 @@
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/llm_agents_bench .venv/bin/python bench/bench_tracking.py
     [--calls N] [--async-broker redis://127.0.0.1:6379/14] [--quick]
 
-Calls alternate between the modes in blocks within one run, so machine noise hits both alike.
+Runs on a database of its own (``<name>_tracking``), as tracked calls add rows. Calls alternate
+between the modes in blocks within one run, so machine noise hits both alike.
 Targets (issue 9): sync ≤ 1.5 ms added per call (p50); ASYNC_LOGGING with a Redis broker
 ≤ 0.25 ms added on the caller's thread (p50).
 """
@@ -23,7 +24,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a few calls, for CI smoke runs")
     options = parser.parse_args()
     calls = 60 if options.quick else options.calls
-    vendor = setup_django()
+    vendor = setup_django("tracking")
 
     from celery import Celery
     from django.test import override_settings
