@@ -90,15 +90,14 @@ def _execution(tracer: Any, record: ExecutionRecord, parent: Any, persistence: P
         nested = children_by_agent_span.pop(str(span.metadata.get("execution_id", "")), None)
         if nested is not None:
             _execution(tracer, nested, made, persistence)
-        _end(made, span.error_class, span.error_message, span.completed_at)
+        _end(made, span.error_class, persistence.redactor.error(span.error_message), span.completed_at)
 
     for top in by_parent.get(None, []):
         emit(top, otel_span)
     for child in children_by_agent_span.values():
         _execution(tracer, child, otel_span, persistence)
-    _end(
-        otel_span, fields.get("error_class", ""), fields.get("error_message", ""), fields.get("completed_at")
-    )
+    message = persistence.redactor.error(fields.get("error_message", ""))
+    _end(otel_span, fields.get("error_class", ""), message, fields.get("completed_at"))
 
 
 def _span(tracer: Any, span: SpanRecord, parent: Any, persistence: Persistence) -> Any:

@@ -35,6 +35,7 @@ from tests.factories import (
 )
 from tests.fake_servers import BatchLineError, openai_error
 from tests.test_batches import RecordingHandler, batch_api, enqueue_many  # noqa: F401 (a fixture)
+from tests.test_otel import WeatherAgent, spans  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.django_db
 
@@ -347,3 +348,15 @@ def test_a_batch_error_echoing_a_key_is_stored_redacted(batch_api):  # noqa: F81
     request.refresh_from_db()
     assert request.error == "invalid_api_key: Invalid key [REDACTED]."
     assert KEY not in json.dumps([request.execution.error_message, request.execution.attempts])
+
+
+def test_the_opentelemetry_export_carries_no_key_in_its_error_statuses(spans):  # noqa: F811 (the fixture)
+    with override_settings(LLM_AGENTS={"OTEL_EXPORT": True}):
+        with fake_llm() as llm, pytest.raises(AuthenticationError):
+            llm.fail("auth", message=f"Incorrect API key provided: {KEY}")
+            WeatherAgent.call(question="q")
+    finished = spans.get_finished_spans()
+    descriptions = [span.status.description or "" for span in finished]
+    assert any("Incorrect API key provided: [REDACTED]" in text for text in descriptions)
+    assert all(KEY not in text for text in descriptions)
+    assert all(KEY not in str(dict(span.attributes)) for span in finished)
