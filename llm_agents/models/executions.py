@@ -190,6 +190,10 @@ class Span(models.Model):
         ordering = ["started_at"]
         indexes = [
             models.Index(fields=["execution", "started_at"], name="llm_span_execution_started_idx"),
+            # Deleting a span makes PostgreSQL look for spans naming it as their parent (the
+            # foreign key's check): without this index each look-up reads the whole table, and a
+            # purge of a million executions' spans never ends. Root spans (most) are left out.
+            models.Index(fields=["parent"], condition=Q(parent__isnull=False), name="llm_span_parent_idx"),
         ]
         constraints = [
             models.CheckConstraint(

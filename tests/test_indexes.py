@@ -1,0 +1,64 @@
+"""The indexes the hot queries need, proved with EXPLAIN on PostgreSQL.
+
+The tables here are tiny, so the planner would rightly read them whole; ``enable_seqscan`` off makes
+it pick an index whenever one applies, which is what these tests prove: that the index serves the
+query, not how fast it is (``bench/`` measures that).
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from llm_agents.models import Execution, Span
+
+from .factories import ExecutionFactory, SpanFactory
+
+pytestmark = pytest.mark.skipif(connection.vendor != "postgresql", reason="EXPLAIN plans are PostgreSQL's")
+
+
+def plan(sql: str, params: list | tuple = ()) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan TO off")
+        try:
+            cursor.execute(f"EXPLAIN {sql}", params)
+            return "\n".join(row[0] for row in cursor.fetchall())
+        finally:
+            cursor.execute("RESET enable_seqscan")
+
+
+@pytest.mark.django_db
+def test_deleting_a_span_finds_its_children_through_the_parent_index():
+    execution = ExecutionFactory()
+    parent = SpanFactory(execution=execution)
+    SpanFactory(execution=execution, parent=parent)
+    # The look-up PostgreSQL's foreign-key check runs for each deleted span.
+    text = plan(f"SELECT 1 FROM {Span._meta.db_table} WHERE parent_id = %s FOR KEY SHARE", [parent.pk])
+    assert "llm_span_parent_idx" in text, text
+
+
+@pytest.mark.django_db
+def test_purge_finds_an_executions_spans_and_children_by_index():
+    execution = ExecutionFactory()
+    SpanFactory(execution=execution)
+    ExecutionFactory(parent=execution)
+    spans = Span.objects.filter(execution_id__in=[execution.pk]).values("pk")
+    assert "llm_span_execution_started_idx" in plan(*spans.query.sql_with_params())
+    children = Execution.objects.filter(parent_id__in=[execution.pk]).values("pk")
+    assert "llm_agents_execution_parent_id" in plan(*children.query.sql_with_params())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_overview_summary_reads_the_covering_index_alone():
+    for _ in range(20):
+        ExecutionFactory()
+    with connection.cursor() as cursor:
+        cursor.execute(f"VACUUM ANALYZE {Execution._meta.db_table}")  # marks the pages all-visible
+    with CaptureQueriesContext(connection) as captured:
+        Execution.objects.for_period("7d").summary()
+        Execution.objects.for_period("7d").percentiles()
+    assert len(captured) == 2
+    for query in captured:
+        text = plan(query["sql"])
+        assert "Index Only Scan using llm_exec_root_started_cov_idx" in text, text
