@@ -14,11 +14,8 @@ are switched off: the agent runtime retries.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import json
-import threading
-import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -33,7 +30,7 @@ from ..errors import (
     RateLimitError,
 )
 from ..instrumentation import provider_call
-from .base import Provider, ProviderRequest, ProviderResponse, StreamEvent, ToolCall, Usage
+from .base import Provider, ProviderRequest, ProviderResponse, SDKClients, StreamEvent, ToolCall, Usage
 
 try:
     import anthropic
@@ -70,31 +67,21 @@ class AnthropicProvider(Provider):
         self.send_temperature: bool = bool(client_options.pop("send_temperature", False))
         client_options["max_retries"] = 0
         self.client_options = client_options
-        self._client: anthropic.Anthropic | None = None
-        self._async_clients: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, anthropic.AsyncAnthropic
-        ] = weakref.WeakKeyDictionary()
-        self._lock = threading.Lock()
+        self.clients: SDKClients[anthropic.Anthropic, anthropic.AsyncAnthropic] = SDKClients(
+            lambda: _build(anthropic.Anthropic, client_options),
+            lambda: _build(anthropic.AsyncAnthropic, client_options),
+        )
         self._create_parameters: set[str] | None = None
 
     @property
     def client(self) -> anthropic.Anthropic:
         """The synchronous SDK client, built on first use."""
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = _build(anthropic.Anthropic, self.client_options)
-        return self._client
+        return self.clients.sync()
 
     @property
     def async_client(self) -> anthropic.AsyncAnthropic:
         """The asynchronous SDK client of the running event loop, built on first use."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            client = self._async_clients.get(loop)
-            if client is None:
-                client = self._async_clients[loop] = _build(anthropic.AsyncAnthropic, self.client_options)
-        return client
+        return self.clients.for_running_loop()
 
     def complete(self, request: ProviderRequest) -> ProviderResponse:
         with translated_errors(), provider_call():

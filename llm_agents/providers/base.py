@@ -8,9 +8,15 @@ carries ``"tool_call_id"`` and ``"name"``. Adapters translate to and from their 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+import threading
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+SyncClient = TypeVar("SyncClient")
+AsyncClient = TypeVar("AsyncClient")
 
 
 @dataclass
@@ -83,3 +89,32 @@ class Provider:
     async def astream(self, request: ProviderRequest) -> AsyncIterator[StreamEvent]:
         for event in self.stream(request):
             yield event
+
+
+class SDKClients(Generic[SyncClient, AsyncClient]):
+    """An SDK's clients for one provider instance: the synchronous client, built on first use, and
+    one asynchronous client per event loop, since an async HTTP pool belongs to the loop that opened it."""
+
+    def __init__(self, build_sync: Callable[[], SyncClient], build_async: Callable[[], AsyncClient]) -> None:
+        self._build_sync = build_sync
+        self._build_async = build_async
+        self._sync: SyncClient | None = None
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.Lock()
+
+    def sync(self) -> SyncClient:
+        if self._sync is None:
+            with self._lock:
+                if self._sync is None:
+                    self._sync = self._build_sync()
+        return self._sync
+
+    def for_running_loop(self) -> AsyncClient:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            client = self._async.get(loop)
+            if client is None:
+                client = self._async[loop] = self._build_async()
+        return client

@@ -16,13 +16,10 @@ agent's temperature is not sent to them (see :func:`accepts_temperature`).
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import json
 import os
 import re
-import threading
-import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -37,7 +34,7 @@ from ..errors import (
     RateLimitError,
 )
 from ..instrumentation import provider_call
-from .base import Provider, ProviderRequest, ProviderResponse, StreamEvent, ToolCall, Usage
+from .base import Provider, ProviderRequest, ProviderResponse, SDKClients, StreamEvent, ToolCall, Usage
 
 try:
     import openai
@@ -71,31 +68,20 @@ class OpenAIProvider(Provider):
             client_options.pop("base_url", None)
         client_options["max_retries"] = 0
         self.client_options = client_options
-        self._client: openai.OpenAI | None = None
-        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = (
-            weakref.WeakKeyDictionary()
+        self.clients: SDKClients[openai.OpenAI, openai.AsyncOpenAI] = SDKClients(
+            lambda: _build(openai.OpenAI, client_options), lambda: _build(openai.AsyncOpenAI, client_options)
         )
-        self._lock = threading.Lock()
         self._create_parameters: set[str] | None = None
 
     @property
     def client(self) -> openai.OpenAI:
         """The synchronous SDK client, built on first use."""
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = _build(openai.OpenAI, self.client_options)
-        return self._client
+        return self.clients.sync()
 
     @property
     def async_client(self) -> openai.AsyncOpenAI:
         """The asynchronous SDK client of the running event loop, built on first use."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            client = self._async_clients.get(loop)
-            if client is None:
-                client = self._async_clients[loop] = _build(openai.AsyncOpenAI, self.client_options)
-        return client
+        return self.clients.for_running_loop()
 
     def complete(self, request: ProviderRequest) -> ProviderResponse:
         with translated_errors(), provider_call():
