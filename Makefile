@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 HOST ?= 127.0.0.1:8000
 
-.PHONY: demo test test-integration test-faults bench bench-smoke lint format typing docs nox wheel clean
+.PHONY: api-schema demo test test-integration test-faults bench bench-smoke lint format typing docs nox wheel clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,10 @@ lint: $(VENV)/.installed-dev
 ## typing: mypy with django-stubs and djangorestframework-stubs on llm_agents/ (config in pyproject.toml)
 typing: $(VENV)/.installed-dev
 	$(VENV)/bin/mypy
+
+## api-schema: rewrite docs/openapi.json (the HTTP API reference's source) from what schema/ serves
+api-schema: $(VENV)/.installed-dev
+	$(PY) -m tests.api_schema
 
 ## docs: the docs site, built strictly (broken links fail) into site/
 docs: $(VENV)/.installed-dev

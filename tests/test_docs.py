@@ -64,3 +64,12 @@ def test_the_changelog_page_is_the_changelog():
     changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
     assert f"## [{llm_agents.__version__}]" in changelog
     assert "CHANGELOG.md" in page("changelog.md")
+
+
+@pytest.mark.django_db
+def test_the_http_api_reference_is_built_from_the_schema_the_api_serves(staff_client):
+    from .api_schema import SCHEMA_FILE, schema_text, served_schema
+
+    assert SCHEMA_FILE.read_text(encoding="utf-8") == schema_text(served_schema(staff_client)), (
+        "docs/openapi.json is stale: run `make api-schema`"
+    )
