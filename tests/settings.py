@@ -7,6 +7,8 @@ import environ
 SECRET_KEY = "tests-only"
 DEBUG = False
 USE_TZ = True
+# English only, so the schema's `lang` choices (docs/openapi.json) are the same on every Django version.
+LANGUAGES = [("en", "English")]
 TIME_ZONE = "UTC"
 
 INSTALLED_APPS = [
