@@ -50,7 +50,7 @@ def test_purge_finds_an_executions_spans_and_children_by_index():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_overview_summary_reads_the_covering_index_alone():
+def test_the_overview_and_cost_by_model_read_the_covering_index_alone():
     for _ in range(20):
         ExecutionFactory()
     with connection.cursor() as cursor:
@@ -58,7 +58,8 @@ def test_the_overview_summary_reads_the_covering_index_alone():
     with CaptureQueriesContext(connection) as captured:
         Execution.objects.for_period("7d").summary()
         Execution.objects.for_period("7d").percentiles()
-    assert len(captured) == 2
+        Execution.objects.cost_by_model("7d")
+    assert len(captured) == 3
     for query in captured:
         text = plan(query["sql"])
-        assert "Index Only Scan using llm_exec_root_started_cov_idx" in text, text
+        assert "Index Only Scan using llm_exec_root_cover_idx" in text, text

@@ -101,7 +101,7 @@ class Execution(models.Model):
         indexes = [
             models.Index(fields=["started_at"], name="llm_exec_started_idx"),
             # Root executions by time, covering the columns the analytics read (overview/, the
-            # dashboard, cost_forecast), so PostgreSQL answers them from the index alone.
+            # dashboard, cost_forecast, cost_by_model), so PostgreSQL answers them from the index alone.
             models.Index(
                 fields=["started_at"],
                 condition=Q(parent__isnull=True),
@@ -113,8 +113,9 @@ class Execution(models.Model):
                     "output_tokens",
                     "total_tokens",
                     "agent_type",
+                    "model_id",
                 ],
-                name="llm_exec_root_started_cov_idx",
+                name="llm_exec_root_cover_idx",
             ),
             models.Index(fields=["agent_type", "started_at"], name="llm_exec_agent_started_idx"),
             models.Index(fields=["model_id", "started_at"], name="llm_exec_model_started_idx"),
