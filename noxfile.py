@@ -50,7 +50,7 @@ def pytest_args(session: nox.Session) -> list[str]:
 @nox.parametrize("python,django", MATRIX)
 def tests(session: nox.Session, django: str) -> None:
     """The suite on one Python × Django cell, against the source tree."""
-    session.install("-e", ".[dev]", DJANGO[django])
+    session.install("-e", ".[test]", DJANGO[django])
     session.run("python", "-m", "django", "--version")
     session.run("python", "-m", "pytest", *pytest_args(session))
 
@@ -76,7 +76,7 @@ def wheel(session: nox.Session) -> None:
     shutil.copytree(ROOT / "llm_agents", source / "llm_agents", ignore=ignore)
     session.run("python", "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(dist), str(source))
     (built,) = glob.glob(str(dist / "django_llm_agents-*.whl"))
-    session.install(f"{built}[dev]", DJANGO["6"])
+    session.install(f"{built}[test]", DJANGO["6"])
 
     run = Path(tempfile.mkdtemp(prefix="llm_agents_wheel_"))
     try:
