@@ -222,6 +222,16 @@ def test_a_tenants_admin_shows_its_own_rows_only(staff_client, tenants):
 
 
 @override_settings(LLM_AGENTS=TENANCY)
+def test_a_tenants_execution_page_lists_only_its_own_nested_executions(staff_client, tenants):
+    ExecutionFactory(tenant_id="acme", agent_type="AcmeChild", parent=tenants["acme"])
+    ExecutionFactory(tenant_id="globex", agent_type="GlobexChild", parent=tenants["acme"])
+    page = staff_client.get(
+        f"/admin/llm_agents/execution/{tenants['acme'].pk}/change/", headers={"X-Tenant": "acme"}
+    )
+    assert [child["agent_type"] for child in page.context["children"]] == ["AcmeChild"]
+
+
+@override_settings(LLM_AGENTS=TENANCY)
 def test_without_a_tenant_only_superusers_see_every_tenant_in_the_admin(
     staff_client, client, django_user_model, tenants
 ):

@@ -273,10 +273,10 @@ class ExecutionAdmin(TenantScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmi
         execution = self.get_object(request, unquote(object_id))
         context = dict(extra_context or {})
         if execution is not None:
-            context.update(self.detail_context(execution))
+            context.update(self.detail_context(request, execution))
         return super().change_view(request, object_id, form_url, context)
 
-    def detail_context(self, execution: Execution) -> dict[str, Any]:
+    def detail_context(self, request: HttpRequest, execution: Execution) -> dict[str, Any]:
         prompt_version_url = None
         version = execution.prompt_version
         if version is not None:
@@ -285,7 +285,8 @@ class ExecutionAdmin(TenantScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmi
             )
         children: list[dict[str, Any]] = [
             dict(child)
-            for child in execution.children.order_by("started_at").values(
+            # Through get_queryset, so a tenant sees only its own nested executions.
+            for child in self.get_queryset(request).filter(parent=execution).order_by("started_at").values(
                 "id", "agent_type", "kind", "status", "model_id", "total_tokens", "total_cost", "duration_ms",
                 "started_at",
             )
