@@ -14,7 +14,7 @@ flat; calls over the whole history (``percentiles()``, ``error_analysis()`` and
 size, which ``bench_api.py``, ``bench_dashboard.py`` and ``bench_export.py`` then reuse.
 
 Target (issue 9): ``overview()`` p50 ≤ 150 ms at 1,000,000, and the 1,000,000 time ≤ 3 × the
-100,000 time. ``--quick`` (2,000 and 20,000 executions, 3 runs) is the CI smoke run.
+100,000 time. ``--quick`` (2,000 and 20,000 executions, 2 runs) is the CI smoke run.
 """
 
 from __future__ import annotations
@@ -79,10 +79,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Analytics time against the size of the history")
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--runs", type=int, default=15)
-    parser.add_argument("--quick", action="store_true", help="2,000 and 20,000 executions, 3 runs")
+    parser.add_argument("--quick", action="store_true", help="2,000 and 20,000 executions, 2 runs")
     options = parser.parse_args()
     sizes = [2_000, 20_000] if options.quick else sorted(options.sizes)
-    runs = 3 if options.quick else options.runs
+    runs = 2 if options.quick else options.runs
     vendor = setup_django()
 
     results: dict[str, dict[int, list[float]]] = {}

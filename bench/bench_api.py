@@ -10,7 +10,7 @@ million). Each URL is requested ``--runs`` times in-process through Django's tes
 in as staff, after a warm-up: the figure is the server's time to answer, every query included.
 ``--export`` also streams the whole table through export/ in this process (``bench_export.py``
 measures the export's memory in a fresh process). Target (issue 7): overview/ p50 ≤ 150 ms at
-1,000,000 executions on PostgreSQL. ``--quick`` (20,000 rows, 5 runs) is the CI smoke run.
+1,000,000 executions on PostgreSQL. ``--quick`` (20,000 rows, 3 runs) is the CI smoke run.
 """
 
 from __future__ import annotations
@@ -57,9 +57,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--export", action="store_true", help="also stream the whole table through export/")
     parser.add_argument("--refill", action="store_true", help="delete and insert the rows again")
-    parser.add_argument("--quick", action="store_true", help="20,000 rows and 5 runs, for CI smoke runs")
+    parser.add_argument("--quick", action="store_true", help="20,000 rows and 3 runs, for CI smoke runs")
     options = parser.parse_args()
-    rows, runs = (20_000, 5) if options.quick else (options.rows, options.runs)
+    rows, runs = (20_000, 3) if options.quick else (options.rows, options.runs)
     vendor = setup_django()
 
     from django.conf import settings

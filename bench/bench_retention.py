@@ -14,7 +14,7 @@ longest insert before and during the purge. "Not blocked for more than a chunk" 
 writer's longest insert during the purge is shorter than the longest chunk.
 
 Target (issue 9): ≤ 60 s for 1,000,000 executions, writers not blocked for more than a chunk.
-``--quick`` (20,000 executions) is the CI smoke run.
+``--quick`` (10,000 executions) is the CI smoke run.
 """
 
 from __future__ import annotations
@@ -65,9 +65,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="purge_executions time, and a concurrent writer's stalls")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=2000)
-    parser.add_argument("--quick", action="store_true", help="20,000 executions, for CI smoke runs")
+    parser.add_argument("--quick", action="store_true", help="10,000 executions, for CI smoke runs")
     options = parser.parse_args()
-    rows = 20_000 if options.quick else options.rows
+    rows = 10_000 if options.quick else options.rows
     vendor = setup_django("retention")
 
     from llm_agents import retention
