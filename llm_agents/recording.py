@@ -276,13 +276,15 @@ def write_payload(
     connection = connections[alias]
     executions_rows, span_rows = payload.get("executions", []), payload.get("spans", [])
     statements: list[tuple[str, tuple[Any, ...]]] = []
-    if not typed and connection.vendor == "postgresql" and len(executions_rows) > 1:
-        # A Celery message with many rows: straight from its JSON values to column arrays, bound
-        # on the server (no client-side quoting of large arrays), in one transaction.
+    if connection.vendor == "postgresql" and len(executions_rows) > 1 and not insert_only:
+        # Many rows (a Celery message, a chunk of batch results): one JSON document per table, which
+        # the server turns into rows, with no model instances or per-value adaptation here.
+        if typed:
+            executions_rows, span_rows = to_payload(executions_rows), to_payload(span_rows)
         update = sorted({name for row in executions_rows for name in row} - {"id", "created_at"})
-        statements.append(_unnest_statement(Execution, executions_rows, connection, update_fields=update))
+        statements.append(_bulk_statement(Execution, executions_rows, connection, update_fields=update))
         if span_rows:
-            statements.append(_unnest_statement(Span, span_rows, connection, update_fields=None))
+            statements.append(_bulk_statement(Span, span_rows, connection, update_fields=None))
         with transaction.atomic(using=alias):
             connection.ensure_connection()
             with connection.connection.cursor() as cursor:
@@ -324,34 +326,38 @@ def write_payload(
 _statements = threading.local()
 
 
-def _unnest_statement(
+def _bulk_statement(
     model: Any, rows: list[dict[str, Any]], connection: Any, *, update_fields: list[str] | None
 ) -> tuple[str, tuple[Any, ...]]:
-    """``INSERT … SELECT * FROM UNNEST(column arrays) ON CONFLICT …`` for JSON-safe rows (PostgreSQL).
+    """``INSERT … SELECT … FROM jsonb_array_elements(rows) ON CONFLICT …`` for JSON-safe rows (PostgreSQL).
 
-    The message's strings go to the server as they are (it parses UUIDs, times and decimals);
-    JSON fields are serialised once; missing fields take the model field's default.
-    ``update_fields`` None means insert-or-ignore, else upsert those fields by id.
+    The rows go to the server as one JSON document, serialised in C (no per-value adaptation here),
+    and the server casts each value to its column's type (it parses UUIDs, times and decimals). JSON
+    fields stay JSON (``None`` is SQL NULL where the field allows it, else JSON ``null``); missing
+    fields take the model field's default. ``update_fields`` None means insert-or-ignore, else
+    upsert those fields by id.
     """
     quote = connection.ops.quote_name
     fields = list(model._meta.concrete_fields)
-    columns: list[list[Any]] = []
+    defaults: dict[str, Any] = {}
     for model_field in fields:
         name = model_field.attname
-        default: Any = None
         if any(name not in row for row in rows):
             auto_now = getattr(model_field, "auto_now_add", False)
-            default = to_payload([{"value": timezone.now() if auto_now else model_field.get_default()}])[0][
-                "value"
-            ]
-        values = [row.get(name, default) for row in rows]
+            defaults[name] = timezone.now() if auto_now else model_field.get_default()
+    if defaults:
+        defaults = to_payload([defaults])[0]
+        rows = [{**defaults, **row} for row in rows]
+
+    def value(model_field: Any) -> str:
+        key = f"'{model_field.attname}'"  # a Python identifier: nothing to escape
         if model_field.get_internal_type() == "JSONField":
-            values = [None if value is None and model_field.null else json.dumps(value) for value in values]
-        columns.append(values)
-    casts = ", ".join(f"(%s)::{f.db_type(connection).split('(')[0]}[]" for f in fields)
+            return f"NULLIF(r -> {key}, 'null')" if model_field.null else f"r -> {key}"
+        return f"(r ->> {key})::{model_field.db_type(connection).split('(')[0]}"  # no length: no truncation
+
     sql = (
         f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
-        f"SELECT * FROM UNNEST({casts}) "
+        f"SELECT {', '.join(value(f) for f in fields)} FROM jsonb_array_elements(%s::jsonb) AS r "
     )
     if update_fields is None:
         sql += "ON CONFLICT DO NOTHING"
@@ -361,7 +367,7 @@ def _unnest_statement(
             for name in update_fields
         )
         sql += f"ON CONFLICT ({quote(model._meta.pk.column)}) DO UPDATE SET {assignments}"
-    return sql, tuple(columns)
+    return sql, (json.dumps(rows, separators=(",", ":")),)
 
 
 def _insert_statements(
