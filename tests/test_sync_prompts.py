@@ -12,6 +12,7 @@ from django.core.management.base import CommandError
 from django.test import override_settings
 
 from llm_agents.models import Prompt, PromptVersion
+from llm_agents.signals import prompt_version_created
 
 pytestmark = pytest.mark.django_db
 
@@ -113,6 +114,36 @@ def test_details_change_updates_the_prompt_without_a_version(source):
     prompt = Prompt.objects.get(slug="greeting")
     assert (prompt.name, prompt.tags) == ("Hello", ["x"])
     assert PromptVersion.objects.count() == 1
+
+
+def test_a_mixed_run_sends_prompt_version_created_for_each_new_version_after_commit(
+    source, django_capture_on_commit_callbacks
+):
+    for slug in ("same", "content", "details"):
+        write(source, f"{slug}.md", SIMPLE.replace("greeting", slug))
+    sync(source)
+    assert Prompt.load("content").current_version.number == 1  # now cached
+    write(source, "content.md", SIMPLE.replace("greeting", "content").replace("warmly", "briefly"))
+    write(source, "details.md", SIMPLE.replace("greeting", "details").replace("Says hello.", "Hi."))
+    write(source, "new.md", SIMPLE.replace("greeting", "new"))
+    received = []
+
+    def receiver(sender, prompt, version, **kwargs):
+        received.append((prompt.slug, version.number, version.pk is not None))
+
+    prompt_version_created.connect(receiver)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            output = sync(source)
+            assert received == []
+    finally:
+        prompt_version_created.disconnect(receiver)
+    assert summary(output) == "created 1, updated 2, unchanged 1"
+    assert sorted(received) == [("content", 2, True), ("new", 1, True)]
+    assert Prompt.load("content").current_version.messages[0]["content"] == "Greet {{name}} briefly."
+    assert Prompt.objects.get(slug="details").description == "Hi."
+    numbers = dict(PromptVersion.objects.values_list("prompt__slug", "number").order_by("number"))
+    assert numbers == {"same": 1, "content": 2, "details": 1, "new": 1}
 
 
 def test_multi_message_prompt_with_body_file(source):

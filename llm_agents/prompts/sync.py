@@ -29,11 +29,16 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_slug
 from django.db import transaction
 from django.db.models import OuterRef, Subquery
+from django.utils import timezone
+
+from ..events import emit
+from ..signals import prompt_version_created
 
 FRONT_MATTER_KEYS = ("slug", "name", "description", "tags", "model", "model_params", "messages", "changelog")
 MESSAGE_KEYS = ("role", "content", "body_file")
 FENCES = ("---", "...")
 QUERY_CHUNK = 500
+WRITE_CHUNK = 100
 
 Progress = Callable[[str, int, int], None]
 YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -307,8 +312,19 @@ def read_folder(
 # -- writing ---------------------------------------------------------------------------------------
 
 
+def _latest_versions(prompt_ids: list[int]) -> dict[int, Any]:
+    """The current (highest-numbered) version of each of these prompts, by prompt id."""
+    from ..models import PromptVersion
+
+    latest = PromptVersion.objects.filter(prompt_id=OuterRef("prompt_id")).order_by("-number")
+    current = PromptVersion.objects.filter(
+        prompt_id__in=prompt_ids, number=Subquery(latest.values("number")[:1])
+    )
+    return {version.prompt_id: version for version in current}
+
+
 def _current_state(slugs: list[str]) -> tuple[dict[str, Any], dict[int, Any]]:
-    from ..models import Prompt, PromptVersion
+    from ..models import Prompt
 
     prompts: dict[str, Any] = {}
     versions: dict[int, Any] = {}
@@ -316,12 +332,97 @@ def _current_state(slugs: list[str]) -> tuple[dict[str, Any], dict[int, Any]]:
         chunk = slugs[start : start + QUERY_CHUNK]
         found = list(Prompt.objects.filter(slug__in=chunk))
         prompts.update((prompt.slug, prompt) for prompt in found)
-        latest = PromptVersion.objects.filter(prompt_id=OuterRef("prompt_id")).order_by("-number")
-        current = PromptVersion.objects.filter(
-            prompt_id__in=[prompt.pk for prompt in found], number=Subquery(latest.values("number")[:1])
-        )
-        versions.update((version.prompt_id, version) for version in current)
+        versions.update(_latest_versions([prompt.pk for prompt in found]))
     return prompts, versions
+
+
+def _create_versions(changed: list[tuple[Any, PromptFile]]) -> None:
+    """What ``update_content`` does for each prompt, in a few queries for them all: lock the prompt
+    rows, create the next version unless the current one already has the file's content, touch
+    ``updated_at``, drop the cached prompts, and send ``prompt_version_created`` once committed."""
+    from ..models import Prompt, PromptVersion
+    from ..models.prompts import invalidate_prompt_cache
+
+    ids = sorted(prompt.pk for prompt, _ in changed)
+    list(Prompt.objects.select_for_update().filter(pk__in=ids).order_by("pk").values_list("pk", flat=True))
+    current = _latest_versions(ids)
+    created = []
+    for prompt, prompt_file in changed:
+        version = current.get(prompt.pk)
+        if version is not None and version.has_content(
+            prompt_file.messages, prompt_file.model, prompt_file.model_params
+        ):
+            continue
+        created.append(
+            PromptVersion(
+                prompt=prompt,
+                number=(version.number if version else 0) + 1,
+                messages=prompt_file.messages,
+                model=prompt_file.model,
+                model_params=prompt_file.model_params,
+                changelog=prompt_file.changelog or f"sync_prompts: {prompt_file.path}",
+                source=PromptVersion.Source.SYNC,
+            )
+        )
+    if not created:
+        return
+    PromptVersion.objects.bulk_create(created)
+    now = timezone.now()
+    Prompt.objects.filter(pk__in=[version.prompt_id for version in created]).update(updated_at=now)
+    slugs = []
+    for version in created:
+        version.prompt.updated_at = now
+        slugs.append(version.prompt.slug)
+    invalidate_prompt_cache(*slugs)
+
+    def committed() -> None:
+        invalidate_prompt_cache(*slugs)
+        for version in created:
+            emit(prompt_version_created, sender=PromptVersion, prompt=version.prompt, version=version)
+
+    transaction.on_commit(committed)
+
+
+def _sync_chunk(
+    files: list[PromptFile], prompts: dict[str, Any], versions: dict[int, Any], dry_run: bool
+) -> list[str]:
+    """Compare each file with its prompt (``created``, ``updated`` or ``unchanged``, returned in
+    order) and, unless ``dry_run``, write the changes: new prompts in one bulk insert, then the
+    new versions."""
+    from ..models import Prompt
+
+    outcomes = []
+    new_prompts = []
+    changed = []
+    for prompt_file in files:
+        details = {"name": prompt_file.name, "description": prompt_file.description, "tags": prompt_file.tags}
+        prompt = prompts.get(prompt_file.slug)
+        if prompt is None:
+            outcomes.append("created")
+            prompt = Prompt(slug=prompt_file.slug, **details)
+            new_prompts.append(prompt)
+            changed.append((prompt, prompt_file))
+            continue
+        details_changed = any(getattr(prompt, key) != value for key, value in details.items())
+        current = versions.get(prompt.pk)
+        content_changed = current is None or not current.has_content(
+            prompt_file.messages, prompt_file.model, prompt_file.model_params
+        )
+        if not (details_changed or content_changed):
+            outcomes.append("unchanged")
+            continue
+        outcomes.append("updated")
+        if details_changed and not dry_run:
+            for key, value in details.items():
+                setattr(prompt, key, value)
+            prompt.save(update_fields=[*details, "updated_at"])
+        changed.append((prompt, prompt_file))
+    if not dry_run and changed:
+        Prompt.objects.bulk_create(new_prompts)
+        for prompt in new_prompts:
+            prompt._loaded_slug = prompt.slug
+        _create_versions(changed)
+    return outcomes
 
 
 def sync(
@@ -334,60 +435,20 @@ def sync(
     """Create or update a prompt for each file, in one transaction (nothing when ``dry_run``).
 
     A new version is created only when the messages, model or model parameters changed; a change of
-    name, description or tags updates the prompt without one. Both count as updated."""
-    from ..models import Prompt, PromptVersion
-
+    name, description or tags updates the prompt without one. Both count as updated. The files are
+    written ``WRITE_CHUNK`` at a time, with a few bulk queries per chunk."""
     result = SyncResult(dry_run=dry_run)
     with transaction.atomic():
         prompts, versions = _current_state([prompt_file.slug for prompt_file in files])
-        for done, prompt_file in enumerate(files, start=1):
-            prompt = prompts.get(prompt_file.slug)
-            if prompt is None:
-                outcome = "created"
-                if not dry_run:
-                    prompt = Prompt.objects.create(
-                        slug=prompt_file.slug,
-                        name=prompt_file.name,
-                        description=prompt_file.description,
-                        tags=prompt_file.tags,
-                    )
-            else:
-                details = {
-                    "name": prompt_file.name,
-                    "description": prompt_file.description,
-                    "tags": prompt_file.tags,
-                }
-                details_changed = any(getattr(prompt, key) != value for key, value in details.items())
-                current = versions.get(prompt.pk)
-                content_changed = current is None or not current.has_content(
-                    prompt_file.messages, prompt_file.model, prompt_file.model_params
-                )
-                if not (details_changed or content_changed):
-                    result.unchanged.append(prompt_file.slug)
-                    if on_change is not None:
-                        on_change("unchanged", prompt_file)
-                    if progress is not None:
-                        progress("write", done, len(files))
-                    continue
-                outcome = "updated"
-                if details_changed and not dry_run:
-                    for key, value in details.items():
-                        setattr(prompt, key, value)
-                    prompt.save(update_fields=[*details, "updated_at"])
-            if not dry_run:
-                assert prompt is not None  # created above when it did not exist
-                prompt.update_content(
-                    prompt_file.messages,
-                    model=prompt_file.model,
-                    model_params=prompt_file.model_params,
-                    changelog=prompt_file.changelog or f"sync_prompts: {prompt_file.path}",
-                    source=PromptVersion.Source.SYNC,
-                )
-            getattr(result, outcome).append(prompt_file.slug)
-            if on_change is not None:
-                on_change(outcome, prompt_file)
-            if progress is not None:
-                progress("write", done, len(files))
+        for start in range(0, len(files), WRITE_CHUNK):
+            chunk = files[start : start + WRITE_CHUNK]
+            outcomes = _sync_chunk(chunk, prompts, versions, dry_run)
+            for done, (prompt_file, outcome) in enumerate(zip(chunk, outcomes, strict=True), start=start + 1):
+                getattr(result, outcome).append(prompt_file.slug)
+                if on_change is not None:
+                    on_change(outcome, prompt_file)
+                if progress is not None:
+                    progress("write", done, len(files))
     return result
 
 
