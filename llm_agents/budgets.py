@@ -280,7 +280,10 @@ _POSTGRESQL_LOCK = """
 SELECT id FROM {budget} WHERE is_active AND enforcement = 'hard_stop' AND ({keys}) ORDER BY id FOR UPDATE
 """
 _POSTGRESQL_CHECK = """
-WITH now_ AS (SELECT %s::date AS today, %s::timestamptz AS moment),
+WITH now_ AS (
+    -- a reservation lives only as long as its call: this transaction's commit skips the WAL flush wait
+    SELECT %s::date AS today, %s::timestamptz AS moment, set_config('synchronous_commit', 'off', true)
+),
 periods AS (
     SELECT b.id, b.scope, b.scope_value, b.limit_usd, b.token_limit,
         CASE b.period
@@ -356,7 +359,7 @@ def _check_and_reserve_postgresql(
     ]  # fmt: skip
     connection.ensure_connection()
     prepared = _prepared_on(connection.connection)
-    lock = ["SELECT set_config('synchronous_commit', 'off', true)", _POSTGRESQL_LOCK.format(**tables)]
+    lock = [_POSTGRESQL_LOCK.format(**tables)]
     check = _POSTGRESQL_CHECK.format(**tables)
     if prepared.get(0) == "inline":  # this session cannot keep prepared statements (a pooler)
         rows = _run_check(connection, [*lock, check], [*key_params, *params])
