@@ -190,12 +190,14 @@ def redacted_attempts(attempts: Any, redactor: Redactor) -> Any:
     (``input_tokens`` is a count, not a token to hide), so key redaction does not apply to them."""
     if not isinstance(attempts, list):
         return redactor.value(attempts)
-    return [
-        {**entry, "error_message": redactor.error(entry.get("error_message") or "")}
-        if isinstance(entry, dict)
-        else redactor.value(entry)
-        for entry in attempts
-    ]
+    redacted = []
+    for entry in attempts:
+        if not isinstance(entry, dict):
+            entry = redactor.value(entry)
+        elif entry.get("error_message"):
+            entry = {**entry, "error_message": redactor.error(entry["error_message"])}
+        redacted.append(entry)
+    return redacted
 
 
 def span_row(
