@@ -5,7 +5,9 @@
 
 Messages like the ones ASYNC_LOGGING sends (root executions with 3 spans each, 200 per message)
 are queued in Redis, then one worker (``--pool=solo``) drains them into the database; the clock
-runs from the first message to the last row, once the worker has written a warm-up message. Runs on
+runs from the first message to the last row, once the worker has written a warm-up message. The
+worker keeps its database connection for 1,000 tasks (``CELERY_DB_REUSE_MAX``, as docs/scaling.md
+advises; without it Celery closes the connection after every task, so each message opens one). Runs on
 a database of its own (``<name>_ingestion``), emptied first. Target (issue 9): ≥ 5,000 executions/s sustained.
 """
 
@@ -35,7 +37,7 @@ def main() -> None:
     from django.db import connection
 
     from llm_agents.models import Execution, Span
-    from llm_agents.recording import ExecutionRecord, SpanRecord, payload_for, to_message
+    from llm_agents.recording import ExecutionRecord, SpanRecord, encode_message, payload_for
 
     Span.objects.all().delete()
     Execution.objects.all().delete()
@@ -58,10 +60,11 @@ def main() -> None:
             )
             record.spans += [retrieval, llm, tool]
             records.append(record)
-        messages.append(to_message(payload_for(records)))
+        messages.append(encode_message(payload_for(records)))  # as ASYNC_LOGGING sends them
 
     settings = connection.settings_dict
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "CELERY_BROKER_URL": options.broker,
+           "CELERY_DB_REUSE_MAX": "1000",
            "DATABASE_URL": f"postgres://{settings['USER'] or 'postgres'}@{settings['HOST'] or '127.0.0.1'}:"
                            f"{settings['PORT'] or 5432}/{settings['NAME']}" if vendor == "postgresql"
                            else os.environ["DATABASE_URL"]}  # fmt: skip
@@ -74,7 +77,7 @@ def main() -> None:
         # The clock starts once the worker has written a first message: its start-up is not ingestion.
         warm_up = ExecutionRecord(kind="agent", agent_type="WarmUpAgent")
         warm_up.fields.update(status="success")
-        record_executions.apply_async(args=[to_message(payload_for([warm_up]))])
+        record_executions.apply_async(args=[encode_message(payload_for([warm_up]))])
         deadline = time.monotonic() + 120
         while not Execution.objects.filter(agent_type="WarmUpAgent").exists():
             if worker.poll() is not None or time.monotonic() > deadline:

@@ -22,7 +22,6 @@ import contextlib
 import datetime as dt
 import logging
 import math
-import re
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -41,6 +40,7 @@ from .conf import app_settings
 from .errors import BudgetExceededError
 from .events import emit
 from .periods import day_range, local_now
+from .statements import run_prepared
 
 if TYPE_CHECKING:
     from .models import Budget
@@ -339,9 +339,10 @@ def _check_and_reserve_postgresql(
     reservation committed before the lock was granted, sum each one's period spend and reservations and
     insert this call's reservation unless one of them is reached.
 
-    One round trip: the check is a statement prepared once per connection (planning it costs more
-    than running it), run with EXECUTE after the lock in the same query string, which PostgreSQL runs
-    as one transaction. It skips the WAL flush wait: a reservation lives only as long as its call."""
+    One round trip: the check is a statement prepared once per session (planning it costs more than
+    running it; :func:`~llm_agents.statements.run_prepared`), run after the lock in the same query
+    string, which PostgreSQL runs as one transaction. It skips the WAL flush wait: a reservation
+    lives only as long as its call."""
     from .models import Budget, BudgetReservation, SpendCounter
 
     connection = connections[alias]
@@ -357,32 +358,14 @@ def _check_and_reserve_postgresql(
         reservation.amount, reservation.tokens, now, now + RESERVATION_TTL,
         *key_params,
     ]  # fmt: skip
-    connection.ensure_connection()
-    prepared = _prepared_on(connection.connection)
-    lock = [_POSTGRESQL_LOCK.format(**tables)]
-    check = _POSTGRESQL_CHECK.format(**tables)
-    if prepared.get(0) == "inline":  # this session cannot keep prepared statements (a pooler)
-        rows = _run_check(connection, [*lock, check], [*key_params, *params])
-    else:
-        name = prepared.get(len(keys))
-        statements = list(lock)
-        if name is None:
-            name = f"llm_agents_budget_check_{len(keys)}_{uuid.uuid4().hex[:8]}"
-            numbered = iter(range(1, len(params) + 1))
-            statements.insert(0, f"PREPARE {name} AS " + re.sub(r"%s", lambda _: f"${next(numbered)}", check))
-        statements.append(f"EXECUTE {name}({', '.join(['%s'] * len(params))})")
-        try:
-            rows = _run_check(connection, statements, [*key_params, *params])
-        except DatabaseError:
-            # e.g. a transaction-pooling PgBouncer sent the EXECUTE to another server session: from
-            # now on this connection sends the whole statement (the failed query changed nothing).
-            prepared.clear()
-            prepared[0] = "inline"
-            if connection.in_atomic_block:
-                raise
-            rows = _run_check(connection, [*lock, check], [*key_params, *params])
-        else:
-            prepared[len(keys)] = name
+    rows = run_prepared(
+        connection,
+        f"budget_check_{len(keys)}",
+        _POSTGRESQL_CHECK.format(**tables),
+        params,
+        before=[_POSTGRESQL_LOCK.format(**tables)],
+        before_params=key_params,
+    )
     budget_ids = [row[0] for row in rows if row[0] is not None]
     inserted, applies = rows[0][7], rows[0][8]
     if inserted:
@@ -397,26 +380,6 @@ def _check_and_reserve_postgresql(
     }
     found = Budget.objects.using(alias).in_bulk(list(over))
     return True, [(found[pk], *over[pk]) for pk in sorted(over) if pk in found]
-
-
-def _run_check(connection: Any, statements: list[str], params: list[Any]) -> list[tuple[Any, ...]]:
-    """Run the statements as one query string (one round trip, one transaction); the last one's rows."""
-    rows: list[tuple[Any, ...]] = []
-    with connection.cursor() as cursor:
-        cursor.execute(";".join(statements), params)
-        while cursor.nextset():
-            rows = cursor.fetchall()
-    return rows
-
-
-def _prepared_on(raw_connection: Any) -> dict[int, str]:
-    """The names of the check statements prepared on this database session, by number of keys
-    (``{0: "inline"}`` when the session cannot keep them)."""
-    prepared = getattr(raw_connection, "_llm_agents_prepared", None)
-    if prepared is None:
-        prepared = {}
-        raw_connection._llm_agents_prepared = prepared
-    return prepared
 
 
 def _lock_hard_stops(pks: list[int], alias: str) -> list[Budget]:

@@ -17,6 +17,7 @@ from .conf import DEFAULTS
 BATCH_ENDPOINTS = ("/v1/responses", "/v1/chat/completions")
 BOOLEAN_KEYS = (
     "TRACK_EXECUTIONS",
+    "DURABLE_TRACKING_WRITES",
     "ASYNC_LOGGING",
     "PERSIST_PROMPTS",
     "PERSIST_RESPONSES",

@@ -35,6 +35,9 @@ DEFAULT_PROVIDERS = {
 DEFAULTS: dict[str, Any] = {
     # Write Execution/Span rows (signals fire either way).
     "TRACK_EXECUTIONS": True,
+    # PostgreSQL: make the caller wait for the WAL flush of each tracking write (False: commit without
+    # waiting; a crash of the database server itself can lose the last fraction of a second of rows).
+    "DURABLE_TRACKING_WRITES": False,
     # Hand finished records to a Celery task instead of writing on the caller's thread.
     "ASYNC_LOGGING": False,
     # Store rendered prompts / responses (and span input / output).

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ from django.utils import timezone
 
 from .conf import app_settings
 from .redaction import Redactor, current_redactor
+from .statements import run_prepared
 
 logger = logging.getLogger("llm_agents")
 
@@ -262,114 +264,156 @@ def from_payload(model: Any, rows: list[dict[str, Any]]) -> list[Any]:
 
 
 def write_payload(
-    payload: dict[str, list[dict[str, Any]]], *, insert_only: bool = False, typed: bool = False
+    payload: dict[str, list[dict[str, Any]]],
+    *,
+    insert_only: bool = False,
+    typed: bool = False,
+    durable: bool = True,
 ) -> None:
     """Write ``{"executions": [...], "spans": [...]}`` (the Celery message, or the same rows with
     Python values) atomically: executions upserted by id (parents first), spans inserted unless
     present. ``insert_only`` leaves an existing execution alone (the start row). ``typed`` says
-    the values are Python objects already (not the JSON of a Celery message).
+    the values are Python objects already (not the JSON of a Celery message). ``durable`` False
+    commits without waiting for the WAL flush on PostgreSQL (``DURABLE_TRACKING_WRITES``), unless
+    the write joins a transaction that is already open, whose commit that would change.
 
-    On PostgreSQL everything goes in one round trip (one multi-statement query, which the server
-    runs as one transaction); elsewhere the statements run in one transaction.
+    On PostgreSQL everything is one statement (:func:`_document_statement`): one round trip, one
+    transaction. Elsewhere the INSERT statements bulk_create would run, in one transaction.
     """
     from .models import Execution, Span
 
     alias = router.db_for_write(Execution)
     connection = connections[alias]
     executions_rows, span_rows = payload.get("executions", []), payload.get("spans", [])
-    statements: list[tuple[str, tuple[Any, ...]]] = []
-    if connection.vendor == "postgresql" and len(executions_rows) > 1 and not insert_only:
-        # Many rows (a Celery message, a chunk of batch results): one JSON document per table, which
-        # the server turns into rows, with no model instances or per-value adaptation here.
-        if typed:
-            executions_rows, span_rows = to_payload(executions_rows), to_payload(span_rows)
-        update = sorted({name for row in executions_rows for name in row} - {"id", "created_at"})
-        statements.append(_bulk_statement(Execution, executions_rows, connection, update_fields=update))
-        if span_rows:
-            statements.append(_bulk_statement(Span, span_rows, connection, update_fields=None))
-        with transaction.atomic(using=alias):
-            connection.ensure_connection()
-            with connection.connection.cursor() as cursor:
-                for sql, params in statements:
-                    cursor.execute(sql, params)
-        return
-    else:
-        if typed:
-            executions = [Execution(**row) for row in executions_rows]
-            spans = [Span(**row) for row in span_rows]
-        else:
-            executions = from_payload(Execution, executions_rows)
-            spans = from_payload(Span, span_rows)
-        if executions:
-            if insert_only:
-                statements += _insert_statements(Execution, executions, alias, on_conflict=OnConflict.IGNORE)
-            else:
-                update = sorted({name for row in executions_rows for name in row} - {"id", "created_at"})
-                statements += _insert_statements(Execution, executions, alias, on_conflict=OnConflict.UPDATE,
-                                                 update_fields=update)  # fmt: skip
-        if spans:
-            statements += _insert_statements(Span, spans, alias, on_conflict=OnConflict.IGNORE)
-    if not statements:
+    if not executions_rows and not span_rows:
         return
     if connection.vendor == "postgresql":
-        if insert_only and not connection.in_atomic_block:
-            # A start row is overwritten moments later: it need not wait for the WAL flush.
-            statements.insert(0, ("SET LOCAL synchronous_commit TO OFF", ()))
-        with connection.cursor() as cursor:
-            cursor.execute(
-                ";".join(sql for sql, _ in statements), [p for _, params in statements for p in params]
-            )
+        if typed:
+            executions_rows, span_rows = to_payload(executions_rows), to_payload(span_rows)
+        relaxed = not durable and not connection.in_atomic_block
+        update = (
+            ()
+            if insert_only
+            else tuple(sorted({name for row in executions_rows for name in row} - {"id", "created_at"}))
+        )
+        key, sql = _document_statement(connection, update, relaxed=relaxed)
+        document = json.dumps(
+            {
+                "executions": with_defaults(Execution, executions_rows),
+                "spans": with_defaults(Span, span_rows),
+            },
+            separators=(",", ":"),
+        )
+        run_prepared(connection, key, sql, [document])
         return
+    if typed:
+        executions = [Execution(**row) for row in executions_rows]
+        spans = [Span(**row) for row in span_rows]
+    else:
+        executions = from_payload(Execution, executions_rows)
+        spans = from_payload(Span, span_rows)
+    statements: list[tuple[str, tuple[Any, ...]]] = []
+    if executions:
+        if insert_only:
+            statements += _insert_statements(Execution, executions, alias, on_conflict=OnConflict.IGNORE)
+        else:
+            update_fields = sorted({name for row in executions_rows for name in row} - {"id", "created_at"})
+            statements += _insert_statements(Execution, executions, alias, on_conflict=OnConflict.UPDATE,
+                                             update_fields=update_fields)  # fmt: skip
+    if spans:
+        statements += _insert_statements(Span, spans, alias, on_conflict=OnConflict.IGNORE)
     with transaction.atomic(using=alias), connection.cursor() as cursor:
         for sql, params in statements:
             cursor.execute(sql, params)
 
 
 _statements = threading.local()
+_documents: dict[tuple[Any, ...], tuple[str, str]] = {}
 
 
-def _bulk_statement(
-    model: Any, rows: list[dict[str, Any]], connection: Any, *, update_fields: list[str] | None
-) -> tuple[str, tuple[Any, ...]]:
-    """``INSERT … SELECT … FROM jsonb_array_elements(rows) ON CONFLICT …`` for JSON-safe rows (PostgreSQL).
+def with_defaults(model: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """JSON-safe rows with every concrete field present: the fields some row lacks take the model
+    field's default (``auto_now_add`` fields the current time)."""
+    if not rows:
+        return rows
+    present = frozenset(rows[0]).intersection(*rows[1:])
+    defaults, fresh = _defaults_for(model, present)
+    if fresh:
+        values = {
+            f.attname: timezone.now() if getattr(f, "auto_now_add", False) else f.get_default() for f in fresh
+        }
+        defaults = {**defaults, **to_payload([values])[0]}
+    if not defaults:
+        return rows
+    return [{**defaults, **row} for row in rows]
 
-    The rows go to the server as one JSON document, serialised in C (no per-value adaptation here),
-    and the server casts each value to its column's type (it parses UUIDs, times and decimals). JSON
-    fields stay JSON (``None`` is SQL NULL where the field allows it, else JSON ``null``); missing
-    fields take the model field's default. ``update_fields`` None means insert-or-ignore, else
-    upsert those fields by id.
+
+@functools.lru_cache(maxsize=64)
+def _defaults_for(model: Any, present: frozenset[str]) -> tuple[dict[str, Any], tuple[Any, ...]]:
+    """The JSON-safe defaults of the fields of ``model`` not in ``present`` that are the same at
+    every write (constants, empty dicts and lists: rows are serialised at once, so they can share
+    them), and the fields whose default is made at each write (``auto_now_add``, ``uuid4``, ``now``)."""
+    constant: dict[str, Any] = {}
+    fresh = []
+    for model_field in model._meta.concrete_fields:
+        if model_field.attname in present:
+            continue
+        default = model_field.default
+        if getattr(model_field, "auto_now_add", False) or (callable(default) and default not in (dict, list)):
+            fresh.append(model_field)
+        else:
+            constant[model_field.attname] = model_field.get_default()
+    return (to_payload([constant])[0] if constant else {}), tuple(fresh)
+
+
+def _document_statement(connection: Any, update_fields: tuple[str, ...], *, relaxed: bool) -> tuple[str, str]:
+    """One PostgreSQL statement writing a JSON document ``{"executions": [...], "spans": [...]}``.
+
+    ``INSERT … SELECT … FROM jsonb_array_elements(…)`` for each table, the executions' as a
+    data-modifying ``WITH`` of the spans' (the span foreign keys are checked at commit, when both
+    are written). The server casts each value to its column's type (it parses UUIDs, times and
+    decimals), so the client only serialises JSON, and the statement text depends only on the
+    shape, so it is prepared once per session (:func:`~llm_agents.statements.run_prepared`; its
+    plan, with the casts of some 60 columns, costs more than running it). Returns ``(its key, the
+    SQL)``. JSON fields stay JSON (``None`` is SQL NULL
+    where the field allows it, else JSON ``null``). ``update_fields`` empty means insert-or-ignore,
+    else upsert those fields by id. ``relaxed`` skips the commit's wait for the WAL flush.
     """
+    from .models import Execution, Span
+
+    shape = (connection.alias, update_fields, relaxed)
+    known = _documents.get(shape)
+    if known is not None:
+        return known
     quote = connection.ops.quote_name
-    fields = list(model._meta.concrete_fields)
-    defaults: dict[str, Any] = {}
-    for model_field in fields:
-        name = model_field.attname
-        if any(name not in row for row in rows):
-            auto_now = getattr(model_field, "auto_now_add", False)
-            defaults[name] = timezone.now() if auto_now else model_field.get_default()
-    if defaults:
-        defaults = to_payload([defaults])[0]
-        rows = [{**defaults, **row} for row in rows]
 
-    def value(model_field: Any) -> str:
-        key = f"'{model_field.attname}'"  # a Python identifier: nothing to escape
-        if model_field.get_internal_type() == "JSONField":
-            return f"NULLIF(r -> {key}, 'null')" if model_field.null else f"r -> {key}"
-        return f"(r ->> {key})::{model_field.db_type(connection).split('(')[0]}"  # no length: no truncation
+    def insert(model: Any, rows: str, update: tuple[str, ...]) -> str:
+        fields = list(model._meta.concrete_fields)
 
-    sql = (
-        f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
-        f"SELECT {', '.join(value(f) for f in fields)} FROM jsonb_array_elements(%s::jsonb) AS r "
-    )
-    if update_fields is None:
-        sql += "ON CONFLICT DO NOTHING"
-    else:
-        assignments = ", ".join(
-            f"{quote(model._meta.get_field(name).column)} = EXCLUDED.{quote(model._meta.get_field(name).column)}"
-            for name in update_fields
+        def value(model_field: Any) -> str:
+            name = f"'{model_field.attname}'"  # a Python identifier: nothing to escape
+            if model_field.get_internal_type() == "JSONField":
+                return f"NULLIF(r -> {name}, 'null')" if model_field.null else f"r -> {name}"
+            return (
+                f"(r ->> {name})::{model_field.db_type(connection).split('(')[0]}"  # no length: no truncation
+            )
+
+        sql = (
+            f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+            f"SELECT {', '.join(value(f) for f in fields)} FROM document, jsonb_array_elements({rows}) AS r "
         )
-        sql += f"ON CONFLICT ({quote(model._meta.pk.column)}) DO UPDATE SET {assignments}"
-    return sql, (json.dumps(rows, separators=(",", ":")),)
+        if not update:
+            return sql + "ON CONFLICT DO NOTHING"
+        columns = [quote(model._meta.get_field(name).column) for name in update]
+        assignments = ", ".join(f"{column} = EXCLUDED.{column}" for column in columns)
+        return sql + f"ON CONFLICT ({quote(model._meta.pk.column)}) DO UPDATE SET {assignments}"
+
+    relax = ", set_config('synchronous_commit', 'off', true)" if relaxed else ""
+    executions = insert(Execution, "document.d -> 'executions'", update_fields)
+    spans = insert(Span, "document.d -> 'spans'", ())
+    sql = f"WITH document AS (SELECT %s::jsonb AS d{relax}), executions AS ({executions}) {spans}"
+    known = _documents[shape] = (f"write_{len(_documents)}", sql)
+    return known
 
 
 def _insert_statements(
@@ -434,7 +478,9 @@ def _on_event_loop() -> bool:
     return True
 
 
-def _write_isolated(payload: dict[str, list[dict[str, Any]]], *, insert_only: bool = False) -> None:
+def _write_isolated(
+    payload: dict[str, list[dict[str, Any]]], *, insert_only: bool = False, durable: bool = True
+) -> None:
     """Write outside the caller's transaction so that our rows survive its rollback.
 
     Inside a transaction the caller opened, or on an event loop's thread (where Django allows no
@@ -451,13 +497,13 @@ def _write_isolated(payload: dict[str, list[dict[str, Any]]], *, insert_only: bo
         def run() -> None:
             close_old_connections()
             try:
-                write_payload(payload, insert_only=insert_only, typed=True)
+                write_payload(payload, insert_only=insert_only, typed=True, durable=durable)
             finally:
                 close_old_connections()  # honours CONN_MAX_AGE, as at the end of a request
 
         _isolated_writer.submit(run).result()
     else:
-        write_payload(payload, insert_only=insert_only, typed=True)
+        write_payload(payload, insert_only=insert_only, typed=True, durable=durable)
 
 
 BROKER_RETRY_AFTER = 10.0  # seconds to write synchronously before trying an unreachable broker again
@@ -523,6 +569,13 @@ def to_message(payload: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[
     return {"executions": to_payload(payload["executions"]), "spans": to_payload(payload["spans"])}
 
 
+def encode_message(payload: dict[str, list[dict[str, Any]]]) -> str:
+    """The ``record_executions`` argument: the message as one JSON string. Celery's JSON decoder
+    calls a hook on every object it builds (hundreds of thousands in a message of 200 executions);
+    one string inside the message skips that, and the worker decodes it with plain ``json.loads``."""
+    return json.dumps(to_message(payload), separators=(",", ":"))
+
+
 def start(record: ExecutionRecord) -> None:
     """Write the ``running`` row of a starting execution (synchronous mode only)."""
     if not app_settings.TRACK_EXECUTIONS or app_settings.ASYNC_LOGGING:
@@ -530,7 +583,8 @@ def start(record: ExecutionRecord) -> None:
     if record.parent is not None and not record.parent.written:
         return
     try:
-        _write_isolated({"executions": [execution_row(record)], "spans": []}, insert_only=True)
+        # Overwritten when the execution finishes: it never waits for the WAL flush.
+        _write_isolated({"executions": [execution_row(record)], "spans": []}, insert_only=True, durable=False)
         record.written = True
     except Exception:
         logger.debug("llm_agents could not write the start of execution %s; it is written at the end",
@@ -548,17 +602,17 @@ def finish(record: ExecutionRecord) -> None:
     if record.parent is not None and not record.parent.written:
         return  # written with its parent, which did not reach the database yet
     records = record.walk() if not record.written else [record]
-    write_or_spool(payload_for(records))
+    write_or_spool(payload_for(records), durable=app_settings.DURABLE_TRACKING_WRITES)
     record.written = True
 
 
-def write_or_spool(payload: dict[str, list[dict[str, Any]]]) -> bool:
+def write_or_spool(payload: dict[str, list[dict[str, Any]]], *, durable: bool = True) -> bool:
     """Write a payload now; if the database cannot take it, keep it in the local spool.
     Returns True when it reached the database."""
     from .spool import spool
 
     try:
-        _write_isolated(payload)
+        _write_isolated(payload, durable=durable)
     except DatabaseError as exc:
         try:
             spool.save(to_message(payload), exc)
@@ -604,7 +658,7 @@ def publish(task: Any, payloads: list[dict[str, list[dict[str, Any]]]]) -> bool:
     broker = broker_state(task.app)
     if broker.usable():
         try:
-            task.apply_async(args=[to_message(payload)], retry=False)
+            task.apply_async(args=[encode_message(payload)], retry=False)
         except Exception as exc:
             broker.failed(exc)
         else:

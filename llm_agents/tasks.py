@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from celery import shared_task
@@ -13,12 +14,17 @@ from .spool import spool
 
 
 @shared_task(acks_late=True, ignore_result=True)
-def record_executions(payload: dict[str, list[dict[str, Any]]]) -> int:
+def record_executions(payload: str | dict[str, list[dict[str, Any]]]) -> int:
     """Write finished executions and their spans; idempotent by UUID, so a redelivery is harmless.
+
+    ``payload`` is ``{"executions": [...], "spans": [...]}`` of JSON-safe rows, or that document as a
+    JSON string (what ``ASYNC_LOGGING`` sends: see ``recording.encode_message``).
 
     If the database cannot be reached, the payload goes to this worker's local spool (and the
     message is acknowledged); every later run drains the spool once the database is back.
     """
+    if isinstance(payload, str):
+        payload = json.loads(payload)
     try:
         recording.write_payload(payload)
     except DatabaseError as exc:

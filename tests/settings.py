@@ -62,6 +62,9 @@ CELERY_TASK_ALWAYS_EAGER = "CELERY_BROKER_URL" not in os.environ
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery closes Django's database connections around every task unless told to reuse them.
+if "CELERY_DB_REUSE_MAX" in os.environ:
+    CELERY_DB_REUSE_MAX = int(os.environ["CELERY_DB_REUSE_MAX"])
 # The fault tests shorten the time after which a dead worker's unacknowledged messages return.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": int(os.environ.get("LLM_AGENTS_VISIBILITY_TIMEOUT", 3600))

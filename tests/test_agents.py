@@ -584,6 +584,35 @@ def test_sync_mode_writes_a_running_row_that_the_admin_can_see_at_once():
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("durable", [False, True])
+def test_only_durable_tracking_writes_wait_for_the_wal_flush(durable):
+    """PostgreSQL: the running row never waits for the WAL flush; the finished rows wait only with
+    DURABLE_TRACKING_WRITES. Checked on the statements the server prepared for the writes."""
+    import re
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with override_settings(LLM_AGENTS={"DURABLE_TRACKING_WRITES": durable}), fake_llm():
+        SearchAgent.call(query="warm-up")  # the first call prepares the statements
+        with CaptureQueriesContext(connection) as captured:
+            result = SearchAgent.call(query="tracked")
+    execution = Execution.objects.get(pk=result.execution_id)
+    assert (execution.status, execution.spans.count()) == ("success", 1)
+    if connection.vendor != "postgresql":
+        return  # SQLite has no commit without a flush: the rows are written, as above
+    names = [
+        match for query in captured for match in re.findall(r"EXECUTE (llm_agents_write_\w+)", query["sql"])
+    ]
+    assert len(names) == 2  # the running row, then the finished execution with its span
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name, statement FROM pg_prepared_statements WHERE name = ANY(%s)", [names])
+        statements = dict(cursor.fetchall())
+    relaxed = ["set_config('synchronous_commit', 'off', true)" in statements[name] for name in names]
+    assert relaxed == [True, not durable]
+
+
+@pytest.mark.django_db(transaction=True)
 def test_records_survive_a_rollback_of_the_callers_transaction():
     from django.db import connection
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -57,7 +58,8 @@ def test_a_trace_and_its_nested_runs_travel_in_one_message(monkeypatch):
         EchoAgent.call(text="a")
         EchoAgent.call(text="b")
     assert len(sent) == 1
-    assert [row["agent_type"] for row in sent[0]["executions"]] == ["pipeline", "EchoAgent", "EchoAgent"]
+    message = json.loads(sent[0])  # one JSON string: the worker decodes it without Celery's object hook
+    assert [row["agent_type"] for row in message["executions"]] == ["pipeline", "EchoAgent", "EchoAgent"]
     root = Execution.objects.get(parent__isnull=True)
     assert root.children.count() == 2
 

@@ -1,0 +1,83 @@
+"""Statements PostgreSQL plans once per database session, for the hot paths (tracking writes, budget checks).
+
+Planning a statement of many casts or joins can cost more than running it, and Django's psycopg
+connections never prepare (``prepare_threshold`` is None, so a transaction-pooling PgBouncer keeps
+working). :func:`run_prepared` sends ``PREPARE`` with the first run and ``EXECUTE`` afterwards, in the
+same query string as any statements that go before it: one round trip. A session that cannot keep
+prepared statements (the pooler sent the ``EXECUTE`` to another server session) makes that connection
+send the statement itself from then on.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import DatabaseError
+
+INLINE = "inline"
+#: invalid_sql_statement_name (no such prepared statement), duplicate_prepared_statement
+PREPARED_STATEMENT_ERRORS = ("26000", "42P05")
+
+
+def run_prepared(
+    connection: Any,
+    key: str,
+    sql: str,
+    params: Sequence[Any],
+    *,
+    before: Sequence[str] = (),
+    before_params: Sequence[Any] = (),
+) -> list[tuple[Any, ...]]:
+    """Run ``before`` then ``sql`` (``%s`` placeholders) as one query string, ``sql`` prepared once per
+    session under ``key``; returns the rows of the last statement."""
+    connection.ensure_connection()
+    prepared = prepared_on(connection.connection)
+    if prepared.get(INLINE):
+        return run_together(connection, [*before, sql], [*before_params, *params])
+    name = prepared.get(key)
+    statements = list(before)
+    if name is None:
+        name = f"llm_agents_{key}_{uuid.uuid4().hex[:8]}"  # a fresh name if an earlier PREPARE failed
+        numbered = iter(range(1, len(params) + 1))
+        statements.insert(0, f"PREPARE {name} AS " + re.sub(r"%s", lambda _: f"${next(numbered)}", sql))
+    statements.append(f"EXECUTE {name}({', '.join(['%s'] * len(params))})")
+    try:
+        rows = run_together(connection, statements, [*before_params, *params])
+    except DatabaseError as exc:
+        cause = exc.__cause__
+        if getattr(cause, "sqlstate", getattr(cause, "pgcode", None)) not in PREPARED_STATEMENT_ERRORS:
+            raise
+        prepared.clear()
+        prepared[INLINE] = name
+        if connection.in_atomic_block:
+            raise
+        return run_together(connection, [*before, sql], [*before_params, *params])
+    prepared[key] = name
+    return rows
+
+
+def run_together(connection: Any, statements: list[str], params: list[Any]) -> list[tuple[Any, ...]]:
+    """Run the statements as one query string (one round trip; PostgreSQL runs it as one transaction
+    unless one is open); the rows of the last one that returns any."""
+    rows: list[tuple[Any, ...]] = []
+    with connection.cursor() as cursor:
+        cursor.execute(";".join(statements), params)
+        while True:
+            if cursor.description is not None:
+                rows = cursor.fetchall()
+            if not cursor.nextset():
+                break
+    return rows
+
+
+def prepared_on(raw_connection: Any) -> dict[str, str]:
+    """The names of the statements prepared on this database session, by key (``{INLINE: …}`` when
+    the session cannot keep them)."""
+    prepared = getattr(raw_connection, "_llm_agents_prepared", None)
+    if prepared is None:
+        prepared = {}
+        raw_connection._llm_agents_prepared = prepared
+    return prepared
