@@ -2,7 +2,7 @@
 writer keeps recording executions.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/llm_agents_bench .venv/bin/python bench/bench_retention.py
-    [--rows 1000000] [--batch-size 2000] [--quick]
+    [--rows 1000000] [--batch-size 10000] [--quick]
 
 Runs on a database of its own (``<name>_retention``), emptied and filled each time: ``--rows`` root
 executions over the last 90 days with 3 spans each, all older than the cutoff (``--days 0``). The
@@ -64,7 +64,7 @@ class Writer(threading.Thread):
 def main() -> None:
     parser = argparse.ArgumentParser(description="purge_executions time, and a concurrent writer's stalls")
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--batch-size", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, help="root executions per chunk (default: purge's own)")
     parser.add_argument("--quick", action="store_true", help="10,000 executions, for CI smoke runs")
     options = parser.parse_args()
     rows = 10_000 if options.quick else options.rows
@@ -72,6 +72,8 @@ def main() -> None:
 
     from llm_agents import retention
     from llm_agents.models import Execution, Span
+
+    batch_size = options.batch_size or retention.DEFAULT_BATCH_SIZE
 
     print(f"filling {rows:,} executions with 3 spans each", flush=True)
     fill_executions(rows, days=90, spans=3)
@@ -89,7 +91,7 @@ def main() -> None:
     writer.start()
     time.sleep(3)  # the writer's baseline, before the purge
     purge_started = last[0] = time.perf_counter()
-    result = retention.purge(0, batch_size=options.batch_size, progress=progress)
+    result = retention.purge(0, batch_size=batch_size, progress=progress)
     purge_seconds = time.perf_counter() - purge_started
     time.sleep(1)
     writer.stopping.set()
@@ -108,7 +110,7 @@ def main() -> None:
     stall = max(during) if during else 0.0
     print_table(
         f"purge_executions on {vendor}: {rows:,} executions and {spans_before:,} spans, "
-        f"chunks of {options.batch_size:,} root executions",
+        f"chunks of {batch_size:,} root executions",
         [
             ("purge wall time", f"{purge_seconds:.1f} s", "target ≤ 60 s for 1,000,000"),
             ("executions deleted per second", f"{rows / purge_seconds:,.0f}",

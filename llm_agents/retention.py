@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from django.db import router, transaction
+from django.db import connections, router, transaction
 from django.utils import timezone
 
 from .conf import app_settings
 
-DEFAULT_BATCH_SIZE = 2000
+DEFAULT_BATCH_SIZE = 10_000
 
 
 @dataclass
@@ -31,14 +31,81 @@ def cutoff_for(days: int | None) -> dt.datetime | None:
     return timezone.now() - dt.timedelta(days=days)
 
 
-def _with_descendants(ids: list) -> list:
+def _slices(ids: list, alias: str) -> Iterator[list]:
+    """``ids`` in pieces small enough for one ``IN (...)`` on the database."""
+    size = connections[alias].features.max_query_params or len(ids) or 1
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+def _uuid_array(ids: list) -> str:
+    """``ids`` as one PostgreSQL array literal: one parameter for a whole chunk, cheap to send."""
+    return "{" + ",".join(str(pk) for pk in ids) + "}"
+
+
+def _children(ids: list, alias: str) -> list:
     from .models import Execution
 
+    connection = connections[alias]
+    if connection.vendor == "postgresql":
+        quote, meta = connection.ops.quote_name, Execution._meta
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {quote(meta.pk.column)} FROM {quote(meta.db_table)} "
+                f"WHERE {quote(meta.get_field('parent').column)} = ANY(%s::uuid[])",
+                [_uuid_array(ids)],
+            )
+            return [pk for (pk,) in cursor.fetchall()]
+    executions = Execution.objects.using(alias)
+    return [
+        pk
+        for piece in _slices(ids, alias)
+        for pk in executions.filter(parent_id__in=piece).values_list("pk", flat=True)
+    ]
+
+
+def _with_descendants(ids: list, alias: str) -> list:
     found, level = list(ids), list(ids)
     while level:
-        level = list(Execution.objects.filter(parent_id__in=level).values_list("pk", flat=True))
+        level = _children(level, alias)
         found.extend(level)
     return found
+
+
+def _delete(ids: list, alias: str) -> tuple[int, int]:
+    """Delete the executions ``ids`` and their spans; returns how many of each. Executions go first:
+    a writer re-recording one of them either committed before (its spans are then seen and deleted
+    here) or waits for this transaction and writes the execution anew, with its spans."""
+    from .models import BatchRequest, Execution, Span
+
+    connection = connections[alias]
+    if connection.vendor == "postgresql":
+        # One statement a table for the whole chunk, the ids sent as one array.
+        quote = connection.ops.quote_name
+
+        def names(model: type, column: str) -> tuple[str, str]:
+            return quote(model._meta.db_table), quote(model._meta.get_field(column).column)
+
+        requests, request_execution = names(BatchRequest, "execution")
+        executions, execution_id = names(Execution, "id")
+        spans, span_execution = names(Span, "execution")
+        array = _uuid_array(ids)
+        counts = []
+        with connection.cursor() as cursor:
+            for sql in (
+                f"UPDATE {requests} SET {request_execution} = NULL WHERE {request_execution} = ANY(%s::uuid[])",
+                f"DELETE FROM {executions} WHERE {execution_id} = ANY(%s::uuid[])",
+                f"DELETE FROM {spans} WHERE {span_execution} = ANY(%s::uuid[])",
+            ):
+                cursor.execute(sql, [array])
+                counts.append(cursor.rowcount)
+        return counts[1], counts[2]
+    deleted_executions = deleted_spans = 0
+    for piece in _slices(ids, alias):
+        BatchRequest.objects.using(alias).filter(execution_id__in=piece).update(execution=None)
+        deleted_executions += Execution.objects.using(alias).filter(pk__in=piece)._raw_delete(alias)
+        deleted_spans += Span.objects.using(alias).filter(execution_id__in=piece)._raw_delete(alias)
+    return deleted_executions, deleted_spans
 
 
 def purge(
@@ -50,10 +117,11 @@ def purge(
 ) -> PurgeResult:
     """Delete root executions started before the cutoff, with their nested executions and spans.
 
-    Each chunk of ``batch_size`` root executions is deleted in its own short transaction, so
-    concurrent writers wait at most one chunk. ``dry_run`` counts instead of deleting.
+    Each chunk of ``batch_size`` root executions (the oldest first) is deleted in its own short
+    transaction, so concurrent writers wait at most one chunk. Batch requests pointing at a deleted
+    execution keep their result and lose the link. ``dry_run`` counts instead of deleting.
     """
-    from .models import BatchRequest, Execution, Span
+    from .models import Execution, Span
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size!r}.")
@@ -61,23 +129,29 @@ def purge(
     cutoff = cutoff_for(days)
     if cutoff is None:
         return result
-    old_roots = Execution.objects.filter(parent__isnull=True, started_at__lt=cutoff)
-    if dry_run:
-        ids = _with_descendants(list(old_roots.values_list("pk", flat=True)))
-        result.executions = len(ids)
-        result.spans = Span.objects.filter(execution_id__in=ids).count() if ids else 0
-        return result
     alias = router.db_for_write(Execution)
+    old_roots = Execution.objects.using(alias).filter(parent__isnull=True, started_at__lt=cutoff)
+    if dry_run:
+        ids = _with_descendants(list(old_roots.values_list("pk", flat=True)), alias)
+        result.executions = len(ids)
+        result.spans = sum(Span.objects.using(alias).filter(execution_id__in=piece).count()
+                           for piece in _slices(ids, alias))  # fmt: skip
+        return result
+    reached = None  # the start of the last chunk's newest root: the next chunk starts there
     while True:
+        chunk = old_roots if reached is None else old_roots.filter(started_at__gte=reached)
+        roots = list(chunk.order_by("started_at").values_list("pk", "started_at")[:batch_size])
+        if not roots:
+            break
+        reached = roots[-1][1]
+        ids = _with_descendants([pk for pk, _ in roots], alias)
+        # The transaction starts with a write: SQLite then waits for a concurrent writer instead of
+        # failing with "database is locked", as it does when a read transaction turns into a write.
         with transaction.atomic(using=alias):
-            roots = list(old_roots.order_by("started_at").values_list("pk", flat=True)[:batch_size])
-            if not roots:
-                break
-            ids = _with_descendants(roots)
-            BatchRequest.objects.filter(execution_id__in=ids).update(execution=None)
-            result.spans += Span.objects.filter(execution_id__in=ids)._raw_delete(alias)
-            result.executions += Execution.objects.filter(pk__in=ids)._raw_delete(alias)
-            result.chunks += 1
+            executions, spans = _delete(ids, alias)
+        result.executions += executions
+        result.spans += spans
+        result.chunks += 1
         if progress is not None:
             progress(result)
     return result

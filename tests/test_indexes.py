@@ -33,8 +33,9 @@ def test_deleting_a_span_finds_its_children_through_the_parent_index():
     execution = ExecutionFactory()
     parent = SpanFactory(execution=execution)
     SpanFactory(execution=execution, parent=parent)
-    # The look-up PostgreSQL's foreign-key check runs for each deleted span.
-    text = plan(f"SELECT 1 FROM {Span._meta.db_table} WHERE parent_id = %s FOR KEY SHARE", [parent.pk])
+    # The look-up the ORM's cascade runs when a span is deleted.
+    children = Span.objects.filter(parent__in=[parent]).values("pk")
+    text = plan(*children.query.sql_with_params())
     assert "llm_span_parent_idx" in text, text
 
 
@@ -43,10 +44,14 @@ def test_purge_finds_an_executions_spans_and_children_by_index():
     execution = ExecutionFactory()
     SpanFactory(execution=execution)
     ExecutionFactory(parent=execution)
-    spans = Span.objects.filter(execution_id__in=[execution.pk]).values("pk")
-    assert "llm_span_execution_started_idx" in plan(*spans.query.sql_with_params())
-    children = Execution.objects.filter(parent_id__in=[execution.pk]).values("pk")
-    assert "llm_agents_execution_parent_id" in plan(*children.query.sql_with_params())
+    # The statements purge runs on PostgreSQL, a chunk's ids as one array.
+    ids = f"{{{execution.pk}}}"
+    spans = f"DELETE FROM {Span._meta.db_table} WHERE execution_id = ANY(%s::uuid[])"
+    assert "llm_span_execution_started_idx" in plan(spans, [ids])
+    executions = f"DELETE FROM {Execution._meta.db_table} WHERE id = ANY(%s::uuid[])"
+    assert f"{Execution._meta.db_table}_pkey" in plan(executions, [ids])
+    children = f"SELECT id FROM {Execution._meta.db_table} WHERE parent_id = ANY(%s::uuid[])"
+    assert "llm_agents_execution_parent_id" in plan(children, [ids])
 
 
 @pytest.mark.django_db(transaction=True)

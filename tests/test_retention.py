@@ -1,4 +1,5 @@
-"""purge_executions: what goes, what stays, chunking, dry run, bad input."""
+"""purge_executions: what goes, what stays, chunking, dry run, bad input, and spans' integrity
+without database foreign keys (migration 0007)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 
+from llm_agents import retention
 from llm_agents.models import BatchRequest, Execution, Span
 from llm_agents.tasks import purge_executions
 from tests.factories import BatchRequestFactory, ExecutionFactory, SpanFactory
@@ -27,6 +30,22 @@ def family(days_ago: float, *, children: int = 1, spans: int = 2) -> Execution:
         grandchild = ExecutionFactory(parent=child, started_at=started + dt.timedelta(seconds=2))
         SpanFactory(execution=grandchild, started_at=started)
     return root
+
+
+def span_tree(execution: Execution, started: dt.datetime) -> None:
+    """An agent span with an llm span under it and a tool span under that."""
+    agent = SpanFactory(execution=execution, started_at=started, kind=Span.Kind.AGENT)
+    llm = SpanFactory(execution=execution, parent=agent, started_at=started)
+    SpanFactory(execution=execution, parent=llm, started_at=started, kind=Span.Kind.TOOL)
+
+
+def orphan_spans() -> list:
+    """Spans whose execution, or whose parent span, is gone."""
+    without_execution = Span.objects.exclude(execution_id__in=Execution.objects.values("pk"))
+    without_parent = Span.objects.filter(parent__isnull=False).exclude(
+        parent_id__in=Span.objects.values("pk")
+    )
+    return [*without_execution.values_list("pk", flat=True), *without_parent.values_list("pk", flat=True)]
 
 
 def run(*args: str) -> str:
@@ -83,3 +102,90 @@ def test_bad_input_is_a_command_error_naming_the_option(args, message):
     with pytest.raises(CommandError, match=message):
         run(*args)
     assert Execution.objects.count() == 3
+
+
+def test_purge_leaves_no_orphan_spans_of_span_trees_and_nested_executions():
+    old, recent = family(40, children=2), family(3)
+    for execution in [old, recent, *Execution.objects.filter(parent__in=[old, recent])]:
+        span_tree(execution, execution.started_at)
+    grandchild = Execution.objects.filter(parent__parent=old).first()
+    span_tree(grandchild, grandchild.started_at)
+    result = retention.purge(30)
+    # old: root + 2 children + 2 grandchildren; spans: 2 + 3 (tree) on the root, 3 on each child,
+    # 1 on each grandchild and one more tree on one grandchild
+    assert (result.executions, result.spans) == (5, 2 + 3 + 2 * 3 + 2 + 3)
+    assert not Execution.objects.filter(pk=old.pk).exists()
+    assert Execution.objects.count() == 3 and Span.objects.count() == 2 + 3 + 3 + 1
+    assert orphan_spans() == []
+
+
+def test_purge_goes_in_chunks_of_root_executions_oldest_first():
+    families = [family(44 - n, children=0, spans=1) for n in range(5)]  # the oldest first
+    recent = family(1)
+    left_after_each_chunk: list[tuple[int, int, list]] = []
+
+    def progress(result: retention.PurgeResult) -> None:
+        left = Execution.objects.filter(pk__in=[f.pk for f in families]).values_list("pk", flat=True)
+        left_after_each_chunk.append((result.chunks, result.executions, sorted(left)))
+
+    result = retention.purge(30, batch_size=2, progress=progress)
+    assert (result.executions, result.spans, result.chunks) == (5, 5, 3)
+    assert left_after_each_chunk == [
+        (1, 2, sorted(f.pk for f in families[2:])),
+        (2, 4, [families[4].pk]),
+        (3, 5, []),
+    ]
+    assert Execution.objects.filter(parent__isnull=True).get() == recent and orphan_spans() == []
+
+
+def test_purge_of_a_chunk_larger_than_one_statements_parameters():
+    started = timezone.now() - dt.timedelta(days=40)
+    ExecutionFactory.create_batch(1200, started_at=started)
+    kept = ExecutionFactory(started_at=started, parent=ExecutionFactory(started_at=timezone.now()))
+    result = retention.purge(30, batch_size=5000)
+    assert (result.executions, result.chunks) == (1200, 1)
+    assert list(Execution.objects.values_list("pk", flat=True).order_by("pk")) == sorted(
+        [kept.pk, kept.parent_id]
+    )
+
+
+def test_deleting_an_execution_through_the_orm_deletes_its_spans_and_nested_executions():
+    root = family(1)
+    for execution in [root, *Execution.objects.filter(parent=root)]:
+        span_tree(execution, execution.started_at)
+    other = family(1)
+    root.delete()
+    assert set(Execution.objects.values_list("pk", flat=True)) == {
+        other.pk, *Execution.objects.filter(parent=other).values_list("pk", flat=True),
+        *Execution.objects.filter(parent__parent=other).values_list("pk", flat=True),
+    }  # fmt: skip
+    assert Span.objects.count() == 3 and orphan_spans() == []
+
+
+def test_deleting_a_span_through_the_orm_deletes_the_spans_under_it():
+    execution = ExecutionFactory()
+    span_tree(execution, execution.started_at)
+    Span.objects.get(execution=execution, kind=Span.Kind.AGENT).delete()
+    assert not Span.objects.filter(execution=execution).exists()
+
+
+def span_foreign_keys() -> list[str]:
+    """The columns of the span table that carry a database foreign key."""
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, Span._meta.db_table)
+    return sorted(column for c in constraints.values() if c["foreign_key"] for column in c["columns"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migration_0007_drops_the_span_foreign_keys_and_keeps_the_indexes():
+    try:
+        call_command("migrate", "llm_agents", "0006", verbosity=0)
+        assert span_foreign_keys() == ["execution_id", "parent_id"]
+        call_command("migrate", "llm_agents", "0007", verbosity=0)
+    finally:
+        call_command("migrate", "llm_agents", verbosity=0)
+    assert span_foreign_keys() == []
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, Span._meta.db_table)
+    assert constraints["llm_span_execution_started_idx"]["columns"] == ["execution_id", "started_at"]
+    assert constraints["llm_span_parent_idx"]["columns"] == ["parent_id"]

@@ -164,9 +164,20 @@ class Span(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # Both are looked up through the (execution, started_at) index: spans are always read per execution.
-    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="spans", db_index=False)
+    # Neither is a database constraint: its checks, one per deleted row, were most of a purge's time.
+    # Spans are written in the transaction that writes their execution and deleted with it (the ORM
+    # cascades, purge deletes them by execution), so none is left without its execution (docs/retention.md).
+    execution = models.ForeignKey(
+        Execution, on_delete=models.CASCADE, related_name="spans", db_index=False, db_constraint=False
+    )
     parent = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children", db_index=False
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="children",
+        db_index=False,
+        db_constraint=False,
     )
     name = models.CharField(max_length=255)
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CUSTOM)
@@ -191,9 +202,8 @@ class Span(models.Model):
         ordering = ["started_at"]
         indexes = [
             models.Index(fields=["execution", "started_at"], name="llm_span_execution_started_idx"),
-            # Deleting a span makes PostgreSQL look for spans naming it as their parent (the
-            # foreign key's check): without this index each look-up reads the whole table, and a
-            # purge of a million executions' spans never ends. Root spans (most) are left out.
+            # A span's children, found when the ORM deletes a span (its cascade) and when a tree is
+            # read; root spans (most) are left out.
             models.Index(fields=["parent"], condition=Q(parent__isnull=False), name="llm_span_parent_idx"),
         ]
         constraints = [
