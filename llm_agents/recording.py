@@ -306,6 +306,44 @@ def write_payload(
         )
         run_prepared(connection, key, sql, [document])
         return
+    _write_statements(connection, alias, executions_rows, span_rows, insert_only=insert_only, typed=typed)
+
+
+def write_document(document: str) -> int:
+    """Write a document made by :func:`encode_message` (rows with every field), as ``write_payload``
+    would; returns how many executions it holds. PostgreSQL receives the text as it is (and counts
+    them); elsewhere it is decoded and written as rows."""
+    from .models import Execution
+
+    connection = connections[router.db_for_write(Execution)]
+    if connection.vendor != "postgresql":
+        payload = json.loads(document)
+        write_payload(payload)
+        return len(payload["executions"])
+    key, sql = _document_statement(connection, _every_field(Execution), relaxed=False)
+    return int(run_prepared(connection, key, sql, [document])[0][0])
+
+
+@functools.cache
+def _every_field(model: Any) -> tuple[str, ...]:
+    """The fields an upsert of a complete row sets: all but the id and the creation time."""
+    return tuple(
+        sorted(f.attname for f in model._meta.concrete_fields if f.attname not in ("id", "created_at"))
+    )
+
+
+def _write_statements(
+    connection: Any,
+    alias: str,
+    executions_rows: list[dict[str, Any]],
+    span_rows: list[dict[str, Any]],
+    *,
+    insert_only: bool,
+    typed: bool,
+) -> None:
+    """The writes of :func:`write_payload` off PostgreSQL: bulk_create's statements, one transaction."""
+    from .models import Execution, Span
+
     if typed:
         executions = [Execution(**row) for row in executions_rows]
         spans = [Span(**row) for row in span_rows]
@@ -331,11 +369,14 @@ _statements = threading.local()
 _documents: dict[tuple[Any, ...], tuple[str, str]] = {}
 
 
-def with_defaults(model: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def with_defaults(model: Any, rows: list[dict[str, Any]], *, complete: bool = False) -> list[dict[str, Any]]:
     """JSON-safe rows with every concrete field present: the fields some row lacks take the model
-    field's default (``auto_now_add`` fields the current time)."""
+    field's default (``auto_now_add`` fields the current time). ``complete`` fills each row's own
+    missing fields (rows of different shapes); otherwise the fields every row has are left alone."""
     if not rows:
         return rows
+    if complete and any(row.keys() != rows[0].keys() for row in rows):
+        return [with_defaults(model, [row])[0] for row in rows]
     present = frozenset(rows[0]).intersection(*rows[1:])
     defaults, fresh = _defaults_for(model, present)
     if fresh:
@@ -370,8 +411,7 @@ def _document_statement(connection: Any, update_fields: tuple[str, ...], *, rela
     """One PostgreSQL statement writing a JSON document ``{"executions": [...], "spans": [...]}``.
 
     ``INSERT … SELECT … FROM jsonb_array_elements(…)`` for each table, the executions' as a
-    data-modifying ``WITH`` of the spans' (the span foreign keys are checked at commit, when both
-    are written). The server casts each value to its column's type (it parses UUIDs, times and
+    data-modifying ``WITH``; the statement returns how many executions it inserted or updated. The server casts each value to its column's type (it parses UUIDs, times and
     decimals), so the client only serialises JSON, and the statement text depends only on the
     shape, so it is prepared once per session (:func:`~llm_agents.statements.run_prepared`; its
     plan, with the casts of some 60 columns, costs more than running it). Returns ``(its key, the
@@ -411,7 +451,10 @@ def _document_statement(connection: Any, update_fields: tuple[str, ...], *, rela
     relax = ", set_config('synchronous_commit', 'off', true)" if relaxed else ""
     executions = insert(Execution, "document.d -> 'executions'", update_fields)
     spans = insert(Span, "document.d -> 'spans'", ())
-    sql = f"WITH document AS (SELECT %s::jsonb AS d{relax}), executions AS ({executions}) {spans}"
+    sql = (
+        f"WITH document AS (SELECT %s::jsonb AS d{relax}), executions AS ({executions} RETURNING 1), "
+        f"spans AS ({spans}) SELECT count(*) FROM executions"
+    )
     known = _documents[shape] = (f"write_{len(_documents)}", sql)
     return known
 
@@ -570,10 +613,18 @@ def to_message(payload: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[
 
 
 def encode_message(payload: dict[str, list[dict[str, Any]]]) -> str:
-    """The ``record_executions`` argument: the message as one JSON string. Celery's JSON decoder
-    calls a hook on every object it builds (hundreds of thousands in a message of 200 executions);
-    one string inside the message skips that, and the worker decodes it with plain ``json.loads``."""
-    return json.dumps(to_message(payload), separators=(",", ":"))
+    """The ``record_executions`` argument: the payload as one JSON document whose rows carry every
+    field (defaults filled in here, on the sending side). The worker hands the document to
+    PostgreSQL as it came (:func:`write_document`): it decodes nothing, and Celery's JSON decoder,
+    which calls a hook on every object it builds, sees one string instead of thousands of objects."""
+    from .models import Execution, Span
+
+    message = to_message(payload)
+    document = {
+        "executions": with_defaults(Execution, message["executions"], complete=True),
+        "spans": with_defaults(Span, message["spans"], complete=True),
+    }
+    return json.dumps(document, separators=(",", ":"))
 
 
 def start(record: ExecutionRecord) -> None:

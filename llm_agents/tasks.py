@@ -18,20 +18,23 @@ def record_executions(payload: str | dict[str, list[dict[str, Any]]]) -> int:
     """Write finished executions and their spans; idempotent by UUID, so a redelivery is harmless.
 
     ``payload`` is ``{"executions": [...], "spans": [...]}`` of JSON-safe rows, or that document as a
-    JSON string (what ``ASYNC_LOGGING`` sends: see ``recording.encode_message``).
+    JSON string with every field of every row (what ``ASYNC_LOGGING`` sends: see
+    ``recording.encode_message``), which goes to PostgreSQL undecoded.
 
     If the database cannot be reached, the payload goes to this worker's local spool (and the
     message is acknowledged); every later run drains the spool once the database is back.
     """
-    if isinstance(payload, str):
-        payload = json.loads(payload)
     try:
-        recording.write_payload(payload)
+        if isinstance(payload, str):
+            written = recording.write_document(payload)
+        else:
+            recording.write_payload(payload)
+            written = len(payload.get("executions", []))
     except DatabaseError as exc:
-        spool.save(payload, exc)
+        spool.save(json.loads(payload) if isinstance(payload, str) else payload, exc)
         return 0
     spool.maybe_drain()
-    return len(payload.get("executions", []))
+    return written
 
 
 @shared_task(ignore_result=True)

@@ -613,6 +613,24 @@ def test_only_durable_tracking_writes_wait_for_the_wal_flush(durable):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_tracking_survives_a_session_that_lost_its_prepared_statements():
+    """A pooler handing the connection another server session (PostgreSQL): the writes fall back to
+    sending their statement whole, and nothing is lost."""
+    from django.db import connection
+
+    with fake_llm():
+        first = SearchAgent.call(query="prepared")
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("DEALLOCATE ALL")
+        second = SearchAgent.call(query="after the reset")
+        third = SearchAgent.call(query="and after that")
+    for result in (first, second, third):
+        execution = Execution.objects.get(pk=result.execution_id)
+        assert (execution.status, execution.spans.count()) == ("success", 1)
+
+
+@pytest.mark.django_db(transaction=True)
 def test_records_survive_a_rollback_of_the_callers_transaction():
     from django.db import connection
 
