@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from .conf import app_settings
 from .redaction import Redactor, current_redactor
-from .statements import run_prepared
+from .statements import run_bound, run_prepared
 
 logger = logging.getLogger("llm_agents")
 
@@ -311,8 +311,8 @@ def write_payload(
 
 def write_document(document: str) -> int:
     """Write a document made by :func:`encode_message` (rows with every field), as ``write_payload``
-    would; returns how many executions it holds. PostgreSQL receives the text as it is (and counts
-    them); elsewhere it is decoded and written as rows."""
+    would; returns how many executions it holds. PostgreSQL receives the text as it is, as a
+    parameter of its own (and counts them); elsewhere it is decoded and written as rows."""
     from .models import Execution
 
     connection = connections[router.db_for_write(Execution)]
@@ -320,8 +320,8 @@ def write_document(document: str) -> int:
         payload = json.loads(document)
         write_payload(payload)
         return len(payload["executions"])
-    key, sql = _document_statement(connection, _every_field(Execution), relaxed=False)
-    return int(run_prepared(connection, key, sql, [document])[0][0])
+    _, sql = _document_statement(connection, _every_field(Execution), relaxed=False)
+    return int(run_bound(connection, sql, [document])[0][0])
 
 
 @functools.cache

@@ -59,6 +59,30 @@ def run_prepared(
     return rows
 
 
+def run_bound(connection: Any, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Run one statement with its parameters sent apart from the SQL (server-side binding), for a
+    parameter of hundreds of kilobytes: Django's psycopg 3 cursors bind on the client, which quotes
+    the value into the query text, and the server then scans it as SQL. The statement is planned at
+    each run (an unnamed statement, which any pooler passes through). Inside Django's cursor
+    wrapper: errors map to django.db's, queries are logged under DEBUG. With psycopg 2 this is an
+    ordinary query."""
+    from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
+
+    connection.ensure_connection()
+    try:
+        import psycopg
+    except ImportError:
+        psycopg = None
+    if psycopg is None or not isinstance(connection.connection, psycopg.Connection):
+        cursor = connection.cursor()
+    else:
+        wrapper = CursorDebugWrapper if connection.queries_logged else CursorWrapper
+        cursor = wrapper(psycopg.Cursor(connection.connection), connection)
+    with cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall() if cursor.description is not None else []
+
+
 def run_together(connection: Any, statements: list[str], params: list[Any]) -> list[tuple[Any, ...]]:
     """Run the statements as one query string (one round trip; PostgreSQL runs it as one transaction
     unless one is open); the rows of the last one that returns any."""
