@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import queue
+import re
 import threading
 import time
 import uuid
@@ -297,12 +298,14 @@ def write_payload(
             else tuple(sorted({name for row in executions_rows for name in row} - {"id", "created_at"}))
         )
         key, sql = _document_statement(connection, update, relaxed=relaxed)
-        document = json.dumps(
-            {
-                "executions": with_defaults(Execution, executions_rows),
-                "spans": with_defaults(Span, span_rows),
-            },
-            separators=(",", ":"),
+        document = storable(
+            json.dumps(
+                {
+                    "executions": with_defaults(Execution, executions_rows),
+                    "spans": with_defaults(Span, span_rows),
+                },
+                separators=(",", ":"),
+            )
         )
         run_prepared(connection, key, sql, [document])
         return
@@ -321,7 +324,19 @@ def write_document(document: str) -> int:
         write_payload(payload)
         return len(payload["executions"])
     _, sql = _document_statement(connection, _every_field(Execution), relaxed=False)
-    return int(run_bound(connection, sql, [document])[0][0])
+    return int(run_bound(connection, sql, [storable(document)])[0][0])
+
+
+_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def storable(document: str) -> str:
+    """A JSON document PostgreSQL can store: it has no place for the NUL character (in ``text`` or
+    ``jsonb``), so each one in a string becomes U+FFFD, the replacement character. An escaped
+    backslash followed by ``u0000`` is text, and stays."""
+    if "\\u0000" not in document:
+        return document
+    return _NUL.sub(lambda match: match.group(1) + "\\ufffd", document)
 
 
 @functools.cache

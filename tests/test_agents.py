@@ -9,7 +9,7 @@ import pytest
 from django.db import transaction
 from django.test import override_settings
 
-from llm_agents import Agent, Param, Tool, signals, tenant, trace, traced
+from llm_agents import Agent, Param, Tool, signals, span, tenant, trace, traced
 from llm_agents.errors import AllModelsExhaustedError, AuthenticationError
 from llm_agents.models import CostConfig, Execution, Span
 from llm_agents.testing import fake_llm
@@ -676,3 +676,24 @@ def test_a_trace_opened_in_async_code_is_recorded():
     root = Execution.objects.get(pk=execution_id)
     assert (root.kind, root.status) == ("trace", "success")
     assert root.children.get().agent_type == "SearchAgent"
+
+
+@pytest.mark.parametrize("mode", [{}, {"ASYNC_LOGGING": True}])
+def test_a_nul_character_does_not_stop_an_execution_being_recorded(mode):
+    """PostgreSQL stores no NUL character in text or JSON: there it becomes U+FFFD (elsewhere it is
+    kept), and the rest of the record is stored as it came, in either logging mode."""
+    from django.db import connection
+
+    stored = "\ufffd" if connection.vendor == "postgresql" else "\x00"
+    with override_settings(LLM_AGENTS=mode), fake_llm() as llm:
+        llm.respond("an answer\x00with a NUL")
+        with trace("nul", metadata={"note": "a\x00b", "path": "C:\\u0000"}) as traced:
+            with span("step") as step:
+                step.output = ["\x00"]
+            result = SearchAgent.call(query="find \x00 this")
+    root = Execution.objects.get(pk=traced.execution_id)
+    assert root.metadata == {"note": f"a{stored}b", "path": "C:\\u0000"}  # an escaped backslash is text
+    assert root.spans.get(name="step").output == [stored]
+    child = Execution.objects.get(pk=result.execution_id)
+    assert child.response == f"an answer{stored}with a NUL"
+    assert child.parameters["query"] == f"find {stored} this"
