@@ -4,19 +4,29 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import connections
+
 from .periods import Period
 from .querysets import ExecutionQuerySet
 
+LATENCY_PERCENTS = (50, 95, 99)
 
-def overview(executions: ExecutionQuerySet, period: Period) -> dict[str, Any]:
-    """The KPIs of ``executions`` (already scoped, e.g. to a tenant) over ``period``.
 
-    Root executions only; a constant number of queries (3 on PostgreSQL).
+def overview(executions: ExecutionQuerySet, period: Period, *, forecast: bool = True) -> dict[str, Any]:
+    """The KPIs of ``executions`` (already scoped, e.g. to a tenant) over ``period``: ``summary()``,
+    the duration ``percentiles()`` and, unless ``forecast`` is False, ``cost_forecast()``.
+
+    Root executions only; a constant number of queries: on PostgreSQL the summary and the
+    percentiles are one pass over the period's rows, and the forecast a second query.
     """
     scoped = executions.for_period(period)
-    summary = scoped.summary()
-    latency = scoped.percentiles("duration_ms", (50, 95, 99))
-    forecast = executions.cost_forecast()
+    if connections[scoped.db].vendor == "postgresql":
+        summary = scoped._summary(LATENCY_PERCENTS)
+        latency = summary["percentiles"]
+    else:
+        summary = scoped.summary()
+        latency = scoped.percentiles("duration_ms", LATENCY_PERCENTS)
+    projected = executions.cost_forecast()["projected_month_total"] if forecast else None
     return {
         "period": period.name,
         "total_executions": summary["total"],
@@ -28,7 +38,7 @@ def overview(executions: ExecutionQuerySet, period: Period) -> dict[str, Any]:
         "p95_duration_ms": latency["p95"],
         "p99_duration_ms": latency["p99"],
         "total_cost": summary["total_cost"],
-        "projected_monthly_cost": forecast["projected_month_total"],
+        "projected_monthly_cost": projected,
         "input_tokens": summary["input_tokens"],
         "output_tokens": summary["output_tokens"],
         "total_tokens": summary["total_tokens"],

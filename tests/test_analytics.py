@@ -418,6 +418,26 @@ def test_percentiles_of_nothing_are_none():
     assert Execution.objects.percentiles() == {"p50": None, "p95": None, "p99": None}
 
 
+def test_overview_gives_the_summary_and_the_percentiles_of_the_period(day_of_work):
+    """analytics.overview() (the API's overview/ and the dashboard's tiles) reads the summary and
+    the duration percentiles in one query on PostgreSQL: the figures are those of the two methods."""
+    from llm_agents.analytics import overview
+    from llm_agents.periods import resolve_period
+
+    ExecutionFactory(duration_ms=None)  # counted by the summary, skipped by the percentiles
+    period = resolve_period("today")
+    figures = overview(Execution.objects.all(), period)
+    today = Execution.objects.for_period(period)
+    summary, latency = today.summary(), today.percentiles()
+    assert latency == {"p50": 200.0, "p95": 390.0, "p99": 398.0}
+    assert (figures["p50_duration_ms"], figures["p95_duration_ms"], figures["p99_duration_ms"]) == (
+        latency["p50"], latency["p95"], latency["p99"])  # fmt: skip
+    assert (figures["total_executions"], figures["total_cost"], figures["avg_duration_ms"]) == (
+        summary["total"], summary["total_cost"], summary["avg_duration_ms"])  # fmt: skip
+    assert figures["projected_monthly_cost"] == Execution.objects.cost_forecast()["projected_month_total"]
+    assert overview(Execution.objects.all(), period, forecast=False)["projected_monthly_cost"] is None
+
+
 def test_percentiles_of_a_single_row():
     ExecutionFactory(duration_ms=42)
     assert Execution.objects.percentiles() == {"p50": 42.0, "p95": 42.0, "p99": 42.0}

@@ -55,7 +55,9 @@ def data():
 
 
 def test_overview_equals_analytics_overview(staff_client, data, django_assert_num_queries):
-    queries = 3 if POSTGRES else 6  # summary, percentiles (3 on PostgreSQL as one), forecast
+    queries = (
+        2 if POSTGRES else 6
+    )  # summary, percentiles (one query with the summary on PostgreSQL), forecast
     with django_assert_num_queries(AUTH_QUERIES + queries):
         response = get(staff_client, "overview/")
     assert response.status_code == 200

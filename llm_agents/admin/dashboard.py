@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.formats import number_format
 from django.utils.translation import gettext as _
 
-from ..analytics import overview
+from ..analytics import LATENCY_PERCENTS, overview
 from ..models import Execution
 from ..periods import Period, resolve_period
 from ..querysets import ERROR_CATEGORIES, FAILED_STATUSES, error_category
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 DASHBOARD_PERIODS = (("24h", "24 hours"), ("7d", "7 days"), ("30d", "30 days"), ("90d", "90 days"))
 DEFAULT_PERIOD = "7d"
 STATUSES = ("success", "error", "timeout", "running")
-LATENCY_PERCENTS = (50, 95, 99)
 
 
 # -- formatting -------------------------------------------------------------------------------
@@ -277,7 +276,7 @@ def dashboard_view(model_admin: ExecutionAdmin, request: HttpRequest) -> Templat
     links = Links(period)
 
     now = overview(executions, period)
-    before = overview(executions, period.previous())
+    before = overview(executions, period.previous(), forecast=False)  # the month's projection is shown once
     scoped = executions.for_period(period)
     percentiles = {f"p{percent}": now[f"p{percent}_duration_ms"] for percent in LATENCY_PERCENTS}
     agents = scoped.summary_by("agent_type")[:10]
