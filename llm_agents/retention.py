@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import connections, router, transaction
 from django.utils import timezone
@@ -51,7 +52,7 @@ def _children(ids: list, alias: str) -> list:
         quote, meta = connection.ops.quote_name, Execution._meta
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT {quote(meta.pk.column)} FROM {quote(meta.db_table)} "
+                f"SELECT {quote(str(meta.pk.column))} FROM {quote(meta.db_table)} "
                 f"WHERE {quote(meta.get_field('parent').column)} = ANY(%s::uuid[])",
                 [_uuid_array(ids)],
             )
@@ -83,7 +84,7 @@ def _delete(ids: list, alias: str) -> tuple[int, int]:
         # One statement a table for the whole chunk, the ids sent as one array.
         quote = connection.ops.quote_name
 
-        def names(model: type, column: str) -> tuple[str, str]:
+        def names(model: Any, column: str) -> tuple[str, str]:
             return quote(model._meta.db_table), quote(model._meta.get_field(column).column)
 
         requests, request_execution = names(BatchRequest, "execution")

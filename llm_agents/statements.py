@@ -69,10 +69,7 @@ def run_bound(connection: Any, sql: str, params: Sequence[Any]) -> list[tuple[An
     from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 
     connection.ensure_connection()
-    try:
-        import psycopg
-    except ImportError:
-        psycopg = None
+    psycopg = _psycopg()
     if psycopg is None or not isinstance(connection.connection, psycopg.Connection):
         cursor = connection.cursor()
     else:
@@ -81,6 +78,15 @@ def run_bound(connection: Any, sql: str, params: Sequence[Any]) -> list[tuple[An
     with cursor:
         cursor.execute(sql, params)
         return cursor.fetchall() if cursor.description is not None else []
+
+
+def _psycopg() -> Any:
+    """The psycopg 3 module, or None where only psycopg 2 is installed."""
+    try:
+        import psycopg
+    except ImportError:
+        return None
+    return psycopg
 
 
 def run_together(connection: Any, statements: list[str], params: list[Any]) -> list[tuple[Any, ...]]:
