@@ -381,6 +381,7 @@ def _write_statements(
 
 
 _statements = threading.local()
+#: The document statements made so far, by shape: (alias, update fields, relaxed) -> (key, SQL).
 _documents: dict[tuple[Any, ...], tuple[str, str]] = {}
 
 
@@ -423,16 +424,17 @@ def _defaults_for(model: Any, present: frozenset[str]) -> tuple[dict[str, Any], 
 
 
 def _document_statement(connection: Any, update_fields: tuple[str, ...], *, relaxed: bool) -> tuple[str, str]:
-    """One PostgreSQL statement writing a JSON document ``{"executions": [...], "spans": [...]}``.
+    """One PostgreSQL statement writing a JSON document ``{"executions": [...], "spans": [...]}``;
+    returns ``(its key, its SQL)``.
 
-    ``INSERT … SELECT … FROM jsonb_array_elements(…)`` for each table, the executions' as a
-    data-modifying ``WITH``; the statement returns how many executions it inserted or updated. The server casts each value to its column's type (it parses UUIDs, times and
-    decimals), so the client only serialises JSON, and the statement text depends only on the
-    shape, so it is prepared once per session (:func:`~llm_agents.statements.run_prepared`; its
-    plan, with the casts of some 60 columns, costs more than running it). Returns ``(its key, the
-    SQL)``. JSON fields stay JSON (``None`` is SQL NULL
-    where the field allows it, else JSON ``null``). ``update_fields`` empty means insert-or-ignore,
-    else upsert those fields by id. ``relaxed`` skips the commit's wait for the WAL flush.
+    ``INSERT … SELECT … FROM jsonb_array_elements(…)`` for each table, both as data-modifying
+    ``WITH`` queries; the statement returns how many executions it inserted or updated. The server
+    casts each value to its column's type (it parses UUIDs, times and decimals), so the client only
+    serialises JSON. JSON fields stay JSON (``None`` is SQL NULL where the field allows it, else
+    JSON ``null``). ``update_fields`` empty means insert-or-ignore, else upsert those fields by id;
+    ``relaxed`` skips the commit's wait for the WAL flush. The text depends only on that shape, so
+    it is prepared once per session (:func:`~llm_agents.statements.run_prepared`): its plan, with
+    the casts of some 60 columns, costs more than running it.
     """
     from .models import Execution, Span
 
