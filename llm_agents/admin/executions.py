@@ -93,6 +93,45 @@ class ErrorCategoryFilter(admin.SimpleListFilter):
         return queryset
 
 
+class IndexedValuesFilter(admin.AllValuesFieldListFilter):
+    """Django's filter by each value of a column, whose choices, on PostgreSQL and a list the admin
+    does not scope (no tenant), come from skipping through the column's index: one probe per
+    distinct value (a recursive query) instead of reading every row, as ``SELECT DISTINCT`` does.
+    The columns it is used for lead an index each (``agent_type``, ``model_id``, ``tenant_id``)."""
+
+    def __init__(self, field: Any, request: HttpRequest, params: Any, model: Any, model_admin: Any,
+                 field_path: str) -> None:  # fmt: skip
+        super().__init__(field, request, params, model, model_admin, field_path)
+        queryset = model_admin.get_queryset(request)
+        if connections[queryset.db].vendor == "postgresql" and not queryset.query.where:
+            # choices() only iterates over the values; a list serves as the queryset does
+            self.lookup_choices = distinct_values(queryset, field.column)  # type: ignore[assignment]
+
+
+def distinct_values(queryset: QuerySet[Any], column: str) -> list[Any]:
+    """The distinct values of ``column`` in the table of ``queryset`` (PostgreSQL), in order, with
+    None last when a row has none: a loose index scan."""
+    connection = connections[queryset.db]
+    table, column = (
+        connection.ops.quote_name(queryset.model._meta.db_table),
+        connection.ops.quote_name(column),
+    )
+    sql = f"""
+        WITH RECURSIVE found(value) AS (
+            (SELECT {column} FROM {table} WHERE {column} IS NOT NULL ORDER BY {column} LIMIT 1)
+            UNION ALL
+            SELECT (SELECT {column} FROM {table} WHERE {column} > found.value ORDER BY {column} LIMIT 1)
+            FROM found WHERE found.value IS NOT NULL
+        )
+        SELECT value FROM found WHERE value IS NOT NULL
+        UNION ALL
+        SELECT NULL WHERE EXISTS (SELECT 1 FROM {table} WHERE {column} IS NULL)
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return [value for (value,) in cursor.fetchall()]
+
+
 class EstimatedCountPaginator(Paginator):
     """On PostgreSQL, an unfiltered list of a large table is counted from the planner's statistics
     (``pg_class.reltuples``) instead of a full scan; filtered lists and small tables count exactly."""
@@ -196,9 +235,9 @@ class ExecutionAdmin(TenantScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmi
         "status",
         RootFilter,
         "kind",
-        "agent_type",
-        "model_id",
-        "tenant_id",
+        ("agent_type", IndexedValuesFilter),
+        ("model_id", IndexedValuesFilter),
+        ("tenant_id", IndexedValuesFilter),
         "started_at",
         "streaming",
         "cache_hit",
