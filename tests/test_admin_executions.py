@@ -13,6 +13,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.text import capfirst
 
 from llm_agents.admin.executions import PAYLOAD_PREVIEW_CHARS, EstimatedCountPaginator
 from llm_agents.models import Execution
@@ -173,6 +175,58 @@ def test_value_filters_offer_every_value_of_their_column(staff_client):
     assert list(tenant.lookup_choices) == list(
         Execution.objects.order_by("tenant_id").values_list("tenant_id", flat=True).distinct()
     )
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {},
+        {"started_at__year": "2025"},
+        {"started_at__year": "2026", "started_at__month": "1"},
+        {"status__exact": "error"},
+    ],
+)
+def test_the_date_hierarchy_offers_the_periods_that_hold_executions(staff_client, settings, query):
+    """Years, months and days in TIME_ZONE, as Django's own ``datetimes()`` gives them (on PostgreSQL
+    found by probing the started_at index), within the list's filters."""
+    from django.contrib.admin.templatetags.admin_list import date_hierarchy
+
+    settings.TIME_ZONE = "America/New_York"
+    moments = [
+        "2025-03-10T12:00Z",
+        "2025-12-31T23:30Z",
+        "2026-01-01T03:00Z",
+        "2026-01-20T12:00Z",
+        "2026-04-02T12:00Z",
+    ]
+    for number, moment in enumerate(moments):
+        ExecutionFactory(started_at=dt.datetime.fromisoformat(moment.replace("Z", "+00:00")),
+                         status="error" if number % 2 else "success")  # fmt: skip
+    with CaptureQueriesContext(connection) as captured:
+        response = staff_client.get(reverse(CHANGELIST), query)
+    hierarchy = date_hierarchy(response.context["cl"])
+    shown = [choice["title"] for choice in hierarchy["choices"]]
+    listed = Execution.objects.filter(
+        **{
+            key.replace("__exact", ""): int(value) if value.isdigit() else value
+            for key, value in query.items()
+        }
+    )
+    kind = "day" if "started_at__month" in query else "month" if "started_at__year" in query else "year"
+    expected = list(listed.datetimes("started_at", kind))  # Django's own SELECT DISTINCT
+    formats = {"year": "Y", "month": "YEAR_MONTH_FORMAT", "day": "MONTH_DAY_FORMAT"}
+    assert shown == [capfirst(date_format(timezone.localtime(moment), formats[kind])) for moment in expected]
+    assert (
+        shown
+        == {
+            (): ["2025", "2026"],  # 2026-01-01T03:00Z is still 2025 in New York
+            ("started_at__year",): ["March 2025", "December 2025"],
+            ("started_at__year", "started_at__month"): ["January 20"],
+            ("status__exact",): ["2025", "2026"],
+        }[tuple(query)]
+    )
+    probed = any("generate_series" in entry["sql"] for entry in captured)
+    assert probed == (connection.vendor == "postgresql")
 
 
 def test_list_queries_do_not_grow_with_the_data(staff_client):

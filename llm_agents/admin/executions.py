@@ -7,22 +7,24 @@ import json
 import uuid
 from typing import TYPE_CHECKING, Any, cast
 
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
-from django.core.exceptions import ValidationError
+from django.core.exceptions import EmptyResultSet, FullResultSet, ValidationError
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import F, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from ..models import Execution, Span
-from ..querysets import ERROR_CATEGORIES, FAILED_STATUSES, error_category
+from ..querysets import ERROR_CATEGORIES, FAILED_STATUSES, ExecutionQuerySet, error_category
 from .dashboard import dashboard_view, format_cost, format_ms
 from .mixins import ReadOnlyAdminMixin
 from .tenancy import TenantScopedAdminMixin
@@ -154,9 +156,57 @@ class EstimatedCountPaginator(Paginator):
         return super().count
 
 
+class ListedExecutions(ExecutionQuerySet):
+    """The executions list's queryset. The admin's date hierarchy asks it for the years, months or
+    days that hold rows; on PostgreSQL (with ``USE_TZ``) each candidate between the first and the last
+    row is probed through the ``started_at`` index, in one query, instead of truncating every row of
+    the period shown, as ``SELECT DISTINCT`` does. Only the date hierarchy calls ``datetimes()`` on it,
+    and only iterates over the result, which is therefore a list."""
+
+    def datetimes(self, field_name: str, kind: Any, order: Any = "ASC", tzinfo: Any = None) -> Any:
+        connection = connections[self.db]
+        query = self.query
+        if (field_name != "started_at" or kind not in ("year", "month", "day") or order != "ASC"
+                or connection.vendor != "postgresql" or not settings.USE_TZ or len(query.alias_map) > 1):  # fmt: skip
+            return super().datetimes(field_name, kind, order, tzinfo)
+        zone = tzinfo or timezone.get_current_timezone()
+        zone_name = getattr(zone, "key", None) or str(zone)
+        table = connection.ops.quote_name(self.model._meta.db_table)
+        column = (
+            f"{table}.{connection.ops.quote_name(cast(Any, self.model._meta.get_field(field_name)).column)}"
+        )
+        try:
+            where, params = ("", ()) if not query.where else query.get_compiler(self.db).compile(query.where)
+        except EmptyResultSet:
+            return []  # a list scoped to nothing (a user who may see no tenant)
+        except FullResultSet:
+            where, params = "", ()
+        condition = f"({where}) AND " if where else ""
+        sql = f"""
+            WITH bounds AS (
+                SELECT date_trunc(%s, MIN({column}) AT TIME ZONE %s) AS first,
+                       date_trunc(%s, MAX({column}) AT TIME ZONE %s) AS last
+                FROM {table} {"WHERE " + where if where else ""}
+            )
+            SELECT start FROM bounds, generate_series(bounds.first, bounds.last, %s::interval) AS start
+            WHERE EXISTS (
+                SELECT 1 FROM {table} WHERE {condition}{column} >= (start AT TIME ZONE %s)
+                AND {column} < ((start + %s::interval) AT TIME ZONE %s)
+            )
+            ORDER BY start
+        """
+        step = f"1 {kind}"
+        with connection.cursor() as cursor:
+            cursor.execute(
+                sql, [kind, zone_name, kind, zone_name, *params, step, *params, zone_name, step, zone_name]
+            )
+            return [timezone.make_aware(start, zone) for (start,) in cursor.fetchall()]
+
+
 class ExecutionChangeList(ChangeList):
     def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> Any:
-        return super().get_queryset(request, exclude_parameters).defer(*HEAVY_FIELDS)
+        queryset = super().get_queryset(request, exclude_parameters).defer(*HEAVY_FIELDS)
+        return ListedExecutions(model=queryset.model, query=queryset.query, using=queryset.db)
 
 
 def pretty(value: Any) -> str:
