@@ -34,7 +34,7 @@ def run_prepared(
     """Run ``before`` then ``sql`` (``%s`` placeholders) as one query string, ``sql`` prepared once per
     session under ``key``; returns the rows of the last statement."""
     connection.ensure_connection()
-    prepared = prepared_on(connection.connection)
+    prepared = prepared_on(connection)
     if prepared.get(INLINE):
         return run_together(connection, [*before, sql], [*before_params, *params])
     name = prepared.get(key)
@@ -95,6 +95,8 @@ def run_together(connection: Any, statements: list[str], params: list[Any]) -> l
     rows: list[tuple[Any, ...]] = []
     with connection.cursor() as cursor:
         cursor.execute(";".join(statements), params)
+        if _psycopg() is None:  # psycopg 2 keeps only the last statement's result, and has no nextset()
+            return cursor.fetchall() if cursor.description is not None else []
         while True:
             if cursor.description is not None:
                 rows = cursor.fetchall()
@@ -103,11 +105,14 @@ def run_together(connection: Any, statements: list[str], params: list[Any]) -> l
     return rows
 
 
-def prepared_on(raw_connection: Any) -> dict[str, str]:
-    """The names of the statements prepared on this database session, by key (``{INLINE: …}`` when
-    the session cannot keep them)."""
-    prepared = getattr(raw_connection, "_llm_agents_prepared", None)
-    if prepared is None:
-        prepared = {}
-        raw_connection._llm_agents_prepared = prepared
-    return prepared
+def prepared_on(connection: Any) -> dict[str, str]:
+    """The names of the statements prepared on the database session of Django ``connection`` now,
+    by key (``{INLINE: …}`` when the session cannot keep them). Kept on the Django connection beside
+    the driver's connection they belong to (psycopg 2's take no attributes): a new session starts
+    with none."""
+    raw = connection.connection
+    kept = getattr(connection, "_llm_agents_prepared", None)
+    if kept is None or kept[0] is not raw:
+        kept = (raw, {})
+        connection._llm_agents_prepared = kept
+    return kept[1]
