@@ -3,6 +3,7 @@
     nox -l                                  # list the sessions
     nox -s "tests(3.11-django5.2)"          # one cell of the matrix
     nox -s wheel typing docs lint
+    DATABASE_URL=postgres://… nox -s psycopg2   # the suite on PostgreSQL through psycopg 2
 
 Every session runs in a fresh virtualenv under .nox/ (``-R`` reuses one). The test sessions use SQLite
 unless ``DATABASE_URL`` names another database; ``nox -s <session> -- <pytest args>`` passes arguments on.
@@ -52,6 +53,21 @@ def tests(session: nox.Session, django: str) -> None:
     """The suite on one Python × Django cell, against the source tree."""
     session.install("-e", ".[test]", DJANGO[django])
     session.run("python", "-m", "django", "--version")
+    session.run("python", "-m", "pytest", *pytest_args(session))
+
+
+@nox.session(python="3.11")
+def psycopg2(session: nox.Session) -> None:
+    """The suite with psycopg 2 in place of psycopg 3 (Django supports both), on the PostgreSQL
+    database ``DATABASE_URL`` names: the tracking writes and budget checks run raw statements."""
+    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        session.error("set DATABASE_URL to a PostgreSQL database for the psycopg 2 session")
+    session.install("-e", ".[test]", DJANGO["5.2"])
+    session.run("python", "-m", "pip", "uninstall", "--quiet", "--yes", "psycopg", "psycopg-binary")
+    session.install("psycopg2-binary")
+    session.run(
+        "python", "-c", "import psycopg2, importlib.util; assert importlib.util.find_spec('psycopg') is None"
+    )
     session.run("python", "-m", "pytest", *pytest_args(session))
 
 
