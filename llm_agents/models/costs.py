@@ -28,6 +28,11 @@ class CostConfig(models.Model):
     cached_input_price_per_mtok = price_field(
         null=True, blank=True, help_text=_("Empty: cached input tokens cost the input price.")
     )
+    cache_write_price_per_mtok = price_field(
+        null=True,
+        blank=True,
+        help_text=_("Empty: genai-prices' cache-write price for the model, else the input price."),
+    )
     effective_from = models.DateTimeField(default=timezone.now)
     effective_until = models.DateTimeField(null=True, blank=True)
     source = models.CharField(max_length=20, choices=Source.choices, default=Source.MANUAL)
@@ -46,7 +51,8 @@ class CostConfig(models.Model):
                     input_price_per_mtok__gte=0,
                     output_price_per_mtok__gte=0,
                 )
-                & (Q(cached_input_price_per_mtok__isnull=True) | Q(cached_input_price_per_mtok__gte=0)),
+                & (Q(cached_input_price_per_mtok__isnull=True) | Q(cached_input_price_per_mtok__gte=0))
+                & (Q(cache_write_price_per_mtok__isnull=True) | Q(cache_write_price_per_mtok__gte=0)),
                 name="llm_costconfig_prices_gte_0",
             ),
             models.CheckConstraint(

@@ -9,6 +9,7 @@ from django.utils.translation import gettext_lazy as _
 
 from ..querysets import ExecutionQuerySet
 from .fields import money_field, token_field
+from .indexes import CoveringIndex
 
 
 class Execution(models.Model):
@@ -44,9 +45,10 @@ class Execution(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
     finish_reason = models.CharField(max_length=50, blank=True)
 
-    input_tokens = token_field(help_text=_("Includes cached tokens."))
+    input_tokens = token_field(help_text=_("Includes cached tokens and cache writes."))
     output_tokens = token_field()
-    cached_tokens = token_field()
+    cached_tokens = token_field(help_text=_("Input tokens read from the provider's prompt cache."))
+    cache_write_tokens = token_field(help_text=_("Input tokens written to the provider's prompt cache."))
     reasoning_tokens = token_field()
     total_tokens = token_field()
     input_cost = money_field()
@@ -102,10 +104,10 @@ class Execution(models.Model):
             models.Index(fields=["started_at"], name="llm_exec_started_idx"),
             # Root executions by time, covering the columns the analytics read (overview/, the
             # dashboard, cost_forecast, cost_by_model), so PostgreSQL answers them from the index alone.
-            models.Index(
+            CoveringIndex(
                 fields=["started_at"],
                 condition=Q(parent__isnull=True),
-                include=[
+                covering=[
                     "status",
                     "total_cost",
                     "duration_ms",
@@ -189,6 +191,8 @@ class Span(models.Model):
     input_tokens = token_field()
     output_tokens = token_field()
     cached_tokens = token_field()
+    cache_write_tokens = token_field()
+    reasoning_tokens = token_field()
     total_cost = money_field()
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     time_to_first_token_ms = models.PositiveIntegerField(null=True, blank=True)
