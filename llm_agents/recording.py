@@ -170,6 +170,7 @@ def execution_row(record: ExecutionRecord, persistence: Persistence | None = Non
         kind=record.kind,
         agent_type=record.agent_type,
         parent_id=record.parent.id if record.parent is not None else None,
+        root_id=record.root.id,
         started_at=record.started_at,
     )
     for name in ("parameters", "metadata", "tool_calls"):

@@ -2,10 +2,26 @@ import llm_agents.models.indexes
 from django.db import migrations, models
 
 
+def fill_root_ids(apps, schema_editor):
+    """Roots point at themselves, then each level of nesting takes its parent's root."""
+    Execution = apps.get_model("llm_agents", "Execution")
+    rows = Execution.objects.using(schema_editor.connection.alias)
+    rows.filter(parent__isnull=True).update(root_id=models.F("id"))
+    while True:
+        parent_root = Execution.objects.filter(pk=models.OuterRef("parent_id")).values("root_id")[:1]
+        updated = rows.filter(root_id__isnull=True, parent__root_id__isnull=False).update(
+            root_id=models.Subquery(parent_root)
+        )
+        if not updated:
+            break
+
+
 class Migration(migrations.Migration):
     # Cache writes (Anthropic's cache_creation_input_tokens) get their own token columns and price.
     # The covering index becomes a CoveringIndex: the same index in the database (INCLUDE on
     # PostgreSQL, key-only on SQLite, as before), declared so that SQLite stops warning models.W040.
+    # Execution.root_id names the outermost execution, so spend is attributed to the model of each
+    # llm span with the root it belongs to in one join; existing rows are filled in, level by level.
 
     dependencies = [
         ('llm_agents', '0007_span_foreign_keys_without_constraint'),
@@ -50,6 +66,12 @@ class Migration(migrations.Migration):
             name='input_tokens',
             field=models.PositiveBigIntegerField(default=0, help_text='Includes cached tokens and cache writes.'),
         ),
+        migrations.AddField(
+            model_name='execution',
+            name='root_id',
+            field=models.UUIDField(blank=True, editable=False, help_text='The outermost execution this one is nested in (its own id for a root execution).', null=True),
+        ),
+        migrations.RunPython(fill_root_ids, migrations.RunPython.noop, elidable=True),
         migrations.SeparateDatabaseAndState(
             state_operations=[
                 migrations.RemoveIndex(model_name='execution', name='llm_exec_root_cover_idx'),

@@ -87,6 +87,15 @@ class Execution(models.Model):
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
     )
+    # Denormalised so that spend inside nested executions is attributed to its root execution in one
+    # join (spend by model, section 15), however deep the nesting. Rows written without it (a user's
+    # own ORM writes) count as their own root: read it as Coalesce(root_id, id).
+    root_id = models.UUIDField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("The outermost execution this one is nested in (its own id for a root execution)."),
+    )
     prompt_version = models.ForeignKey(
         "llm_agents.PromptVersion",
         null=True,
