@@ -139,14 +139,18 @@ def test_cached_tokens_are_priced_at_the_cached_price():
     config("acme-large", "3", "15", cached_input_price_per_mtok=Decimal("0.3"))
     cost = calculate_cost("acme-large", 10_000, 1_000, cached_tokens=4_000)
     # 6,000 uncached × $3 / 1M = $0.018; 4,000 cached × $0.30 / 1M = $0.0012; 1,000 × $15 / 1M = $0.015
-    assert cost == Cost(Decimal("0.0192"), Decimal("0.015"), Decimal("0.0342"), "config")
+    assert cost == Cost(
+        Decimal("0.0192"), Decimal("0.015"), Decimal("0.0342"), "config", cache_read_cost=Decimal("0.0012")
+    )
 
 
 def test_cached_tokens_fall_back_to_the_input_price():
     config("acme-large", "3", "15")
     cost = calculate_cost("acme-large", 10_000, 1_000, cached_tokens=4_000)
     # 10,000 × $3 / 1M: without a cached price, cached tokens cost the input price
-    assert cost == Cost(Decimal("0.03"), Decimal("0.015"), Decimal("0.045"), "config")
+    assert cost == Cost(
+        Decimal("0.03"), Decimal("0.015"), Decimal("0.045"), "config", cache_read_cost=Decimal("0.012")
+    )
 
 
 def test_provider_prefers_its_own_or_blank_configs():
@@ -215,7 +219,13 @@ def test_genai_prices_prices_a_well_known_model(model_id, provider):
     )
     expected_input = (6_000 * prices.input_mtok + 4_000 * prices.cache_read_mtok) / 1_000_000
     expected_output = 2_000 * prices.output_mtok / 1_000_000
-    assert cost == Cost(expected_input, expected_output, expected_input + expected_output, "genai_prices")
+    assert cost == Cost(
+        expected_input,
+        expected_output,
+        expected_input + expected_output,
+        "genai_prices",
+        cache_read_cost=4_000 * prices.cache_read_mtok / 1_000_000,
+    )
     assert cost.input_cost > 0
 
 
