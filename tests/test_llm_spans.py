@@ -177,11 +177,18 @@ def test_a_span_outside_any_execution_is_priced_but_not_recorded(prices):
     [
         ({"input_tokens": -1, "output_tokens": 0}, "input_tokens"),
         ({"input_tokens": 10, "output_tokens": 0, "reasoning_tokens": -2}, "reasoning_tokens"),
-        ({"input_tokens": 10, "output_tokens": 0, "cached_tokens": 6, "cache_write_tokens": 5}, "cache_write_tokens"),
+        (
+            {"input_tokens": 10, "output_tokens": 0, "cached_tokens": 6, "cache_write_tokens": 5},
+            "cache_write_tokens",
+        ),
     ],
 )
 def test_record_usage_rejects_impossible_counts(prices, arguments, named):
-    with trace("t"), span("vendor", kind="llm", model_id="gpt-4o") as s, pytest.raises(ValueError, match=named):
+    with (
+        trace("t"),
+        span("vendor", kind="llm", model_id="gpt-4o") as s,
+        pytest.raises(ValueError, match=named),
+    ):
         s.record_usage(**arguments)
 
 
