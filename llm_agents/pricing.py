@@ -120,16 +120,16 @@ def calculate_cost(
             f"input_tokens ({input_tokens}): input_tokens includes cache reads and writes"
         )
     at = _moment(at)
-    usage = _usage(input_tokens, output_tokens, cached_tokens, cache_write_tokens)
+    tokens = _Tokens(input_tokens, output_tokens, cached_tokens, cache_write_tokens)
 
     config = cost_config_for(model_id, at=at, provider=provider)
     if config is not None:
-        costs = _config_costs(config, usage, model_id, at, provider)
+        costs = _config_costs(config, tokens, model_id, at, provider)
         if batch:
             costs = costs.scaled(_batch_discount())
         return _cost(costs, "config")
 
-    genai_costs = _genai_prices_costs(model_id, usage, at, provider, batch)
+    genai_costs = _genai_prices_costs(model_id, tokens, at, provider, batch)
     if genai_costs is not None:
         return _cost(genai_costs, "genai_prices")
 
@@ -265,25 +265,35 @@ def _compiled(match_pattern: str) -> re.Pattern[str] | None:
         return None
 
 
-def _usage(input_tokens: int, output_tokens: int, cached_tokens: int, cache_write_tokens: int) -> Usage:
-    from genai_prices import Usage
+@dataclass(frozen=True, slots=True)
+class _Tokens:
+    """A call's token counts; ``input_tokens`` includes the cache reads and writes."""
 
-    return Usage(
-        input_tokens=input_tokens,
-        cache_read_tokens=cached_tokens,
-        cache_write_tokens=cache_write_tokens,
-        output_tokens=output_tokens,
-    )
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cache_write_tokens: int
+
+    def usage(self) -> Usage:
+        """The counts as genai-prices' ``Usage``."""
+        from genai_prices import Usage
+
+        return Usage(
+            input_tokens=self.input_tokens,
+            cache_read_tokens=self.cached_tokens,
+            cache_write_tokens=self.cache_write_tokens,
+            output_tokens=self.output_tokens,
+        )
 
 
 def _config_costs(
-    config: CostConfig, usage: Usage, model_id: str, at: dt.datetime, provider: str | None
+    config: CostConfig, tokens: _Tokens, model_id: str, at: dt.datetime, provider: str | None
 ) -> _Costs:
-    cached_tokens, cache_write_tokens = usage.cache_read_tokens, usage.cache_write_tokens
+    cached_tokens, cache_write_tokens = tokens.cached_tokens, tokens.cache_write_tokens
     cached_price = config.cached_input_price_per_mtok
     if cached_price is None:
         cached_price = config.input_price_per_mtok
-    plain_cost = (usage.input_tokens - cached_tokens - cache_write_tokens) * config.input_price_per_mtok
+    plain_cost = (tokens.input_tokens - cached_tokens - cache_write_tokens) * config.input_price_per_mtok
     cache_read_cost = cached_tokens * cached_price / PER_MILLION
     cache_write_cost = ZERO
     if cache_write_tokens:
@@ -291,22 +301,23 @@ def _config_costs(
         if write_price is not None:
             cache_write_cost = cache_write_tokens * write_price / PER_MILLION
         else:
-            genai_cost = _genai_cache_write_cost(model_id, usage, at, provider)
+            genai_cost = _genai_cache_write_cost(model_id, tokens, at, provider)
             if genai_cost is None:
                 genai_cost = cache_write_tokens * config.input_price_per_mtok / PER_MILLION
             cache_write_cost = genai_cost
     input_cost = plain_cost / PER_MILLION + cache_read_cost + cache_write_cost
-    output_cost = usage.output_tokens * config.output_price_per_mtok / PER_MILLION
+    output_cost = tokens.output_tokens * config.output_price_per_mtok / PER_MILLION
     return _Costs(input_cost, output_cost, cache_read_cost, cache_write_cost)
 
 
 def _genai_calculation(
-    model_id: str, usage: Usage, at: dt.datetime, provider: str | None
+    model_id: str, tokens: _Tokens, at: dt.datetime, provider: str | None
 ) -> tuple[PriceCalculation, str, str | None] | None:
-    """genai-prices' calculation of ``usage`` for the first of the model's references it knows, with
+    """genai-prices' calculation of ``tokens`` for the first of the model's references it knows, with
     that reference (model, provider)."""
     from genai_prices import calc_price
 
+    usage = tokens.usage()
     for model_ref, provider_id in _genai_prices_refs(model_id, provider):
         try:
             calculation = calc_price(usage, model_ref, provider_id=provider_id, genai_request_timestamp=at)
@@ -317,29 +328,29 @@ def _genai_calculation(
 
 
 def _genai_prices_costs(
-    model_id: str, usage: Usage, at: dt.datetime, provider: str | None, batch: bool
+    model_id: str, tokens: _Tokens, at: dt.datetime, provider: str | None, batch: bool
 ) -> _Costs | None:
     from genai_prices import calc_price
 
-    found = _genai_calculation(model_id, usage, at, provider)
+    found = _genai_calculation(model_id, tokens, at, provider)
     if found is None:
         return None
     calculation, model_ref, provider_id = found
     if not batch:
-        return _calculation_costs(calculation, usage)
+        return _calculation_costs(calculation, tokens)
     if _has_batch_price(calculation, at):
         calculation = calc_price(
-            usage,
+            tokens.usage(),
             model_ref,
             provider_id=provider_id,
             genai_request_timestamp=at,
             price_context=BATCH_CONTEXT,
         )
-        return _calculation_costs(calculation, usage)
-    return _calculation_costs(calculation, usage).scaled(_batch_discount())
+        return _calculation_costs(calculation, tokens)
+    return _calculation_costs(calculation, tokens).scaled(_batch_discount())
 
 
-def _calculation_costs(calculation: PriceCalculation, usage: Usage) -> _Costs:
+def _calculation_costs(calculation: PriceCalculation, tokens: _Tokens) -> _Costs:
     """A genai-prices calculation's costs, with the cache reads' and writes' parts of its input cost.
 
     genai-prices prices cache tokens without a price of their own at the input price."""
@@ -350,30 +361,33 @@ def _calculation_costs(calculation: PriceCalculation, usage: Usage) -> _Costs:
     return _Costs(
         calculation.input_price,
         calculation.output_price,
-        _unit_cost(read_price if read_price is not None else input_price, usage.cache_read_tokens, usage),
-        _unit_cost(write_price if write_price is not None else input_price, usage.cache_write_tokens, usage),
+        _unit_cost(read_price if read_price is not None else input_price, tokens.cached_tokens, tokens),
+        _unit_cost(
+            write_price if write_price is not None else input_price, tokens.cache_write_tokens, tokens
+        ),
     )
 
 
 def _genai_cache_write_cost(
-    model_id: str, usage: Usage, at: dt.datetime, provider: str | None
+    model_id: str, tokens: _Tokens, at: dt.datetime, provider: str | None
 ) -> Decimal | None:
-    """What genai-prices charges for the usage's cache writes of ``model_id`` at ``at``, or None when it
+    """What genai-prices charges for the cache writes of ``model_id`` at ``at``, or None when it
     has no cache-write price for the model."""
-    found = _genai_calculation(model_id, usage, at, provider)
+    found = _genai_calculation(model_id, tokens, at, provider)
     write_price = getattr(found[0].model_price, "cache_write_mtok", None) if found else None
     if write_price is None:
         return None
-    return _unit_cost(write_price, usage.cache_write_tokens, usage)
+    return _unit_cost(write_price, tokens.cache_write_tokens, tokens)
 
 
-def _unit_cost(price: Decimal | TieredPrices | None, tokens: int, usage: Usage) -> Decimal:
-    """``tokens`` at a genai-prices price per million (a tiered price's tier chosen by the input size)."""
+def _unit_cost(price: Decimal | TieredPrices | None, count: int, tokens: _Tokens) -> Decimal:
+    """``count`` tokens at a genai-prices price per million (a tiered price's tier chosen by the call's
+    input size)."""
     from genai_prices.types import calc_unit_price
 
-    if price is None or not tokens:
+    if price is None or not count:
         return ZERO
-    return calc_unit_price(price, tokens, usage.input_tokens, 1_000_000)
+    return calc_unit_price(price, count, tokens.input_tokens, 1_000_000)
 
 
 def _genai_prices_refs(model_id: str, provider: str | None) -> list[tuple[str, str | None]]:

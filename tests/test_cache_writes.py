@@ -19,7 +19,7 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ge
 
 from llm_agents import Agent, Param, trace
 from llm_agents.costs import recompute_costs, sync_costs
-from llm_agents.models import CostConfig, Execution, Span
+from llm_agents.models import CostConfig, Execution
 from llm_agents.pricing import calculate_cost
 from llm_agents.testing import fake_llm
 from tests.api_support import API
