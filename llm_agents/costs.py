@@ -38,6 +38,7 @@ class PriceWindow:
     input_price_per_mtok: Decimal
     output_price_per_mtok: Decimal
     cached_input_price_per_mtok: Decimal | None
+    cache_write_price_per_mtok: Decimal | None
     effective_from: dt.datetime
     effective_until: dt.datetime | None
 
@@ -108,6 +109,7 @@ def _windows(provider: str, model: Any) -> list[PriceWindow]:
                 input_price_per_mtok=input_price or ZERO,
                 output_price_per_mtok=output_price or ZERO,
                 cached_input_price_per_mtok=_base(getattr(prices, "cache_read_mtok", None)),
+                cache_write_price_per_mtok=_base(getattr(prices, "cache_write_mtok", None)),
                 effective_from=start,
                 effective_until=until,
             )
@@ -148,6 +150,7 @@ def sync_costs(
         "input_price_per_mtok",
         "output_price_per_mtok",
         "cached_input_price_per_mtok",
+        "cache_write_price_per_mtok",
         "effective_until",
     )
     with transaction.atomic(using=router.db_for_write(CostConfig)):
@@ -254,7 +257,8 @@ def _recompute_trees(roots: list[Any], result: RecomputeResult, *, dry_run: bool
         own_spans = spans.get(execution.pk, [])
         for span in own_spans:
             cost = _price(span.model_id or execution.chosen_model_id or execution.model_id, span.input_tokens,
-                          span.output_tokens, span.cached_tokens, execution, span.provider)  # fmt: skip
+                          span.output_tokens, span.cached_tokens, span.cache_write_tokens, execution,
+                          span.provider)  # fmt: skip
             input_cost += cost.input_cost
             output_cost += cost.output_cost
             source = cost.source
@@ -264,7 +268,8 @@ def _recompute_trees(roots: list[Any], result: RecomputeResult, *, dry_run: bool
         nested = kids.get(execution.pk, [])
         if not own_spans and not nested and (execution.input_tokens or execution.output_tokens):
             cost = _price(execution.chosen_model_id or execution.model_id, execution.input_tokens,
-                          execution.output_tokens, execution.cached_tokens, execution, execution.provider)  # fmt: skip
+                          execution.output_tokens, execution.cached_tokens, execution.cache_write_tokens,
+                          execution, execution.provider)  # fmt: skip
             input_cost, output_cost, source = cost.input_cost, cost.output_cost, cost.source
         for child in nested:
             child_input, child_output, _ = price(child)
@@ -294,14 +299,16 @@ def _recompute_trees(roots: list[Any], result: RecomputeResult, *, dry_run: bool
         )
 
 
-def _price(model: str, input_tokens: int, output_tokens: int, cached_tokens: int, execution: Any,
-           provider: str) -> Cost:  # fmt: skip
+def _price(model: str, input_tokens: int, output_tokens: int, cached_tokens: int, cache_write_tokens: int,
+           execution: Any, provider: str) -> Cost:  # fmt: skip
+    cached_tokens = min(cached_tokens, input_tokens)
     return calculate_cost(
         model,
         input_tokens,
         output_tokens,
-        min(cached_tokens, input_tokens),
+        cached_tokens,
         at=execution.started_at,
         provider=provider or None,
         batch=execution.kind == "batch",
+        cache_write_tokens=min(cache_write_tokens, input_tokens - cached_tokens),
     )

@@ -44,7 +44,7 @@ from django.utils import timezone
 
 from . import recording, tracing
 from .conf import app_settings
-from .pricing import ZERO, Cost, calculate_cost
+from .pricing import Cost
 from .recording import ExecutionRecord, SpanRecord, elapsed_ms
 
 logger = logging.getLogger("llm_agents")
@@ -231,6 +231,7 @@ class Outcome:
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
     reasoning_tokens: int = 0
 
 
@@ -282,7 +283,7 @@ class TrackedCall:
             input=messages,
             metadata={"sdk_method": entry.name},
         )
-        execution.spans.append(self.span)
+        execution.add_span(self.span)
         self.reader = STREAM_READERS[entry.api]() if self.streaming else None
 
     def start(self) -> None:
@@ -307,10 +308,7 @@ class TrackedCall:
         else:
             outcome = Outcome()
         span = self.span
-        span.input_tokens, span.output_tokens = outcome.input_tokens, outcome.output_tokens
-        span.cached_tokens = outcome.cached_tokens
-        cost = self.price(outcome)
-        span.total_cost = cost.total_cost
+        cost = self.account(outcome)
         if error is None or outcome.content or outcome.tool_calls:
             span.output = {"content": outcome.content, "tool_calls": outcome.tool_calls}
         if outcome.model:
@@ -318,29 +316,16 @@ class TrackedCall:
         if self.first_token_at is not None:
             span.time_to_first_token_ms = elapsed_ms(span.started_at, self.first_token_at)
         span.finish(error)
-        self.execution.add_usage(
-            input_tokens=outcome.input_tokens, output_tokens=outcome.output_tokens,
-            cached_tokens=outcome.cached_tokens, reasoning_tokens=outcome.reasoning_tokens,
-            input_cost=cost.input_cost, output_cost=cost.output_cost,
-        )  # fmt: skip
         if self.own is not None:
             self.complete_own(outcome, cost, error)
 
-    def price(self, outcome: Outcome) -> Cost:
-        if not (outcome.input_tokens or outcome.output_tokens):
-            return Cost(ZERO, ZERO, ZERO, "unknown")
-        try:
-            return calculate_cost(
-                self.model,
-                outcome.input_tokens,
-                outcome.output_tokens,
-                min(outcome.cached_tokens, outcome.input_tokens),
-                at=self.span.started_at,
-                provider=self.entry.provider,
-            )
-        except Exception:
-            logger.warning("Could not price %s; recorded at zero cost", self.model, exc_info=True)
-            return Cost(ZERO, ZERO, ZERO, "unknown")
+    def account(self, outcome: Outcome) -> Cost:
+        """Price the answer's usage on the span and add it to the execution (the span's own path)."""
+        input_tokens = max(outcome.input_tokens, 0)
+        cached_tokens = min(max(outcome.cached_tokens, 0), input_tokens)
+        cache_write_tokens = min(max(outcome.cache_write_tokens, 0), input_tokens - cached_tokens)
+        return self.span.account(input_tokens, max(outcome.output_tokens, 0), cached_tokens, cache_write_tokens,
+                                 max(outcome.reasoning_tokens, 0))  # fmt: skip
 
     def complete_own(self, outcome: Outcome, cost: Cost, error: BaseException | None) -> None:
         record = self.own
@@ -582,6 +567,7 @@ class MessagesStreamReader:
             input_tokens=input_tokens,
             output_tokens=self.usage.get("output_tokens", 0),
             cached_tokens=self.usage.get("cache_read_input_tokens", 0),
+            cache_write_tokens=self.usage.get("cache_creation_input_tokens", 0),
         )
 
 
@@ -606,6 +592,7 @@ def _outcome_of(response: Any, model: str) -> Outcome:
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,
         cached_tokens=usage.cached_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
         reasoning_tokens=usage.reasoning_tokens,
     )
 

@@ -69,6 +69,7 @@ def _execution(tracer: Any, record: ExecutionRecord, parent: Any, persistence: P
         "gen_ai.usage.input_tokens": fields.get("input_tokens", 0),
         "gen_ai.usage.output_tokens": fields.get("output_tokens", 0),
         "gen_ai.usage.cache_read.input_tokens": fields.get("cached_tokens", 0),
+        "gen_ai.usage.cache_creation.input_tokens": fields.get("cache_write_tokens", 0),
         "gen_ai.response.finish_reasons": [fields["finish_reason"]] if fields.get("finish_reason") else None,
         "llm_agents.execution_id": str(record.id),
         "llm_agents.kind": record.kind,
@@ -122,6 +123,7 @@ def _span(tracer: Any, span: SpanRecord, parent: Any, persistence: Persistence) 
             "gen_ai.usage.input_tokens": span.input_tokens,
             "gen_ai.usage.output_tokens": span.output_tokens,
             "gen_ai.usage.cache_read.input_tokens": span.cached_tokens,
+            "gen_ai.usage.cache_creation.input_tokens": span.cache_write_tokens,
         })  # fmt: skip
         if persistence.prompts and span.input is not None:
             attributes["gen_ai.input.messages"] = json.dumps(

@@ -7,7 +7,9 @@
 2. else the bundled genai-prices data, asked for its price at that moment;
 3. else zero, with source ``"unknown"`` and one warning per model per process on the ``llm_agents`` logger.
 
-Token counts follow the OpenTelemetry and genai-prices rule: ``input_tokens`` includes ``cached_tokens``.
+Token counts follow the OpenTelemetry and genai-prices rule: ``input_tokens`` includes ``cached_tokens``
+(reads from the provider's prompt cache) and ``cache_write_tokens`` (writes to it); each of the three parts is
+priced at its own rate.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from django.utils import timezone
 from .conf import app_settings
 
 if TYPE_CHECKING:
-    from genai_prices.types import PriceCalculation
+    from genai_prices import Usage
+    from genai_prices.types import PriceCalculation, TieredPrices
 
     from .models import CostConfig
 
@@ -52,12 +55,34 @@ _warned_lock = threading.Lock()
 
 @dataclass(frozen=True, slots=True)
 class Cost:
-    """The price of one call. Each cost is rounded to 8 places; ``total_cost`` is their exact sum."""
+    """The price of one call. Each cost is rounded to 8 places; ``total_cost`` is the exact sum of
+    ``input_cost`` and ``output_cost``. ``cache_read_cost`` and ``cache_write_cost`` are the parts of
+    ``input_cost`` paid for the cached tokens and the cache writes."""
 
     input_cost: Decimal
     output_cost: Decimal
     total_cost: Decimal
     source: PricingSource
+    cache_read_cost: Decimal = ZERO
+    cache_write_cost: Decimal = ZERO
+
+
+@dataclass(frozen=True, slots=True)
+class _Costs:
+    """Unrounded costs: the input cost and, within it, the cache reads' and writes' parts."""
+
+    input_cost: Decimal
+    output_cost: Decimal
+    cache_read_cost: Decimal
+    cache_write_cost: Decimal
+
+    def scaled(self, factor: Decimal) -> _Costs:
+        return _Costs(
+            self.input_cost * factor,
+            self.output_cost * factor,
+            self.cache_read_cost * factor,
+            self.cache_write_cost * factor,
+        )
 
 
 def calculate_cost(
@@ -68,38 +93,48 @@ def calculate_cost(
     at: dt.datetime | None = None,
     provider: str | None = None,
     batch: bool = False,
+    cache_write_tokens: int = 0,
 ) -> Cost:
     """Price a call of ``model_id`` made at ``at`` (default: now).
 
-    ``input_tokens`` includes ``cached_tokens``; cached tokens are priced at the cached input price.
-    ``provider`` (e.g. ``"openai"``) prefers cost configs of that provider and is passed to genai-prices;
-    a ``"provider/model"`` id without ``provider`` uses its prefix as the provider.
-    ``batch=True`` prices a batch API result: a cost config's price × ``BATCH_DISCOUNT``, else genai-prices'
-    batch price, else its standard price × ``BATCH_DISCOUNT``.
+    ``input_tokens`` includes ``cached_tokens`` (cache reads, priced at the cached input price) and
+    ``cache_write_tokens`` (cache writes, priced at the cache-write price: a cost config's
+    ``cache_write_price_per_mtok``, else genai-prices' cache-write price for the model, else the input
+    price). ``provider`` (e.g. ``"openai"``) prefers cost configs of that provider and is passed to
+    genai-prices; a ``"provider/model"`` id without ``provider`` uses its prefix as the provider.
+    ``batch=True`` prices a batch API result: a cost config's price × ``BATCH_DISCOUNT``, else
+    genai-prices' batch price, else its standard price × ``BATCH_DISCOUNT``.
 
-    Raises ``ValueError`` for negative token counts, ``cached_tokens > input_tokens`` or a naive ``at``.
+    Raises ``ValueError`` for negative token counts, ``cached_tokens + cache_write_tokens >
+    input_tokens`` or a naive ``at``.
     """
-    _check_tokens(input_tokens=input_tokens, output_tokens=output_tokens, cached_tokens=cached_tokens)
-    if cached_tokens > input_tokens:
+    _check_tokens(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cached_tokens=cached_tokens,
+        cache_write_tokens=cache_write_tokens,
+    )
+    if cached_tokens + cache_write_tokens > input_tokens:
         raise ValueError(
-            f"cached_tokens ({cached_tokens}) cannot exceed input_tokens ({input_tokens}): "
-            "input_tokens includes cached tokens"
+            f"cached_tokens ({cached_tokens}) + cache_write_tokens ({cache_write_tokens}) cannot exceed "
+            f"input_tokens ({input_tokens}): input_tokens includes cache reads and writes"
         )
     at = _moment(at)
+    tokens = _Tokens(input_tokens, output_tokens, cached_tokens, cache_write_tokens)
 
     config = cost_config_for(model_id, at=at, provider=provider)
     if config is not None:
-        input_cost, output_cost = _config_costs(config, input_tokens, output_tokens, cached_tokens)
+        costs = _config_costs(config, tokens, model_id, at, provider)
         if batch:
-            input_cost, output_cost = input_cost * _batch_discount(), output_cost * _batch_discount()
-        return _cost(input_cost, output_cost, "config")
+            costs = costs.scaled(_batch_discount())
+        return _cost(costs, "config")
 
-    costs = _genai_prices_costs(model_id, input_tokens, output_tokens, cached_tokens, at, provider, batch)
-    if costs is not None:
-        return _cost(*costs, "genai_prices")
+    genai_costs = _genai_prices_costs(model_id, tokens, at, provider, batch)
+    if genai_costs is not None:
+        return _cost(genai_costs, "genai_prices")
 
     _warn_unknown(model_id)
-    return _cost(ZERO, ZERO, "unknown")
+    return _cost(_Costs(ZERO, ZERO, ZERO, ZERO), "unknown")
 
 
 def cost_config_for(
@@ -230,49 +265,129 @@ def _compiled(match_pattern: str) -> re.Pattern[str] | None:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class _Tokens:
+    """A call's token counts; ``input_tokens`` includes the cache reads and writes."""
+
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cache_write_tokens: int
+
+    def usage(self) -> Usage:
+        """The counts as genai-prices' ``Usage``."""
+        from genai_prices import Usage
+
+        return Usage(
+            input_tokens=self.input_tokens,
+            cache_read_tokens=self.cached_tokens,
+            cache_write_tokens=self.cache_write_tokens,
+            output_tokens=self.output_tokens,
+        )
+
+
 def _config_costs(
-    config: CostConfig, input_tokens: int, output_tokens: int, cached_tokens: int
-) -> tuple[Decimal, Decimal]:
+    config: CostConfig, tokens: _Tokens, model_id: str, at: dt.datetime, provider: str | None
+) -> _Costs:
+    cached_tokens, cache_write_tokens = tokens.cached_tokens, tokens.cache_write_tokens
     cached_price = config.cached_input_price_per_mtok
     if cached_price is None:
         cached_price = config.input_price_per_mtok
-    input_cost = (
-        (input_tokens - cached_tokens) * config.input_price_per_mtok + cached_tokens * cached_price
-    ) / PER_MILLION
-    output_cost = output_tokens * config.output_price_per_mtok / PER_MILLION
-    return input_cost, output_cost
+    plain_cost = (tokens.input_tokens - cached_tokens - cache_write_tokens) * config.input_price_per_mtok
+    cache_read_cost = cached_tokens * cached_price / PER_MILLION
+    cache_write_cost = ZERO
+    if cache_write_tokens:
+        write_price = config.cache_write_price_per_mtok
+        if write_price is not None:
+            cache_write_cost = cache_write_tokens * write_price / PER_MILLION
+        else:
+            genai_cost = _genai_cache_write_cost(model_id, tokens, at, provider)
+            if genai_cost is None:
+                genai_cost = cache_write_tokens * config.input_price_per_mtok / PER_MILLION
+            cache_write_cost = genai_cost
+    input_cost = plain_cost / PER_MILLION + cache_read_cost + cache_write_cost
+    output_cost = tokens.output_tokens * config.output_price_per_mtok / PER_MILLION
+    return _Costs(input_cost, output_cost, cache_read_cost, cache_write_cost)
 
 
-def _genai_prices_costs(
-    model_id: str,
-    input_tokens: int,
-    output_tokens: int,
-    cached_tokens: int,
-    at: dt.datetime,
-    provider: str | None,
-    batch: bool,
-) -> tuple[Decimal, Decimal] | None:
-    from genai_prices import Usage, calc_price
+def _genai_calculation(
+    model_id: str, tokens: _Tokens, at: dt.datetime, provider: str | None
+) -> tuple[PriceCalculation, str, str | None] | None:
+    """genai-prices' calculation of ``tokens`` for the first of the model's references it knows, with
+    that reference (model, provider)."""
+    from genai_prices import calc_price
 
-    usage = Usage(input_tokens=input_tokens, cache_read_tokens=cached_tokens, output_tokens=output_tokens)
+    usage = tokens.usage()
     for model_ref, provider_id in _genai_prices_refs(model_id, provider):
         try:
             calculation = calc_price(usage, model_ref, provider_id=provider_id, genai_request_timestamp=at)
         except LookupError:
             continue
-        if not batch:
-            return calculation.input_price, calculation.output_price
-        if _has_batch_price(calculation, at):
-            calculation = calc_price(
-                usage,
-                model_ref,
-                provider_id=provider_id,
-                genai_request_timestamp=at,
-                price_context=BATCH_CONTEXT,
-            )
-            return calculation.input_price, calculation.output_price
-        return calculation.input_price * _batch_discount(), calculation.output_price * _batch_discount()
+        return calculation, model_ref, provider_id
     return None
+
+
+def _genai_prices_costs(
+    model_id: str, tokens: _Tokens, at: dt.datetime, provider: str | None, batch: bool
+) -> _Costs | None:
+    from genai_prices import calc_price
+
+    found = _genai_calculation(model_id, tokens, at, provider)
+    if found is None:
+        return None
+    calculation, model_ref, provider_id = found
+    if not batch:
+        return _calculation_costs(calculation, tokens)
+    if _has_batch_price(calculation, at):
+        calculation = calc_price(
+            tokens.usage(),
+            model_ref,
+            provider_id=provider_id,
+            genai_request_timestamp=at,
+            price_context=BATCH_CONTEXT,
+        )
+        return _calculation_costs(calculation, tokens)
+    return _calculation_costs(calculation, tokens).scaled(_batch_discount())
+
+
+def _calculation_costs(calculation: PriceCalculation, tokens: _Tokens) -> _Costs:
+    """A genai-prices calculation's costs, with the cache reads' and writes' parts of its input cost.
+
+    genai-prices prices cache tokens without a price of their own at the input price."""
+    prices = calculation.model_price
+    input_price = getattr(prices, "input_mtok", None)
+    read_price = getattr(prices, "cache_read_mtok", None)
+    write_price = getattr(prices, "cache_write_mtok", None)
+    return _Costs(
+        calculation.input_price,
+        calculation.output_price,
+        _unit_cost(read_price if read_price is not None else input_price, tokens.cached_tokens, tokens),
+        _unit_cost(
+            write_price if write_price is not None else input_price, tokens.cache_write_tokens, tokens
+        ),
+    )
+
+
+def _genai_cache_write_cost(
+    model_id: str, tokens: _Tokens, at: dt.datetime, provider: str | None
+) -> Decimal | None:
+    """What genai-prices charges for the cache writes of ``model_id`` at ``at``, or None when it
+    has no cache-write price for the model."""
+    found = _genai_calculation(model_id, tokens, at, provider)
+    write_price = getattr(found[0].model_price, "cache_write_mtok", None) if found else None
+    if write_price is None:
+        return None
+    return _unit_cost(write_price, tokens.cache_write_tokens, tokens)
+
+
+def _unit_cost(price: Decimal | TieredPrices | None, count: int, tokens: _Tokens) -> Decimal:
+    """``count`` tokens at a genai-prices price per million (a tiered price's tier chosen by the call's
+    input size)."""
+    from genai_prices.types import calc_unit_price
+
+    if price is None or not count:
+        return ZERO
+    return calc_unit_price(price, count, tokens.input_tokens, 1_000_000)
 
 
 def _genai_prices_refs(model_id: str, provider: str | None) -> list[tuple[str, str | None]]:
@@ -316,11 +431,19 @@ def _batch_discount() -> Decimal:
     return Decimal(str(app_settings.BATCH_DISCOUNT))
 
 
-def _cost(input_cost: Decimal, output_cost: Decimal, source: PricingSource) -> Cost:
-    input_cost = Decimal(input_cost).quantize(COST_PLACES, rounding=ROUND_HALF_UP)
-    output_cost = Decimal(output_cost).quantize(COST_PLACES, rounding=ROUND_HALF_UP)
+def _rounded(value: Decimal) -> Decimal:
+    return Decimal(value).quantize(COST_PLACES, rounding=ROUND_HALF_UP)
+
+
+def _cost(costs: _Costs, source: PricingSource) -> Cost:
+    input_cost, output_cost = _rounded(costs.input_cost), _rounded(costs.output_cost)
     return Cost(
-        input_cost=input_cost, output_cost=output_cost, total_cost=input_cost + output_cost, source=source
+        input_cost=input_cost,
+        output_cost=output_cost,
+        total_cost=input_cost + output_cost,
+        source=source,
+        cache_read_cost=_rounded(costs.cache_read_cost),
+        cache_write_cost=_rounded(costs.cache_write_cost),
     )
 
 

@@ -47,6 +47,7 @@ class Scripted:
     input_tokens: int | None = None
     output_tokens: int | None = None
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     finish_reason: str | None = None
     failure: str | None = None
@@ -75,6 +76,7 @@ class Scripted:
                 if self.output_tokens is not None
                 else estimate_tokens(content),
                 cached_tokens=self.cached_tokens,
+                cache_write_tokens=self.cache_write_tokens,
                 reasoning_tokens=self.reasoning_tokens,
             ),
             model=request.model,
@@ -108,16 +110,19 @@ class FakeLLM(Provider):
         input_tokens: int | None = None,
         output_tokens: int | None = None,
         cached_tokens: int = 0,
+        cache_write_tokens: int = 0,
         reasoning_tokens: int = 0,
         tool_calls: list[dict[str, Any]] | None = None,
         chunks: list[str] | None = None,
         finish_reason: str | None = None,
         delay: float = 0.0,
     ) -> FakeLLM:
-        """Queue an answer (for ``model`` only, or for any model). Tokens default to characters ÷ 4."""
-        if input_tokens is not None and cached_tokens > input_tokens:
+        """Queue an answer (for ``model`` only, or for any model). Tokens default to characters ÷ 4.
+        ``input_tokens`` includes ``cached_tokens`` (cache reads) and ``cache_write_tokens`` (cache writes)."""
+        if input_tokens is not None and cached_tokens + cache_write_tokens > input_tokens:
             raise ValueError(
-                "cached_tokens cannot exceed input_tokens (input_tokens includes cached tokens)."
+                "cached_tokens + cache_write_tokens cannot exceed input_tokens "
+                "(input_tokens includes cache reads and writes)."
             )
         with self._lock:
             self._queue(model).append(
@@ -128,6 +133,7 @@ class FakeLLM(Provider):
                     input_tokens=input_tokens,
                     output_tokens=output_tokens,
                     cached_tokens=cached_tokens,
+                    cache_write_tokens=cache_write_tokens,
                     reasoning_tokens=reasoning_tokens,
                     finish_reason=finish_reason,
                     delay=delay,

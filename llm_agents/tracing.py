@@ -77,20 +77,26 @@ def activate(record: Any) -> Iterator[Any]:
 @contextmanager
 def span(name: str, kind: str = "custom", **fields: Any) -> Iterator[Any]:
     """A step inside the current execution. Set ``input``, ``output`` or ``metadata`` on the yielded
-    span. Outside any execution the span is not recorded (the block still runs)."""
+    span. Outside any execution the span is not recorded (the block still runs).
+
+    An ``llm`` span stands for a model call: its usage, given by ``record_usage(...)`` or by setting
+    its token attributes inside the block, is priced and added to the execution's totals.
+    """
     from .recording import SpanRecord
 
     record = SpanRecord(name=name, kind=kind, parent=_span.get(), **fields)
     execution = _execution.get()
     if execution is not None:
-        execution.spans.append(record)
+        execution.add_span(record)
     token = _span.set(record)
     try:
         yield record
     except BaseException as exc:
+        record.settle_usage()
         record.finish(exc)
         raise
     else:
+        record.settle_usage()
         record.finish()
     finally:
         _span.reset(token)

@@ -139,14 +139,49 @@ def test_cached_tokens_are_priced_at_the_cached_price():
     config("acme-large", "3", "15", cached_input_price_per_mtok=Decimal("0.3"))
     cost = calculate_cost("acme-large", 10_000, 1_000, cached_tokens=4_000)
     # 6,000 uncached × $3 / 1M = $0.018; 4,000 cached × $0.30 / 1M = $0.0012; 1,000 × $15 / 1M = $0.015
-    assert cost == Cost(Decimal("0.0192"), Decimal("0.015"), Decimal("0.0342"), "config")
+    assert cost == Cost(
+        Decimal("0.0192"), Decimal("0.015"), Decimal("0.0342"), "config", cache_read_cost=Decimal("0.0012")
+    )
+
+
+def test_cache_writes_are_priced_at_the_cache_write_price():
+    config("acme-large", "3", "15", cached_input_price_per_mtok=Decimal("0.3"),
+           cache_write_price_per_mtok=Decimal("6"))  # fmt: skip
+    cost = calculate_cost("acme-large", 10_000, 1_000, cached_tokens=4_000, cache_write_tokens=2_000)
+    # 4,000 plain × $3 = $0.012; 4,000 read × $0.30 = $0.0012; 2,000 written × $6 = $0.012; 1,000 × $15 = $0.015
+    assert cost == Cost(Decimal("0.0252"), Decimal("0.015"), Decimal("0.0402"), "config",
+                        cache_read_cost=Decimal("0.0012"), cache_write_cost=Decimal("0.012"))  # fmt: skip
+
+
+def test_batch_cache_writes_get_the_discount_too():
+    config("acme-large", "3", "15", cache_write_price_per_mtok=Decimal("6"))
+    with override_settings(LLM_AGENTS={"BATCH_DISCOUNT": 0.5}):
+        cost = calculate_cost("acme-large", 3_000, 0, cache_write_tokens=2_000, batch=True)
+    assert (cost.input_cost, cost.cache_write_cost) == (Decimal("0.0075"), Decimal("0.006"))
+
+
+def test_genai_prices_splits_the_cache_reads_and_writes_of_its_input_cost():
+    from genai_prices import Usage, calc_price
+
+    usage = Usage(input_tokens=10_000, cache_read_tokens=3_000, cache_write_tokens=2_000, output_tokens=500)
+    at = BEFORE_BATCH_PRICES
+    expected = calc_price(usage, "claude-sonnet-4-5", provider_id="anthropic", genai_request_timestamp=at)
+    prices = genai_prices("claude-sonnet-4-5", "anthropic", at)
+    cost = calculate_cost("claude-sonnet-4-5", 10_000, 500, cached_tokens=3_000, at=at, provider="anthropic",
+                          cache_write_tokens=2_000)  # fmt: skip
+    assert (cost.input_cost, cost.output_cost) == (expected.input_price, expected.output_price)
+    assert cost.cache_read_cost == 3_000 * prices.cache_read_mtok.base / 1_000_000
+    assert cost.cache_write_cost == 2_000 * prices.cache_write_mtok.base / 1_000_000
+    assert prices.cache_write_mtok.base > prices.input_mtok.base
 
 
 def test_cached_tokens_fall_back_to_the_input_price():
     config("acme-large", "3", "15")
     cost = calculate_cost("acme-large", 10_000, 1_000, cached_tokens=4_000)
     # 10,000 × $3 / 1M: without a cached price, cached tokens cost the input price
-    assert cost == Cost(Decimal("0.03"), Decimal("0.015"), Decimal("0.045"), "config")
+    assert cost == Cost(
+        Decimal("0.03"), Decimal("0.015"), Decimal("0.045"), "config", cache_read_cost=Decimal("0.012")
+    )
 
 
 def test_provider_prefers_its_own_or_blank_configs():
@@ -215,7 +250,13 @@ def test_genai_prices_prices_a_well_known_model(model_id, provider):
     )
     expected_input = (6_000 * prices.input_mtok + 4_000 * prices.cache_read_mtok) / 1_000_000
     expected_output = 2_000 * prices.output_mtok / 1_000_000
-    assert cost == Cost(expected_input, expected_output, expected_input + expected_output, "genai_prices")
+    assert cost == Cost(
+        expected_input,
+        expected_output,
+        expected_input + expected_output,
+        "genai_prices",
+        cache_read_cost=4_000 * prices.cache_read_mtok / 1_000_000,
+    )
     assert cost.input_cost > 0
 
 
@@ -316,6 +357,11 @@ def test_batch_without_a_genai_prices_batch_price_applies_the_discount():
         ({"input_tokens": 0, "output_tokens": -1}, "output_tokens"),
         ({"input_tokens": 0, "output_tokens": 0, "cached_tokens": -1}, "cached_tokens"),
         ({"input_tokens": 10, "output_tokens": 0, "cached_tokens": 11}, "cached_tokens"),
+        ({"input_tokens": 10, "output_tokens": 0, "cache_write_tokens": -1}, "cache_write_tokens"),
+        (
+            {"input_tokens": 10, "output_tokens": 0, "cached_tokens": 5, "cache_write_tokens": 6},
+            "cache_write_tokens",
+        ),
     ],
 )
 def test_invalid_token_counts_raise(arguments, named):

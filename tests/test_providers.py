@@ -408,7 +408,9 @@ class TestAnthropicComplete:
         assert response.finish_reason == "stop"
         assert response.model == "claude-3-5-haiku-20241022"
         # Anthropic's input_tokens leave cache reads and writes out; ours count them.
-        assert response.usage == Usage(input_tokens=1250, output_tokens=20, cached_tokens=1000)
+        assert response.usage == Usage(
+            input_tokens=1250, output_tokens=20, cached_tokens=1000, cache_write_tokens=200
+        )
         sent = anthropic_server.requests[0]
         assert sent.path == "/v1/messages"
         assert sent.json == {
@@ -549,7 +551,9 @@ class TestAnthropicStream:
         assert deltas == ["Hel", "lo"]
         assert last.response.content == "Hello"
         assert last.response.finish_reason == "stop"
-        assert last.response.usage == Usage(input_tokens=310, output_tokens=9, cached_tokens=300)
+        assert last.response.usage == Usage(
+            input_tokens=310, output_tokens=9, cached_tokens=300, cache_write_tokens=3
+        )
         body = anthropic_server.requests[0].json
         assert body["stream"] is True
         assert body["model"] == "claude-3-5-haiku"

@@ -13,14 +13,13 @@ from typing import Any, ClassVar
 
 from asgiref.sync import sync_to_async
 from django.core.cache import caches
-from django.db import DatabaseError, close_old_connections
+from django.db import close_old_connections
 from django.utils import timezone
 
 from .. import budgets, recording, signals, tracing
 from ..conf import app_settings
 from ..errors import AllModelsExhaustedError, AuthenticationError, ProviderError, RateLimitError
 from ..events import emit
-from ..pricing import ZERO, Cost, calculate_cost
 from ..providers import get_provider, provider_name_for
 from ..providers.base import ProviderRequest, ProviderResponse, ToolCall
 from ..recording import ExecutionRecord, SpanRecord, elapsed_ms
@@ -212,7 +211,7 @@ class Run:
                 name=self.cls.agent_type, kind="agent", parent=tracing.current_span(),
                 metadata={"execution_id": str(record.id)},
             )  # fmt: skip
-            parent.spans.append(agent_span)
+            parent.add_span(agent_span)
         recording.start(record)
         emit(
             signals.execution_started, sender=self.cls, agent_type=self.cls.agent_type, model=self.model,
@@ -233,6 +232,8 @@ class Run:
                 agent_span.input_tokens = record.fields["input_tokens"]
                 agent_span.output_tokens = record.fields["output_tokens"]
                 agent_span.cached_tokens = record.fields["cached_tokens"]
+                agent_span.cache_write_tokens = record.fields["cache_write_tokens"]
+                agent_span.reasoning_tokens = record.fields["reasoning_tokens"]
                 agent_span.model_id = self.chosen_model or self.model
                 agent_span.finish(error)
 
@@ -331,7 +332,7 @@ class Run:
         )
         span = SpanRecord(name=model, kind="llm", parent=tracing.current_span(), model_id=model,
                           provider=provider_name, input=[dict(m) for m in messages])  # fmt: skip
-        self.record.spans.append(span)
+        self.record.add_span(span)
         first_token_at = None
         try:
             if self.streaming:
@@ -349,13 +350,13 @@ class Run:
                 response = provider.complete(request)
         except ProviderError as exc:
             self.rate_limited = self.rate_limited or isinstance(exc, RateLimitError)
-            self.account(span, model, provider_name, exc.input_tokens, exc.output_tokens, 0, 0)
+            self.account(span, exc.input_tokens, exc.output_tokens)
             span.finish(exc)
             if count_attempts:
                 self.attempts.append(self.attempt(span, exc))
             raise
         usage = response.usage
-        self.account(span, model, provider_name, usage.input_tokens, usage.output_tokens, usage.cached_tokens,
+        self.account(span, usage.input_tokens, usage.output_tokens, usage.cached_tokens, usage.cache_write_tokens,
                      usage.reasoning_tokens)  # fmt: skip
         if first_token_at is not None:
             span.time_to_first_token_ms = elapsed_ms(span.started_at, first_token_at)
@@ -371,25 +372,12 @@ class Run:
         self.chosen_model, self.provider_name = model, provider_name
         return response
 
-    def account(self, span: SpanRecord, model: str, provider: str, input_tokens: int, output_tokens: int,
-                cached_tokens: int, reasoning_tokens: int) -> None:  # fmt: skip
+    def account(self, span: SpanRecord, input_tokens: int, output_tokens: int, cached_tokens: int = 0,
+                cache_write_tokens: int = 0, reasoning_tokens: int = 0) -> None:  # fmt: skip
         """Price a request's tokens at the rate in force when it started, on its span and the execution."""
-        span.input_tokens, span.output_tokens, span.cached_tokens = input_tokens, output_tokens, cached_tokens
-        if not (input_tokens or output_tokens):
-            return
-        try:
-            cost = calculate_cost(
-                model, input_tokens, output_tokens, cached_tokens, at=span.started_at, provider=provider
-            )
-        except DatabaseError:
-            logger.warning("Could not price %s (database unreachable); recorded at zero cost", model)
-            cost = Cost(ZERO, ZERO, ZERO, "unknown")
-        span.total_cost = cost.total_cost
-        self.pricing_source = cost.source
-        self.record.add_usage(
-            input_tokens=input_tokens, output_tokens=output_tokens, cached_tokens=cached_tokens,
-            reasoning_tokens=reasoning_tokens, input_cost=cost.input_cost, output_cost=cost.output_cost,
-        )  # fmt: skip
+        cost = span.account(input_tokens, output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens)
+        if input_tokens or output_tokens:
+            self.pricing_source = cost.source
 
     @staticmethod
     def attempt(span: SpanRecord, error: ProviderError | None) -> dict[str, Any]:

@@ -373,6 +373,7 @@ class _Reconciler:
             input_tokens=line.input_tokens,
             output_tokens=line.output_tokens,
             cached_tokens=line.cached_tokens,
+            reasoning_tokens=line.reasoning_tokens,
             error_class=record.fields["error_class"],
             error_message=record.fields["error_message"],
             metadata={"custom_id": request.custom_id, "request_id": line.request_id},

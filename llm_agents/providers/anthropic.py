@@ -235,7 +235,8 @@ def _text(content: Any) -> str:
 
 
 def usage_from(usage: Any) -> Usage:
-    """Anthropic's ``input_tokens`` leave out cache reads and writes; ours include them."""
+    """Anthropic's ``input_tokens`` leave out cache reads and writes; ours include them. Cache writes
+    (``cache_creation_input_tokens``) are priced at the cache-write price, so they are kept apart too."""
     if usage is None:
         return Usage()
     cache_read = getattr(usage, "cache_read_input_tokens", None) or 0
@@ -244,6 +245,7 @@ def usage_from(usage: Any) -> Usage:
         input_tokens=(usage.input_tokens or 0) + cache_read + cache_creation,
         output_tokens=usage.output_tokens or 0,
         cached_tokens=cache_read,
+        cache_write_tokens=cache_creation,
     )
 
 

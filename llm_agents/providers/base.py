@@ -21,10 +21,11 @@ AsyncClient = TypeVar("AsyncClient")
 
 @dataclass
 class Usage:
-    input_tokens: int = 0  # includes cached tokens
+    input_tokens: int = 0  # includes cached tokens and cache writes
     output_tokens: int = 0
-    cached_tokens: int = 0
+    cached_tokens: int = 0  # read from the provider's prompt cache
     reasoning_tokens: int = 0
+    cache_write_tokens: int = 0  # written to the provider's prompt cache
 
     @property
     def total_tokens(self) -> int:
