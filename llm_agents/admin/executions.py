@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 from django.conf import settings
 from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
-from django.core.exceptions import EmptyResultSet, FullResultSet, ValidationError
+from django.core.exceptions import EmptyResultSet, FullResultSet, PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.db import connections
+from django.db import connections, transaction
 from django.db.models import F, Q, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -23,6 +24,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
+from ..api.export import csv_response
 from ..models import Execution, Span
 from ..querysets import ERROR_CATEGORIES, FAILED_STATUSES, ExecutionQuerySet, error_category
 from .dashboard import dashboard_view, format_cost, format_ms
@@ -209,6 +211,13 @@ class ExecutionChangeList(ChangeList):
         return ListedExecutions(model=queryset.model, query=queryset.query, using=queryset.db)
 
 
+class ExportedChangeList(ExecutionChangeList):
+    """The executions list's filters, search and ordering without its page: what "Export CSV" streams."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        """The export reads ``queryset`` itself; neither the page nor the count is needed."""
+
+
 def pretty(value: Any) -> str:
     """JSON pretty-printed (a string stays as it is)."""
     if isinstance(value, str):
@@ -342,7 +351,7 @@ class ExecutionAdmin(TenantScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmi
         return format_ms(execution.duration_ms)
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
-        return ExecutionChangeList
+        return ExportedChangeList if getattr(request, "_llm_agents_export", False) else ExecutionChangeList
 
     # -- the execution page --------------------------------------------------------------------
 
@@ -419,14 +428,38 @@ class ExecutionAdmin(TenantScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmi
     def get_urls(self) -> list[Any]:
         return [
             path("dashboard/", self.admin_site.admin_view(self.dashboard_view), name="llm_agents_dashboard"),
+            path(
+                "export/",
+                # Streamed after the view returns: outside ATOMIC_REQUESTS' transaction, as the API's export/.
+                transaction.non_atomic_requests(self.admin_site.admin_view(self.export_view)),
+                name="llm_agents_execution_export",
+            ),
             *super().get_urls(),
         ]
 
     def dashboard_view(self, request: HttpRequest) -> TemplateResponse:
         return dashboard_view(self, request)
 
+    def export_view(self, request: HttpRequest) -> HttpResponse:
+        """Every execution the list shows with the request's filters, search and ordering (all pages),
+        streamed as the API's ``export/`` CSV."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        request._llm_agents_export = True  # type: ignore[attr-defined]
+        try:
+            changelist = self.get_changelist_instance(request)
+        except IncorrectLookupParameters as error:
+            return HttpResponseBadRequest(
+                f"These filters cannot be exported: {error}", content_type="text/plain"
+            )
+        return csv_response(changelist.queryset)
+
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
-        context = {"dashboard_url": reverse("admin:llm_agents_dashboard"), **(extra_context or {})}
+        context = {
+            "dashboard_url": reverse("admin:llm_agents_dashboard"),
+            "export_url": reverse("admin:llm_agents_execution_export"),
+            **(extra_context or {}),
+        }
         return super().changelist_view(request, context)
 
 

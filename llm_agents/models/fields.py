@@ -22,4 +22,3 @@ def price_field(**kwargs: Any) -> models.DecimalField:
 def token_field(**kwargs: Any) -> models.PositiveBigIntegerField:
     kwargs.setdefault("default", 0)
     return models.PositiveBigIntegerField(**kwargs)
-
