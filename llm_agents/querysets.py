@@ -80,6 +80,28 @@ def parse_metadata_condition(text: str) -> tuple[str, str | None]:
     return key, value if separator else None
 
 
+def prompt_performance(
+    executions: int = 0,
+    successful: int = 0,
+    avg_cost: Any = None,
+    avg_duration_ms: float | None = None,
+    p50_duration_ms: float | None = None,
+    p95_duration_ms: float | None = None,
+) -> dict[str, Any]:
+    """The figures of a prompt version's performance (``by_prompt_version``); with no arguments, a
+    version no execution used: ``{executions, success_rate, avg_cost, avg_duration_ms,
+    p50_duration_ms, p95_duration_ms, scores}``."""
+    return {
+        "executions": executions,
+        "success_rate": rate(successful, executions),
+        "avg_cost": Decimal(avg_cost or ZERO).quantize(Decimal("0.00000001")),
+        "avg_duration_ms": _round(avg_duration_ms),
+        "p50_duration_ms": None if p50_duration_ms is None else round(p50_duration_ms, 2),
+        "p95_duration_ms": None if p95_duration_ms is None else round(p95_duration_ms, 2),
+        "scores": {},
+    }
+
+
 def rate(part: int, whole: int) -> float:
     """``part`` as a percentage of ``whole``, 0–100, rounded to 2 places (0 when ``whole`` is 0)."""
     return round(part * 100 / whole, 2) if whole else 0.0
@@ -667,30 +689,49 @@ class ExecutionQuerySet(models.QuerySet):
         return {"categories": categories, "recent": recent}
 
     def by_prompt_version(self) -> list[dict[str, Any]]:
-        """Per prompt version, in one query: ``[{prompt_version, prompt, version, executions,
-        success_rate, avg_cost, avg_duration_ms}]`` (``prompt`` is the slug, ``version`` the number),
-        ordered by prompt and version. Counts every execution that recorded a prompt version."""
-        rows = (
-            self.filter(prompt_version__isnull=False)
-            .order_by()
-            .values("prompt_version", "prompt_version__prompt__slug", "prompt_version__number")
-            .annotate(
-                executions=Count("*"),
-                successful=Count("started_at", filter=Q(status="success")),
-                avg_cost=Avg("total_cost"),
-                avg_duration_ms=Avg("duration_ms"),
-            )
+        """Per prompt version, the performance of the root executions that used it (SPEC §21),
+        ordered by prompt and version: ``[{prompt_version, prompt, version, executions,
+        success_rate, avg_cost, avg_duration_ms, p50_duration_ms, p95_duration_ms, scores}]``
+        (``prompt`` is the slug, ``version`` the number; the percentiles are continuous, as
+        ``percentiles()``; ``scores`` is ``{name: mean}``, empty until executions are scored).
+        One query on PostgreSQL, three elsewhere, however many versions."""
+        roots = self.root_executions().filter(prompt_version__isnull=False).order_by()
+        aggregates: dict[str, Any] = {
+            "n_total": Count("*"),
+            "n_successful": Count("started_at", filter=Q(status="success")),
+            "avg_total_cost": Avg("total_cost"),
+            "avg_duration": Avg("duration_ms"),
+        }
+        postgres = connections[self.db].vendor == "postgresql"
+        if postgres:
+            aggregates["p50"] = PercentileCont("duration_ms", 0.50)
+            aggregates["p95"] = PercentileCont("duration_ms", 0.95)
+        rows = list(
+            roots.values("prompt_version", "prompt_version__prompt__slug", "prompt_version__number")
+            .annotate(**aggregates)
             .order_by("prompt_version__prompt__slug", "prompt_version__number")
         )
+        if postgres:
+            p50 = {row["prompt_version"]: row["p50"] for row in rows}
+            p95 = {row["prompt_version"]: row["p95"] for row in rows}
+        elif rows:
+            p50 = roots._grouped_percentile("prompt_version", "duration_ms", 50)
+            p95 = roots._grouped_percentile("prompt_version", "duration_ms", 95)
+        else:
+            p50 = p95 = {}
         return [
             {
                 "prompt_version": row["prompt_version"],
                 "prompt": row["prompt_version__prompt__slug"],
                 "version": row["prompt_version__number"],
-                "executions": row["executions"],
-                "success_rate": rate(row["successful"], row["executions"]),
-                "avg_cost": Decimal(row["avg_cost"] or ZERO).quantize(Decimal("0.00000001")),
-                "avg_duration_ms": _round(row["avg_duration_ms"]),
+                **prompt_performance(
+                    executions=row["n_total"],
+                    successful=row["n_successful"],
+                    avg_cost=row["avg_total_cost"],
+                    avg_duration_ms=row["avg_duration"],
+                    p50_duration_ms=p50.get(row["prompt_version"]),
+                    p95_duration_ms=p95.get(row["prompt_version"]),
+                ),
             }
             for row in rows
         ]

@@ -30,7 +30,7 @@ from .. import __version__
 from ..analytics import overview
 from ..errors import PromptError
 from ..models import Batch, Budget, Execution, Prompt, PromptVersion, Span
-from ..querysets import COST_GROUPS
+from ..querysets import COST_GROUPS, prompt_performance
 from . import serializers as s
 from .export import csv_response, export_rows, json_lines
 from .filters import BatchFilterSet, BudgetFilterSet, ExecutionFilterSet, PromptFilterSet
@@ -343,19 +343,36 @@ class PromptViewSet(ApiMixin, viewsets.ReadOnlyModelViewSet):
         if self.action == "retrieve":
             return s.PromptDetailSerializer
         if self.action == "versions":
-            return s.PromptVersionSerializer
+            return s.PromptVersionPerformanceSerializer
         if self.action == "render":
             return s.RenderRequestSerializer
         return s.PromptSerializer
 
-    @extend_schema(responses=s.PromptVersionSerializer(many=True), filters=False)
+    @extend_schema(
+        parameters=period_parameters(default=None),
+        responses=s.PromptVersionPerformanceSerializer(many=True),
+        filters=False,
+    )
     @action(detail=True, methods=["get"], filterset_class=None)
     def versions(self, request: Request, slug: str) -> Response:
-        """The prompt's versions, newest first."""
+        """The prompt's versions, newest first, each with the performance of the root executions
+        that used it in the period (default all time)."""
         prompt = self.get_object()
+        period = parse_period(request.query_params, default=None)
         versions = PromptVersion.objects.filter(prompt=prompt).order_by("-number")
-        page = self.paginate_queryset(versions)
-        return self.get_paginated_response(s.PromptVersionSerializer(page, many=True).data)
+        page = self.paginate_queryset(versions) or []
+        executions = self.executions().filter(prompt_version__in=[version.pk for version in page])
+        if period is not None:
+            executions = executions.for_period(period)
+        performance = {row["prompt_version"]: row for row in executions.by_prompt_version()}
+        rows = [
+            {
+                **{field: getattr(version, field) for field in s.PromptVersionSerializer.Meta.fields},
+                **performance.get(version.pk, prompt_performance()),
+            }
+            for version in page
+        ]
+        return self.get_paginated_response(s.PromptVersionPerformanceSerializer(rows, many=True).data)
 
     @extend_schema(request=s.RenderRequestSerializer, responses=s.RenderResponseSerializer, filters=False)
     @action(detail=True, methods=["post"], filterset_class=None)
