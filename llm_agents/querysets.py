@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import json
+import operator
+import uuid
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
 from django.db import connections, models
 from django.db.models import Avg, Case, Count, F, FloatField, Max, Q, Sum, Value, When
+from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Coalesce, TruncDate, TruncDay, TruncHour
 from django.utils import timezone
 
@@ -50,6 +55,53 @@ PERCENTILE_FIELDS = (
 )
 
 
+# What search() reads: an execution's short text columns, then its prompts and response. On
+# PostgreSQL they are one full-text document, indexed by llm_exec_search_idx (migration 0009); the
+# document stops at SEARCH_DOCUMENT_CHARS characters, far below PostgreSQL's 1 MB tsvector limit.
+SEARCH_COLUMNS = (
+    "agent_type",
+    "model_id",
+    "error_class",
+    "error_message",
+    "tenant_id",
+    "system_prompt",
+    "user_prompt",
+    "response",
+)
+SEARCH_DOCUMENT_CHARS = 100_000
+
+
+def parse_metadata_condition(text: str) -> tuple[str, str | None]:
+    """``"key:value"`` as ``(key, value)``, ``"key"`` as ``(key, None)`` (the key only has to be
+    there); the first colon separates them. ``ValueError`` when there is no key."""
+    key, separator, value = text.partition(":")
+    if not key.strip():
+        raise ValueError(f"{text!r} names no metadata key; write key:value, or key alone.")
+    return key, value if separator else None
+
+
+def prompt_performance(
+    executions: int = 0,
+    successful: int = 0,
+    avg_cost: Any = None,
+    avg_duration_ms: float | None = None,
+    p50_duration_ms: float | None = None,
+    p95_duration_ms: float | None = None,
+) -> dict[str, Any]:
+    """The figures of a prompt version's performance (``by_prompt_version``); with no arguments, a
+    version no execution used: ``{executions, success_rate, avg_cost, avg_duration_ms,
+    p50_duration_ms, p95_duration_ms, scores}``."""
+    return {
+        "executions": executions,
+        "success_rate": rate(successful, executions),
+        "avg_cost": Decimal(avg_cost or ZERO).quantize(Decimal("0.00000001")),
+        "avg_duration_ms": _round(avg_duration_ms),
+        "p50_duration_ms": None if p50_duration_ms is None else round(p50_duration_ms, 2),
+        "p95_duration_ms": None if p95_duration_ms is None else round(p95_duration_ms, 2),
+        "scores": {},
+    }
+
+
 def rate(part: int, whole: int) -> float:
     """``part`` as a percentage of ``whole``, 0–100, rounded to 2 places (0 when ``whole`` is 0)."""
     return round(part * 100 / whole, 2) if whole else 0.0
@@ -76,6 +128,28 @@ class CountOf(models.Subquery):
 
     template = "(SELECT COUNT(*) FROM (%(subquery)s) AS counted)"
     output_field = models.IntegerField()
+
+
+class SearchMatch(models.Func):
+    """PostgreSQL: the execution's text columns (``SEARCH_COLUMNS``) as a ``simple`` full-text
+    document, matched by ``websearch_to_tsquery(text)``. The document is written out exactly as in
+    the ``llm_exec_search_idx`` index (migration 0009), so that PostgreSQL answers it from the index."""
+
+    output_field = models.BooleanField()
+
+    def __init__(self, text: str) -> None:
+        super().__init__(*(F(column) for column in SEARCH_COLUMNS), Value(text))
+
+    def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:  # type: ignore[override]
+        *columns, text = self.get_source_expressions()
+        parts = []
+        for column in columns:
+            sql, _ = compiler.compile(column)
+            parts.append(f"COALESCE({sql}, '')" if column.target.null else sql)
+        text_sql, text_params = compiler.compile(text)
+        joined = " || ' ' || ".join(parts)
+        document = f"to_tsvector('simple'::regconfig, left({joined}, {SEARCH_DOCUMENT_CHARS}))"
+        return f"{document} @@ websearch_to_tsquery('simple'::regconfig, {text_sql})", list(text_params)
 
 
 def error_category() -> Case:
@@ -183,9 +257,59 @@ class ExecutionQuerySet(models.QuerySet):
     def without_tenant(self) -> ExecutionQuerySet:
         return self.filter(Q(tenant_id__isnull=True) | Q(tenant_id=""))
 
+    def search(self, text: str) -> ExecutionQuerySet:
+        """Executions whose id is ``text``, or whose text (agent_type, model_id, error_class,
+        error_message, tenant_id, system_prompt, user_prompt, response) holds every word of it.
+
+        On PostgreSQL a full-text search through the ``llm_exec_search_idx`` GIN index: whole words,
+        case-insensitive, in any order, with web-search syntax (``"a phrase"``, ``or``, ``-word``).
+        Elsewhere each word is a case-insensitive substring of one of the columns."""
+        text = text.strip()
+        if not text:
+            return self
+        if connections[self.db].vendor == "postgresql":
+            condition = Q(SearchMatch(text))
+        else:
+            condition = Q()
+            for word in text.split():
+                condition &= functools.reduce(
+                    operator.or_, (Q(**{f"{column}__icontains": word}) for column in SEARCH_COLUMNS)
+                )
+        try:
+            condition |= Q(pk=uuid.UUID(text))
+        except ValueError:
+            pass
+        return self.filter(condition)
+
     def with_metadata(self, **pairs: Any) -> ExecutionQuerySet:
         """Executions whose metadata has every given key with the given value."""
         return self.filter(**{f"metadata__{key}": value for key, value in pairs.items()})
+
+    def with_metadata_condition(self, text: str) -> ExecutionQuerySet:
+        """``"key:value"`` as :meth:`with_metadata_value`, ``"key"`` as :meth:`with_metadata_key`
+        (see :func:`parse_metadata_condition`): the API's ``metadata`` parameter and the admin's
+        metadata filter."""
+        key, value = parse_metadata_condition(text)
+        return self.with_metadata_key(key) if value is None else self.with_metadata_value(key, value)
+
+    def with_metadata_key(self, key: str) -> ExecutionQuerySet:
+        """Executions whose metadata has ``key`` (any value), the key taken literally."""
+        return self.filter(metadata__has_key=key)
+
+    def with_metadata_value(self, key: str, value: str) -> ExecutionQuerySet:
+        """Executions whose ``metadata[key]`` is the string ``value``, or the JSON number, boolean or
+        null it spells (``"3"`` also finds 3, ``"true"`` true); the key is taken literally."""
+        candidates: list[Any] = [value]
+        try:
+            spelled = json.loads(value)
+        except ValueError:
+            pass
+        else:
+            if spelled is None or isinstance(spelled, bool | int | float):
+                candidates.append(spelled)
+        # Through an alias, so that the key is one key even if it holds "__".
+        queryset = self.alias(metadata_value=KeyTransform(key, "metadata"))
+        return queryset.filter(functools.reduce(operator.or_, (Q(metadata_value=c) for c in candidates)))
 
     # -- size ---------------------------------------------------------------------------------
 
@@ -565,30 +689,49 @@ class ExecutionQuerySet(models.QuerySet):
         return {"categories": categories, "recent": recent}
 
     def by_prompt_version(self) -> list[dict[str, Any]]:
-        """Per prompt version, in one query: ``[{prompt_version, prompt, version, executions,
-        success_rate, avg_cost, avg_duration_ms}]`` (``prompt`` is the slug, ``version`` the number),
-        ordered by prompt and version. Counts every execution that recorded a prompt version."""
-        rows = (
-            self.filter(prompt_version__isnull=False)
-            .order_by()
-            .values("prompt_version", "prompt_version__prompt__slug", "prompt_version__number")
-            .annotate(
-                executions=Count("*"),
-                successful=Count("started_at", filter=Q(status="success")),
-                avg_cost=Avg("total_cost"),
-                avg_duration_ms=Avg("duration_ms"),
-            )
+        """Per prompt version, the performance of the root executions that used it (SPEC §21),
+        ordered by prompt and version: ``[{prompt_version, prompt, version, executions,
+        success_rate, avg_cost, avg_duration_ms, p50_duration_ms, p95_duration_ms, scores}]``
+        (``prompt`` is the slug, ``version`` the number; the percentiles are continuous, as
+        ``percentiles()``; ``scores`` is ``{name: mean}``, empty until executions are scored).
+        One query on PostgreSQL, three elsewhere, however many versions."""
+        roots = self.root_executions().filter(prompt_version__isnull=False).order_by()
+        aggregates: dict[str, Any] = {
+            "n_total": Count("*"),
+            "n_successful": Count("started_at", filter=Q(status="success")),
+            "avg_total_cost": Avg("total_cost"),
+            "avg_duration": Avg("duration_ms"),
+        }
+        postgres = connections[self.db].vendor == "postgresql"
+        if postgres:
+            aggregates["p50"] = PercentileCont("duration_ms", 0.50)
+            aggregates["p95"] = PercentileCont("duration_ms", 0.95)
+        rows = list(
+            roots.values("prompt_version", "prompt_version__prompt__slug", "prompt_version__number")
+            .annotate(**aggregates)
             .order_by("prompt_version__prompt__slug", "prompt_version__number")
         )
+        if postgres:
+            p50 = {row["prompt_version"]: row["p50"] for row in rows}
+            p95 = {row["prompt_version"]: row["p95"] for row in rows}
+        elif rows:
+            p50 = roots._grouped_percentile("prompt_version", "duration_ms", 50)
+            p95 = roots._grouped_percentile("prompt_version", "duration_ms", 95)
+        else:
+            p50 = p95 = {}
         return [
             {
                 "prompt_version": row["prompt_version"],
                 "prompt": row["prompt_version__prompt__slug"],
                 "version": row["prompt_version__number"],
-                "executions": row["executions"],
-                "success_rate": rate(row["successful"], row["executions"]),
-                "avg_cost": Decimal(row["avg_cost"] or ZERO).quantize(Decimal("0.00000001")),
-                "avg_duration_ms": _round(row["avg_duration_ms"]),
+                **prompt_performance(
+                    executions=row["n_total"],
+                    successful=row["n_successful"],
+                    avg_cost=row["avg_total_cost"],
+                    avg_duration_ms=row["avg_duration"],
+                    p50_duration_ms=p50.get(row["prompt_version"]),
+                    p95_duration_ms=p95.get(row["prompt_version"]),
+                ),
             }
             for row in rows
         ]

@@ -87,6 +87,10 @@ class Links:
     def between(self, start: Any, end: Any, **params: Any) -> str:
         return self(within_period=False, started_at__gte=moment(start), started_at__lt=moment(end), **params)
 
+    def export(self) -> str:
+        """The CSV export of the period's root executions (what the dashboard counts)."""
+        return f"{reverse('admin:llm_agents_execution_export')}?{urlencode(self.period)}"
+
 
 # -- the page ---------------------------------------------------------------------------------
 
@@ -313,6 +317,7 @@ def dashboard_view(model_admin: ExecutionAdmin, request: HttpRequest) -> Templat
         "error_groups": recent_errors(scoped, links),
         "failed_url": links(status__in=",".join(FAILED_STATUSES)),
         "all_url": links(),
+        "export_url": links.export(),
         "changelist_url": reverse("admin:llm_agents_execution_changelist"),
     }
     return TemplateResponse(request, "admin/llm_agents/dashboard.html", context)

@@ -9,13 +9,15 @@ from typing import TYPE_CHECKING, Any, cast
 
 from django.conf import settings
 from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import unquote
-from django.contrib.admin.views.main import ChangeList
-from django.core.exceptions import EmptyResultSet, FullResultSet, ValidationError
+from django.contrib.admin.views.main import ERROR_FLAG, PAGE_VAR, ChangeList
+from django.core.exceptions import EmptyResultSet, FullResultSet, PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.db import connections
+from django.db import connections, transaction
 from django.db.models import F, Q, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http.response import HttpResponseBase
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -23,8 +25,15 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from ..models import Execution, Span
-from ..querysets import ERROR_CATEGORIES, FAILED_STATUSES, ExecutionQuerySet, error_category
+from ..api.export import csv_response
+from ..models import Execution, PromptVersion, Span
+from ..querysets import (
+    ERROR_CATEGORIES,
+    FAILED_STATUSES,
+    SEARCH_COLUMNS,
+    ExecutionQuerySet,
+    error_category,
+)
 from .dashboard import dashboard_view, format_cost, format_ms
 from .mixins import ReadOnlyAdminMixin
 from .tenancy import TenantScopedAdminMixin
@@ -74,6 +83,65 @@ class RootFilter(admin.SimpleListFilter):
         if self.value() == "no":
             return queryset.filter(parent__isnull=False)
         return queryset
+
+
+class PromptVersionFilter(admin.SimpleListFilter):
+    """The executions that used one version of a managed prompt (``slug vN``)."""
+
+    title = _("prompt version")
+    parameter_name = "prompt_version"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, StrOrPromise]]:
+        versions = PromptVersion.objects.order_by("prompt__slug", "-number")
+        return [
+            (str(pk), f"{slug} v{number}")
+            for pk, slug, number in versions.values_list("pk", "prompt__slug", "number")
+        ]
+
+    def has_output(self) -> bool:
+        return bool(self.lookup_choices) or self.value() is not None  # applied even with no versions
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        value = self.value()
+        if value is None:
+            return queryset
+        if not value.isdigit():
+            raise IncorrectLookupParameters(f"prompt_version must be a version's id, not {value!r}.")
+        return queryset.filter(prompt_version_id=int(value))
+
+
+class MetadataFilter(admin.SimpleListFilter):
+    """``key:value`` (or ``key`` alone) typed into a box, as the API's ``metadata`` parameter."""
+
+    title = _("metadata")
+    parameter_name = "metadata"
+    template = "admin/llm_agents/execution/metadata_filter.html"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, StrOrPromise]]:
+        return []
+
+    def has_output(self) -> bool:
+        return True
+
+    def choices(self, changelist: Any) -> Any:
+        yield {
+            "value": self.value() or "",
+            "selected": bool(self.value()),
+            "clear_query_string": changelist.get_query_string(remove=[self.parameter_name]),
+            "hidden": [
+                (name, value)
+                for name, value in changelist.params.items()
+                if name not in (self.parameter_name, PAGE_VAR, ERROR_FLAG)
+            ],
+        }
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        if not self.value():
+            return queryset
+        try:
+            return queryset.with_metadata_condition(self.value())
+        except ValueError as error:
+            raise IncorrectLookupParameters(error) from None
 
 
 class ErrorCategoryFilter(admin.SimpleListFilter):
@@ -209,6 +277,13 @@ class ExecutionChangeList(ChangeList):
         return ListedExecutions(model=queryset.model, query=queryset.query, using=queryset.db)
 
 
+class ExportedChangeList(ExecutionChangeList):
+    """The executions list's filters, search and ordering without its page: what "Export CSV" streams."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        """The export reads ``queryset`` itself; neither the page nor the count is needed."""
+
+
 def pretty(value: Any) -> str:
     """JSON pretty-printed (a string stays as it is)."""
     if isinstance(value, str):
@@ -285,6 +360,8 @@ class ExecutionAdmin(TenantScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmi
         "status",
         RootFilter,
         "kind",
+        PromptVersionFilter,
+        MetadataFilter,
         ("agent_type", IndexedValuesFilter),
         ("model_id", IndexedValuesFilter),
         ("tenant_id", IndexedValuesFilter),
@@ -294,7 +371,11 @@ class ExecutionAdmin(TenantScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmi
         FallbackFilter,
         ErrorCategoryFilter,
     ]
-    search_fields = ["=id", "agent_type", "model_id", "error_class", "error_message", "tenant_id"]
+    # Searched through ExecutionQuerySet.search (get_search_results): full-text on PostgreSQL.
+    search_fields = ["=id", *SEARCH_COLUMNS]
+    search_help_text = _(
+        "Every word in the agent, model, error, tenant, prompts or response, or an execution id."
+    )
     date_hierarchy = "started_at"
     list_select_related = False
     show_full_result_count = False
@@ -341,8 +422,13 @@ class ExecutionAdmin(TenantScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmi
     def duration(self, execution: Execution) -> str:
         return format_ms(execution.duration_ms)
 
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        return cast("ExecutionQuerySet", queryset).search(search_term), False
+
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
-        return ExecutionChangeList
+        return ExportedChangeList if getattr(request, "_llm_agents_export", False) else ExecutionChangeList
 
     # -- the execution page --------------------------------------------------------------------
 
@@ -419,14 +505,38 @@ class ExecutionAdmin(TenantScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmi
     def get_urls(self) -> list[Any]:
         return [
             path("dashboard/", self.admin_site.admin_view(self.dashboard_view), name="llm_agents_dashboard"),
+            path(
+                "export/",
+                # Streamed after the view returns: outside ATOMIC_REQUESTS' transaction, as the API's export/.
+                transaction.non_atomic_requests(self.admin_site.admin_view(self.export_view)),
+                name="llm_agents_execution_export",
+            ),
             *super().get_urls(),
         ]
 
     def dashboard_view(self, request: HttpRequest) -> TemplateResponse:
         return dashboard_view(self, request)
 
+    def export_view(self, request: HttpRequest) -> HttpResponseBase:
+        """Every execution the list shows with the request's filters, search and ordering (all pages),
+        streamed as the API's ``export/`` CSV."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        request._llm_agents_export = True  # type: ignore[attr-defined]
+        try:
+            changelist = self.get_changelist_instance(request)
+        except IncorrectLookupParameters as error:
+            return HttpResponseBadRequest(
+                f"These filters cannot be exported: {error}", content_type="text/plain"
+            )
+        return csv_response(changelist.queryset)
+
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
-        context = {"dashboard_url": reverse("admin:llm_agents_dashboard"), **(extra_context or {})}
+        context = {
+            "dashboard_url": reverse("admin:llm_agents_dashboard"),
+            "export_url": reverse("admin:llm_agents_execution_export"),
+            **(extra_context or {}),
+        }
         return super().changelist_view(request, context)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
@@ -14,18 +15,23 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from ..errors import PromptError
-from ..models import Prompt, PromptVersion
+from ..models import Execution, Prompt, PromptVersion
 from ..models.prompts import (
     MESSAGE_ROLES,
     normalize_messages,
     normalize_model_params,
     resolve_partials,
 )
+from ..periods import resolve_period
 from ..prompts.diff import diff_versions
 from ..prompts.rendering import variable_names
+from ..querysets import prompt_performance
+from .dashboard import DASHBOARD_PERIODS, format_cost, format_ms
+from .tenancy import admin_tenant_scope
 
 if TYPE_CHECKING:
     from django.contrib.admin.options import _FieldsetSpec
@@ -144,6 +150,51 @@ class TagFilter(admin.SimpleListFilter):
         return queryset.with_tag(self.value()) if self.value() else queryset
 
 
+PERFORMANCE_PERIODS = (("all", _("All time")), *DASHBOARD_PERIODS)
+
+
+def version_performance(
+    request: HttpRequest, prompt: Prompt, versions: list[PromptVersion]
+) -> dict[str, Any]:
+    """The prompt page's performance table: each version with the figures of the root executions
+    that used it (``by_prompt_version``, one query whatever the number of versions) in the period
+    of ``?period=`` (default all time), scoped to the request's tenant like the executions list."""
+    name = request.GET.get("period", "all")
+    if name not in dict(PERFORMANCE_PERIODS):
+        name = "all"
+    executions = admin_tenant_scope(request).filter(Execution.objects.filter(prompt_version__prompt=prompt))
+    period = None if name == "all" else resolve_period(name)
+    if period is not None:
+        executions = executions.for_period(period)
+    found = {row["prompt_version"]: row for row in executions.by_prompt_version()}
+    changelist = reverse("admin:llm_agents_execution_changelist")
+    rows = []
+    for version in versions:
+        performance = found.get(version.pk, prompt_performance())
+        params = {"root": "yes", "prompt_version": version.pk}
+        if period is not None:
+            params["started_at__gte"] = timezone.localtime(period.start).isoformat()
+            if period.end is not None:
+                params["started_at__lt"] = timezone.localtime(period.end).isoformat()
+        rows.append(
+            {
+                **performance,
+                "version": version,
+                "avg_cost_display": format_cost(performance["avg_cost"]),
+                "p50_display": format_ms(performance["p50_duration_ms"]),
+                "p95_display": format_ms(performance["p95_duration_ms"]),
+                "executions_url": f"{changelist}?{urlencode(params)}",
+            }
+        )
+    return {
+        "version_rows": rows,
+        "performance_periods": [
+            {"name": key, "label": label, "selected": key == name, "url": f"?{urlencode({'period': key})}"}
+            for key, label in PERFORMANCE_PERIODS
+        ],
+    }
+
+
 @admin.register(Prompt)
 class PromptAdmin(admin.ModelAdmin):
     list_display = ["slug", "name", "tag_list", "current_version_number", "updated_at"]
@@ -205,7 +256,9 @@ class PromptAdmin(admin.ModelAdmin):
         prompt = self.get_object(request, unquote(object_id))
         extra_context = dict(extra_context or {})
         if prompt is not None:
-            extra_context["versions"] = list(prompt.versions.order_by("-number"))
+            versions = list(prompt.versions.order_by("-number"))
+            extra_context["versions"] = versions
+            extra_context.update(version_performance(request, prompt, versions))
             extra_context["can_rollback"] = self.has_change_permission(request, prompt)
         return super().change_view(request, object_id, form_url, extra_context)
 

@@ -7,11 +7,11 @@ Every choice answers 400 naming the valid values; periods (``period``, ``start_d
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from django import forms
 from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 from django_filters import rest_framework as filters
@@ -20,9 +20,11 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 
 from ..models import Batch, Budget, Execution, Prompt
+from ..querysets import parse_metadata_condition
 
 if TYPE_CHECKING:
     from ..models.prompts import PromptQuerySet
+    from ..querysets import ExecutionQuerySet
 
 BOOLEAN_CHOICES = [("true", "true"), ("false", "false")]
 
@@ -88,6 +90,44 @@ class UtcIsoDateTimeFilter(filters.IsoDateTimeFilter):
     field_class = UtcIsoDateTimeField
 
 
+class MetadataField(forms.CharField):
+    def clean(self, value: Any) -> str:
+        text: str = super().clean(value)
+        if text:
+            try:
+                parse_metadata_condition(text)
+            except ValueError as error:
+                raise ValidationError(str(error), code="invalid") from None
+        return text
+
+
+@extend_schema_field(OpenApiTypes.STR)
+class MetadataFilter(filters.CharFilter):
+    """``key:value`` or ``key`` against the executions' ``metadata`` (``with_metadata_condition``)."""
+
+    field_class = MetadataField
+
+    def filter(self, queryset: ExecutionQuerySet, value: str) -> ExecutionQuerySet:
+        return queryset.with_metadata_condition(value) if value else queryset
+
+
+@extend_schema_field(OpenApiTypes.INT)
+class IntegerFilter(filters.NumberFilter):
+    """A whole number (django-filter's NumberFilter takes decimals)."""
+
+    field_class = forms.IntegerField
+
+
+class ExecutionFilterForm(forms.Form):
+    def clean(self) -> dict[str, Any]:
+        cleaned: dict[str, Any] = super().clean() or {}
+        if cleaned.get("prompt_version_number") is not None and not cleaned.get("prompt"):
+            self.add_error(
+                "prompt_version_number", "Give the prompt's slug as prompt with prompt_version_number."
+            )
+        return cleaned
+
+
 class ExecutionFilterSet(filters.FilterSet):
     status = choice_filter("status", Execution.Status.choices)
     agent_type = filters.CharFilter()
@@ -104,10 +144,32 @@ class ExecutionFilterSet(filters.FilterSet):
     started_before = UtcIsoDateTimeFilter(
         field_name="started_at", lookup_expr="lt", help_text="Started before (ISO 8601)."
     )
+    kind = choice_filter("kind", Execution.Kind.choices)
+    root_only = boolean_filter(
+        "root_only",
+        method="filter_root_only",
+        help_text="true: root executions only (no parent), what the analytics count.",
+    )
+    prompt_version = IntegerFilter(
+        field_name="prompt_version_id", min_value=1, help_text="The id of the prompt version used."
+    )
+    prompt = filters.CharFilter(
+        field_name="prompt_version__prompt__slug", help_text="The slug of the managed prompt used."
+    )
+    prompt_version_number = IntegerFilter(
+        field_name="prompt_version__number",
+        min_value=1,
+        help_text="The number of the prompt version used (with prompt).",
+    )
+    metadata = MetadataFilter(
+        help_text="key:value — metadata[key] equals value (a string, or the JSON number, true, false "
+        "or null it spells); key alone — the metadata has the key."
+    )
     search = filters.CharFilter(
         method="filter_search",
-        help_text="Case-insensitive text in agent_type, model_id, error_class, error_message or "
-        "tenant_id, or an execution id.",
+        help_text="Every word in agent_type, model_id, error_class, error_message, tenant_id, "
+        "system_prompt, user_prompt or response, or an execution id. PostgreSQL: full-text (whole "
+        'words, "a phrase", or, -word); elsewhere case-insensitive substrings.',
     )
     ordering = ordering_filter(
         ["started_at", "total_cost", "duration_ms", "total_tokens", "agent_type", "model_id", "status"],
@@ -117,16 +179,13 @@ class ExecutionFilterSet(filters.FilterSet):
     class Meta:
         model = Execution
         fields: list[str] = []
+        form = ExecutionFilterForm
 
-    def filter_search(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
-        condition = Q()
-        for field in ("agent_type", "model_id", "error_class", "error_message", "tenant_id"):
-            condition |= Q(**{f"{field}__icontains": value})
-        try:
-            condition |= Q(pk=uuid.UUID(value.strip()))
-        except ValueError:
-            pass
-        return queryset.filter(condition)
+    def filter_root_only(self, queryset: ExecutionQuerySet, name: str, value: bool) -> ExecutionQuerySet:
+        return queryset.root_executions() if value else queryset
+
+    def filter_search(self, queryset: ExecutionQuerySet, name: str, value: str) -> ExecutionQuerySet:
+        return queryset.search(value)
 
 
 class BudgetFilterSet(filters.FilterSet):

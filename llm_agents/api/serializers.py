@@ -336,6 +336,30 @@ class PromptVersionSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class PromptVersionPerformanceSerializer(PromptVersionSerializer):
+    """A version of ``prompts/{slug}/versions/`` with the performance of the root executions that
+    used it in the request's period (``by_prompt_version``)."""
+
+    executions = serializers.IntegerField(help_text="Root executions that used the version.")
+    success_rate = serializers.FloatField(help_text="Percent, 0–100.")
+    avg_cost = money()
+    p50_duration_ms = serializers.FloatField(allow_null=True)
+    p95_duration_ms = serializers.FloatField(allow_null=True)
+    scores = serializers.DictField(child=serializers.FloatField(), help_text="{score name: mean}.")
+
+    class Meta(PromptVersionSerializer.Meta):
+        fields = [
+            *PromptVersionSerializer.Meta.fields,
+            "executions",
+            "success_rate",
+            "avg_cost",
+            "p50_duration_ms",
+            "p95_duration_ms",
+            "scores",
+        ]
+        read_only_fields = fields
+
+
 class PromptSerializer(serializers.ModelSerializer):
     current_version_number = serializers.IntegerField(
         source="current_number", read_only=True, allow_null=True, help_text="None before the first version."

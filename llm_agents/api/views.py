@@ -3,13 +3,11 @@ permissions from ``API_PERMISSION_CLASSES`` and scopes rows to the request's ten
 
 from __future__ import annotations
 
-import csv
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
-from django.db.models import CharField, QuerySet, TextField
+from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
 from django.utils.decorators import method_decorator
 from django_filters.rest_framework import DjangoFilterBackend
@@ -32,8 +30,9 @@ from .. import __version__
 from ..analytics import overview
 from ..errors import PromptError
 from ..models import Batch, Budget, Execution, Prompt, PromptVersion, Span
-from ..querysets import COST_GROUPS
+from ..querysets import COST_GROUPS, prompt_performance
 from . import serializers as s
+from .export import csv_response, export_rows, json_lines
 from .filters import BatchFilterSet, BudgetFilterSet, ExecutionFilterSet, PromptFilterSet
 from .pagination import ApiPagination
 from .params import parse_choice, parse_int, parse_period, period_parameters, required
@@ -247,67 +246,6 @@ class ErrorsView(AggregateView):
 
 # -- export -----------------------------------------------------------------------------------
 
-# The columns are executions/'s fields; foreign keys are read as their ids.
-EXPORT_FIELDS = s.EXECUTION_LIST_FIELDS
-EXPORT_VALUES = [f"{field}_id" if field in ("parent", "prompt_version") else field for field in EXPORT_FIELDS]
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-EXPORT_CHUNK_SIZE = 2000
-
-
-def neutralise(value: Any) -> Any:
-    """A cell a spreadsheet would run as a formula, prefixed with ``'`` so it stays text."""
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
-        return "'" + value
-    return value
-
-
-class Echo:
-    """A file-like object whose ``write`` returns what it is given (for csv.writer)."""
-
-    def write(self, value: str) -> str:
-        return value
-
-
-def text_columns() -> list[int]:
-    """Positions of the export's text columns (the only cells that can hold a formula)."""
-    return [
-        position
-        for position, name in enumerate(EXPORT_FIELDS)
-        if isinstance(Execution._meta.get_field(name), CharField | TextField)
-    ]
-
-
-def csv_lines(rows: Iterator[tuple[Any, ...]]) -> Iterator[str]:
-    writer = csv.writer(Echo())
-    columns = text_columns()
-    yield writer.writerow(EXPORT_FIELDS)
-    buffer = []
-    for row in rows:
-        cells = list(row)
-        for position in columns:
-            cells[position] = neutralise(cells[position])
-        buffer.append(writer.writerow(cells))
-        if len(buffer) >= 500:
-            yield "".join(buffer)
-            buffer = []
-    if buffer:
-        yield "".join(buffer)
-
-
-def json_lines(rows: Iterator[tuple[Any, ...]]) -> Iterator[str]:
-    encoder = DjangoJSONEncoder()
-    yield "["
-    separator = "\n"
-    buffer = []
-    for row in rows:
-        buffer.append(separator + encoder.encode(dict(zip(EXPORT_FIELDS, row, strict=True))))
-        separator = ",\n"
-        if len(buffer) >= 500:
-            yield "".join(buffer)
-            buffer = []
-    buffer.append("\n]\n")
-    yield "".join(buffer)
-
 
 class ExportContentNegotiation(BaseContentNegotiation):
     """Errors as JSON whatever ``format`` asks for (``format`` here names the export's format)."""
@@ -354,12 +292,12 @@ class ExportView(ApiMixin, APIView):
         filterset = ExecutionFilterSet(request.query_params, queryset=queryset, request=request)
         if not filterset.is_valid():
             raise translate_validation(filterset.errors)
-        rows = filterset.qs.values_list(*EXPORT_VALUES).iterator(chunk_size=EXPORT_CHUNK_SIZE)
         if export_format == "csv":
-            response = StreamingHttpResponse(csv_lines(rows), content_type="text/csv; charset=utf-8")
-        else:
-            response = StreamingHttpResponse(json_lines(rows), content_type="application/json")
-        response["Content-Disposition"] = f'attachment; filename="executions.{export_format}"'
+            return csv_response(filterset.qs)
+        response = StreamingHttpResponse(
+            json_lines(export_rows(filterset.qs)), content_type="application/json"
+        )
+        response["Content-Disposition"] = 'attachment; filename="executions.json"'
         return response
 
 
@@ -405,19 +343,36 @@ class PromptViewSet(ApiMixin, viewsets.ReadOnlyModelViewSet):
         if self.action == "retrieve":
             return s.PromptDetailSerializer
         if self.action == "versions":
-            return s.PromptVersionSerializer
+            return s.PromptVersionPerformanceSerializer
         if self.action == "render":
             return s.RenderRequestSerializer
         return s.PromptSerializer
 
-    @extend_schema(responses=s.PromptVersionSerializer(many=True), filters=False)
+    @extend_schema(
+        parameters=period_parameters(default=None),
+        responses=s.PromptVersionPerformanceSerializer(many=True),
+        filters=False,
+    )
     @action(detail=True, methods=["get"], filterset_class=None)
     def versions(self, request: Request, slug: str) -> Response:
-        """The prompt's versions, newest first."""
+        """The prompt's versions, newest first, each with the performance of the root executions
+        that used it in the period (default all time)."""
         prompt = self.get_object()
+        period = parse_period(request.query_params, default=None)
         versions = PromptVersion.objects.filter(prompt=prompt).order_by("-number")
-        page = self.paginate_queryset(versions)
-        return self.get_paginated_response(s.PromptVersionSerializer(page, many=True).data)
+        page = self.paginate_queryset(versions) or []
+        executions = self.executions().filter(prompt_version__in=[version.pk for version in page])
+        if period is not None:
+            executions = executions.for_period(period)
+        performance = {row["prompt_version"]: row for row in executions.by_prompt_version()}
+        rows = [
+            {
+                **{field: getattr(version, field) for field in s.PromptVersionSerializer.Meta.fields},
+                **performance.get(version.pk, prompt_performance()),
+            }
+            for version in page
+        ]
+        return self.get_paginated_response(s.PromptVersionPerformanceSerializer(rows, many=True).data)
 
     @extend_schema(request=s.RenderRequestSerializer, responses=s.RenderResponseSerializer, filters=False)
     @action(detail=True, methods=["post"], filterset_class=None)
