@@ -58,7 +58,9 @@ class Reply:
     """One scripted HTTP answer: a JSON ``body`` or, when ``events`` is set, a server-sent event stream.
 
     ``events`` holds ``(event name or None, data)`` pairs; data that is not a string is JSON-encoded.
-    ``delay`` seconds pass before anything is sent (for timeouts); ``event_delay`` between events.
+    ``delay`` seconds pass before anything is sent (for timeouts); ``event_delay`` between events;
+    ``body_delay`` between the pieces of a JSON body, which is sent in ``body_pieces`` pieces after the
+    headers (a server that answers at once and then trickles its body).
     """
 
     status: int = 200
@@ -67,6 +69,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     event_delay: float = 0.0
+    body_delay: float = 0.0
+    body_pieces: int = 20
 
 
 @dataclass
@@ -91,6 +95,8 @@ class FakeServer:
 
     def __init__(self, url_suffix: str = "") -> None:
         self.requests: list[RecordedRequest] = []
+        #: How many answers the client cut off (the connection closed while the server was still sending).
+        self.aborted = 0
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self._queue: deque[Reply] = deque()
         self._path_queues: dict[str, deque[Reply]] = {}
@@ -200,7 +206,8 @@ class FakeServer:
                 try:
                     self._send(reply)
                 except (BrokenPipeError, ConnectionResetError):
-                    pass
+                    with server._lock:
+                        server.aborted += 1
 
             def _send(self, reply: Reply) -> None:
                 self.send_response(reply.status)
@@ -211,7 +218,15 @@ class FakeServer:
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
-                    self.wfile.write(payload)
+                    if not reply.body_delay:
+                        self.wfile.write(payload)
+                        return
+                    size = -(-len(payload) // reply.body_pieces)
+                    for start in range(0, len(payload), size):
+                        self.wfile.write(payload[start : start + size])
+                        self.wfile.flush()
+                        if server._closing.wait(reply.body_delay):
+                            return
                     return
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Cache-Control", "no-cache")

@@ -180,6 +180,7 @@ class Run:
         self.fallback_reason = ""
         self.rate_limited = False
         self.time_to_first_token_ms: int | None = None
+        self.partial_response: str | None = None  # text streamed to the caller by a request that then failed
         self.pricing_source = "unknown"
         self.chosen_model = ""
         self.provider_name = ""
@@ -286,6 +287,8 @@ class Run:
                 last_error = exc
                 if index == 0:
                     self.fallback_reason = f"{type(exc).__name__}: {exc}"[:255]
+                if self.partial_response is not None:
+                    break  # the caller has part of this answer: another would not follow it sensibly
                 continue
             if model != self.model:
                 emit(signals.fallback_used, sender=self.cls, agent_type=self.cls.agent_type, primary_model=self.model,
@@ -293,12 +296,13 @@ class Run:
             else:
                 self.fallback_reason = ""
             return response
+        tried = list(self.fallback_chain)
         emit(
-            signals.all_models_exhausted, sender=self.cls, agent_type=self.cls.agent_type, models_tried=models
+            signals.all_models_exhausted, sender=self.cls, agent_type=self.cls.agent_type, models_tried=tried
         )
         raise AllModelsExhaustedError(
-            f"All models failed for {self.cls.agent_type} ({', '.join(models)}): {last_error}",
-            models_tried=models,
+            f"All models failed for {self.cls.agent_type} ({', '.join(tried)}): {last_error}",
+            models_tried=tried,
             last_error=last_error,
         ) from last_error
 
@@ -309,7 +313,12 @@ class Run:
             try:
                 return (yield from self.request(model, messages, count_attempts=count_attempts))
             except ProviderError as exc:
-                if not exc.retryable or retry == self.retries or isinstance(exc, AuthenticationError):
+                if (
+                    not exc.retryable
+                    or retry == self.retries
+                    or isinstance(exc, AuthenticationError)
+                    or self.partial_response is not None
+                ):
                     raise
                 if self.cls.retry_backoff:
                     time.sleep(self.cls.retry_backoff * 2**retry)
@@ -333,6 +342,7 @@ class Run:
                           provider=provider_name, input=[dict(m) for m in messages])  # fmt: skip
         self.record.spans.append(span)
         first_token_at = None
+        streamed: list[str] = []
         try:
             if self.streaming:
                 response = None
@@ -342,6 +352,7 @@ class Run:
                     elif event.delta:
                         if first_token_at is None:
                             first_token_at = timezone.now()
+                        streamed.append(event.delta)
                         yield event.delta
                 if response is None:
                     raise ProviderError(f"The {provider_name} stream ended without a final response.")
@@ -350,6 +361,10 @@ class Run:
         except ProviderError as exc:
             self.rate_limited = self.rate_limited or isinstance(exc, RateLimitError)
             self.account(span, model, provider_name, exc.input_tokens, exc.output_tokens, 0, 0)
+            if streamed:
+                self.partial_response = "".join(streamed)
+                span.output = {"content": self.partial_response, "tool_calls": [], "partial": True}
+                self.record.fields["response"] = self.partial_response
             span.finish(exc)
             if count_attempts:
                 self.attempts.append(self.attempt(span, exc))

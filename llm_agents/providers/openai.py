@@ -21,7 +21,7 @@ import json
 import os
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -34,9 +34,20 @@ from ..errors import (
     RateLimitError,
 )
 from ..instrumentation import provider_call
-from .base import Provider, ProviderRequest, ProviderResponse, SDKClients, StreamEvent, ToolCall, Usage
+from .base import (
+    Deadline,
+    Provider,
+    ProviderRequest,
+    ProviderResponse,
+    SDKClients,
+    StreamEvent,
+    ToolCall,
+    Usage,
+    attempt_deadline,
+)
 
 try:
+    import httpx2
     import openai
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImproperlyConfigured(
@@ -84,37 +95,51 @@ class OpenAIProvider(Provider):
         return self.clients.for_running_loop()
 
     def complete(self, request: ProviderRequest) -> ProviderResponse:
-        with translated_errors(), provider_call():
-            completion = self.client.chat.completions.create(**self.create_arguments(request))
+        with self.deadline(request) as deadline, translated_errors(), provider_call():
+            arguments = self.create_arguments(request)
+            with self.client.chat.completions.with_streaming_response.create(**arguments) as answer:
+                deadline.watch(answer.http_response)
+                completion = answer.parse()
+                deadline.release()
         return response_from(completion, request.model)
 
     def stream(self, request: ProviderRequest) -> Iterator[StreamEvent]:
         accumulator = _StreamAccumulator(request.model)
-        with translated_errors():
+        with self.deadline(request) as deadline, translated_errors():
             with provider_call():
                 chunks = self.client.chat.completions.create(**self.create_arguments(request, stream=True))
             with chunks:
+                deadline.watch(chunks.response)
                 for chunk in chunks:
+                    deadline.check()
                     if delta := accumulator.add(chunk):
                         yield StreamEvent(delta=delta)
+                deadline.check()  # hung up, a stream may just end
+                deadline.release()
         yield StreamEvent(response=accumulator.response())
 
     async def acomplete(self, request: ProviderRequest) -> ProviderResponse:
-        with translated_errors(), provider_call():
-            completion = await self.async_client.chat.completions.create(**self.create_arguments(request))
+        with self.deadline(request, hang_up=False) as deadline, translated_errors(), provider_call():
+            create = self.async_client.chat.completions.create(**self.create_arguments(request))
+            completion = await deadline.before(create)
         return response_from(completion, request.model)
 
     async def astream(self, request: ProviderRequest) -> AsyncIterator[StreamEvent]:
         accumulator = _StreamAccumulator(request.model)
-        with translated_errors():
+        with self.deadline(request, hang_up=False) as deadline, translated_errors():
             arguments = self.create_arguments(request, stream=True)
             with provider_call():
-                chunks = await self.async_client.chat.completions.create(**arguments)
+                chunks = await deadline.before(self.async_client.chat.completions.create(**arguments))
             async with chunks:
-                async for chunk in chunks:
+                iterator = aiter(chunks)
+                while (chunk := await deadline.before(anext(iterator, None))) is not None:
                     if delta := accumulator.add(chunk):
                         yield StreamEvent(delta=delta)
         yield StreamEvent(response=accumulator.response())
+
+    def deadline(self, request: ProviderRequest, *, hang_up: bool = True) -> AbstractContextManager[Deadline]:
+        """The wall-clock bound of one request (see :func:`~llm_agents.providers.base.attempt_deadline`)."""
+        return attempt_deadline(request.timeout, provider="openai", label="OpenAI", hang_up=hang_up)
 
     def create_arguments(self, request: ProviderRequest, *, stream: bool = False) -> dict[str, Any]:
         """The keyword arguments of ``chat.completions.create`` for ``request``. Parameters the SDK method
@@ -318,6 +343,12 @@ def translated_errors() -> Iterator[None]:
         yield
     except openai.OpenAIError as exc:
         raise map_error(exc) from exc
+    except httpx2.TimeoutException as exc:  # while reading a stream, the SDK lets these through
+        raise ProviderTimeoutError(f"OpenAI: {exc or type(exc).__name__}", provider="openai") from exc
+    except httpx2.TransportError as exc:
+        raise ProviderError(
+            f"OpenAI: {exc or type(exc).__name__}", retryable=True, provider="openai"
+        ) from exc
 
 
 def map_error(exc: Exception) -> ProviderError:
