@@ -50,16 +50,28 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "The Anthropic provider needs the anthropic SDK: pip install 'django-llm-agents[anthropic]'."
     ) from exc
 
-__all__ = ["AnthropicProvider", "map_error", "to_anthropic_messages", "usage_from"]
+__all__ = [
+    "FINISH_REASONS",
+    "AnthropicProvider",
+    "finish_reason",
+    "map_error",
+    "response_from",
+    "to_anthropic_messages",
+    "usage_from",
+]
 
 DEFAULT_MAX_TOKENS = 4096
 MODEL_PREFIX = "anthropic/"
-# Anthropic's stop reasons in the vocabulary every provider reports (OpenAI's).
+#: Anthropic's stop reasons in the vocabulary every provider reports (the OpenAI chat API's). ``pause_turn``
+#: (a long turn paused by the server, to be continued by sending it back) is an answer cut short: ``length``.
 FINISH_REASONS = {
     "end_turn": "stop",
     "stop_sequence": "stop",
     "tool_use": "tool_calls",
     "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "pause_turn": "length",
+    "refusal": "content_filter",
 }
 _RESERVED = {"model", "messages", "stream", "system", "max_tokens"}
 _UNRESOLVED_AUTH = "Could not resolve authentication method"
@@ -273,7 +285,13 @@ def usage_from(usage: Any) -> Usage:
     )
 
 
+def finish_reason(stop_reason: str | None) -> str:
+    """Anthropic's ``stop_reason`` in the chat API's words (see :data:`FINISH_REASONS`); an unknown one as it is."""
+    return FINISH_REASONS.get(stop_reason or "", stop_reason or "")
+
+
 def response_from(message: Any, requested_model: str) -> ProviderResponse:
+    """A message (``Message``) as our response."""
     texts: list[str] = []
     tool_calls: list[ToolCall] = []
     for block in message.content or []:
@@ -282,11 +300,10 @@ def response_from(message: Any, requested_model: str) -> ProviderResponse:
         elif block.type == "tool_use":
             arguments = block.input if isinstance(block.input, dict) else {"_raw": block.input}
             tool_calls.append(ToolCall(id=block.id, name=block.name, arguments=arguments))
-    stop_reason = message.stop_reason or ""
     return ProviderResponse(
         content="".join(texts),
         tool_calls=tool_calls,
-        finish_reason=FINISH_REASONS.get(stop_reason, stop_reason),
+        finish_reason=finish_reason(message.stop_reason),
         usage=usage_from(message.usage),
         model=message.model or api_model(requested_model),
     )
