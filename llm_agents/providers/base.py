@@ -159,8 +159,8 @@ class Deadline:
     def watch(self, response: Any) -> None:
         """Hang up the connection of ``response`` (the SDK's httpx response, headers read) at the
         deadline, or at once if it has passed."""
-        if self.timeout is None:
-            return
+        if self.timeout is None or getattr(response, "http_version", "") == "HTTP/2":
+            return  # an HTTP/2 connection carries other requests too: the per-read timeouts and checks apply
         extensions = getattr(response, "extensions", None) or {}
         stream = extensions.get("network_stream")
         sock = stream.get_extra_info("socket") if stream is not None else None
@@ -265,7 +265,8 @@ def attempt_deadline(
     Inside the block, hand the SDK's httpx response to ``deadline.watch`` as soon as its headers are in
     (with ``hang_up`` the watchdog hangs it up at the deadline; async code awaits through
     ``deadline.before`` instead), and ``deadline.release()`` once the answer is read. A failure once the
-    deadline has passed leaves the block as :class:`ProviderTimeoutError`, the failure as its cause.
+    deadline has passed (but for an HTTP error status the server answered) leaves the block as
+    :class:`ProviderTimeoutError`, the failure as its cause.
     """
     deadline = Deadline(timeout, provider=provider, label=label)
     if hang_up and timeout is not None:
@@ -275,8 +276,8 @@ def attempt_deadline(
     except ProviderTimeoutError:
         raise
     except Exception as exc:
-        if not deadline.passed():
-            raise
+        if not deadline.passed() or getattr(exc, "status_code", None) is not None:
+            raise  # in time, or the server's own answer (an HTTP error status), however late
         error = deadline.error()
         if isinstance(exc, ProviderError):
             error.input_tokens, error.output_tokens = exc.input_tokens, exc.output_tokens
