@@ -16,7 +16,8 @@ agent's temperature is not sent to them (see :func:`accepts_temperature`).
 This module reads every answer of OpenAI's APIs, wherever it comes from (the provider, a raw SDK call, a
 batch result): chat completions (:func:`response_from`, streamed through :class:`StreamAccumulator`) and
 the Responses API (:func:`responses_response_from`), SDK objects or JSON bodies (:func:`body_response_from`).
-Finish reasons are given in the chat API's words, which every provider reports (:data:`FINISH_REASONS`).
+Finish reasons are given in the chat API's words (``stop``, ``length``, ``tool_calls``, ``content_filter``),
+which every provider and path reports.
 """
 
 from __future__ import annotations
@@ -60,7 +61,6 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 __all__ = [
-    "FINISH_REASONS",
     "OpenAIProvider",
     "StreamAccumulator",
     "accepts_temperature",
@@ -73,9 +73,6 @@ __all__ = [
     "to_openai_messages",
     "usage_from",
 ]
-
-#: Why an answer ended, in the chat API's words: the vocabulary every provider and path records.
-FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter")
 
 _RESERVED = {"model", "messages", "stream", "stream_options"}
 # o1, o1-mini, o3-pro, o4-mini-2025-04-16, gpt-5, gpt-5-mini, gpt-5.1, … (an "openai/" prefix allowed).
