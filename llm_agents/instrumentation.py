@@ -453,9 +453,9 @@ class ChatStreamReader:
     failure: BaseException | None = None
 
     def __init__(self) -> None:
-        from .providers.openai import _StreamAccumulator
+        from .providers.openai import StreamAccumulator
 
-        self.accumulator = _StreamAccumulator("")
+        self.accumulator = StreamAccumulator("")
 
     def add(self, chunk: Any) -> bool:
         text = self.accumulator.add(chunk)
@@ -551,7 +551,7 @@ class MessagesStreamReader:
                 self.usage[name] = value
 
     def outcome(self, model: str) -> Outcome:
-        from .providers.anthropic import FINISH_REASONS
+        from .providers.anthropic import finish_reason
         from .providers.openai import parse_arguments
 
         input_tokens = sum(self.usage.get(name, 0) for name in
@@ -562,7 +562,7 @@ class MessagesStreamReader:
                 {"id": tool["id"], "name": tool["name"], "arguments": parse_arguments(tool["json"] or "{}")}
                 for _, tool in sorted(self.tools.items())
             ],
-            finish_reason=FINISH_REASONS.get(self.stop_reason, self.stop_reason),
+            finish_reason=finish_reason(self.stop_reason),
             model=self.model or model,
             input_tokens=input_tokens,
             output_tokens=self.usage.get("output_tokens", 0),
@@ -610,41 +610,9 @@ def messages_outcome(message: Any, model: str) -> Outcome:
 
 
 def responses_outcome(response: Any, model: str) -> Outcome:
-    from .providers.openai import parse_arguments
+    from .providers.openai import responses_response_from
 
-    tool_calls = [
-        {"id": item.call_id, "name": item.name, "arguments": parse_arguments(item.arguments)}
-        for item in getattr(response, "output", None) or []
-        if getattr(item, "type", None) == "function_call"
-    ]
-    texts = [
-        part.text
-        for item in getattr(response, "output", None) or []
-        if getattr(item, "type", None) == "message"
-        for part in getattr(item, "content", None) or []
-        if getattr(part, "type", None) == "output_text"
-    ]
-    status = getattr(response, "status", None) or ""
-    reason = getattr(getattr(response, "incomplete_details", None), "reason", None) or ""
-    if tool_calls:
-        finish_reason = "tool_calls"
-    elif status == "incomplete":
-        finish_reason = "length" if reason == "max_output_tokens" else reason or status
-    else:
-        finish_reason = "stop" if status == "completed" else status
-    usage = getattr(response, "usage", None)
-    input_details = getattr(usage, "input_tokens_details", None)
-    output_details = getattr(usage, "output_tokens_details", None)
-    return Outcome(
-        content="".join(texts),
-        tool_calls=tool_calls,
-        finish_reason=finish_reason,
-        model=getattr(response, "model", None) or model,
-        input_tokens=getattr(usage, "input_tokens", None) or 0,
-        output_tokens=getattr(usage, "output_tokens", None) or 0,
-        cached_tokens=getattr(input_details, "cached_tokens", None) or 0,
-        reasoning_tokens=getattr(output_details, "reasoning_tokens", None) or 0,
-    )
+    return _outcome_of(responses_response_from(response, model), model)
 
 
 OUTCOME_READERS: dict[str, Callable[[Any, str], Outcome]] = {

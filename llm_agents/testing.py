@@ -169,6 +169,11 @@ class FakeLLM(Provider):
         if scripted is None:
             return echo(request), None
         if scripted.delay:
+            if request.timeout is not None and scripted.delay > request.timeout:
+                time.sleep(request.timeout)  # as a real provider would: cut off at the deadline
+                raise errors.ProviderTimeoutError(
+                    f"fake_llm: no complete answer within the timeout of {request.timeout:g} s"
+                )
             time.sleep(scripted.delay)
         if scripted.failure:
             scripted.raise_failure()

@@ -58,7 +58,9 @@ class Reply:
     """One scripted HTTP answer: a JSON ``body`` or, when ``events`` is set, a server-sent event stream.
 
     ``events`` holds ``(event name or None, data)`` pairs; data that is not a string is JSON-encoded.
-    ``delay`` seconds pass before anything is sent (for timeouts); ``event_delay`` between events.
+    ``delay`` seconds pass before anything is sent (for timeouts); ``event_delay`` between events;
+    ``body_delay`` between the pieces of a JSON body, which is sent in ``body_pieces`` pieces after the
+    headers (a server that answers at once and then trickles its body).
     """
 
     status: int = 200
@@ -67,6 +69,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     event_delay: float = 0.0
+    body_delay: float = 0.0
+    body_pieces: int = 20
 
 
 @dataclass
@@ -91,6 +95,8 @@ class FakeServer:
 
     def __init__(self, url_suffix: str = "") -> None:
         self.requests: list[RecordedRequest] = []
+        #: How many answers the client cut off (the connection closed while the server was still sending).
+        self.aborted = 0
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self._queue: deque[Reply] = deque()
         self._path_queues: dict[str, deque[Reply]] = {}
@@ -200,7 +206,8 @@ class FakeServer:
                 try:
                     self._send(reply)
                 except (BrokenPipeError, ConnectionResetError):
-                    pass
+                    with server._lock:
+                        server.aborted += 1
 
             def _send(self, reply: Reply) -> None:
                 self.send_response(reply.status)
@@ -211,7 +218,15 @@ class FakeServer:
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
-                    self.wfile.write(payload)
+                    if not reply.body_delay:
+                        self.wfile.write(payload)
+                        return
+                    size = -(-len(payload) // reply.body_pieces)
+                    for start in range(0, len(payload), size):
+                        self.wfile.write(payload[start : start + size])
+                        self.wfile.flush()
+                        if server._closing.wait(reply.body_delay):
+                            return
                     return
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Cache-Control", "no-cache")
@@ -302,6 +317,7 @@ def openai_chat_stream(
     cached_tokens: int = 0,
     reasoning_tokens: int = 0,
     include_usage: bool = True,
+    finish_reason: str | None = None,
     event_delay: float = 0.0,
 ) -> Reply:
     """A streamed chat completion: one chunk per text delta, tool call arguments split in two, then the
@@ -327,7 +343,7 @@ def openai_chat_stream(
         events.append(
             (None, chunk({"tool_calls": [{"index": index, "function": {"arguments": arguments[half:]}}]}))
         )
-    events.append((None, chunk({}, "tool_calls" if tool_calls else "stop")))
+    events.append((None, chunk({}, finish_reason or ("tool_calls" if tool_calls else "stop"))))
     if include_usage:
         last = chunk({})
         last["choices"] = []
@@ -409,6 +425,7 @@ def anthropic_message_stream(
     cache_read_input_tokens: int = 0,
     cache_creation_input_tokens: int = 0,
     error: dict[str, Any] | None = None,
+    stop_reason: str | None = None,
     event_delay: float = 0.0,
 ) -> Reply:
     """A streamed message as Anthropic sends it: message_start (input usage), content blocks with deltas,
@@ -456,7 +473,7 @@ def anthropic_message_stream(
             )
         events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
         index += 1
-    stop_reason = "tool_use" if tool_calls else "end_turn"
+    stop_reason = stop_reason or ("tool_use" if tool_calls else "end_turn")
     message_delta = {
         "type": "message_delta",
         "delta": {"stop_reason": stop_reason, "stop_sequence": None},
@@ -497,7 +514,11 @@ def _responses_usage(
 
 
 def _responses_body(
-    model: str, status: str, output: list[dict[str, Any]], usage: dict[str, Any] | None
+    model: str,
+    status: str,
+    output: list[dict[str, Any]],
+    usage: dict[str, Any] | None,
+    incomplete_reason: str | None = None,
 ) -> dict[str, Any]:
     return {
         "id": "resp_fake",
@@ -508,7 +529,7 @@ def _responses_body(
         "output": output,
         "usage": usage,
         "error": None,
-        "incomplete_details": None,
+        "incomplete_details": {"reason": incomplete_reason} if incomplete_reason else None,
         "instructions": None,
         "metadata": {},
         "parallel_tool_calls": True,
@@ -556,14 +577,16 @@ def openai_response(
     output_tokens: int = 5,
     cached_tokens: int = 0,
     reasoning_tokens: int = 0,
+    incomplete_reason: str | None = None,
     delay: float = 0.0,
 ) -> Reply:
     """A response of the responses API (``POST /v1/responses``): a message with ``content`` and one
-    ``function_call`` item per tool call (``{"id", "name", "arguments"}`` dicts)."""
+    ``function_call`` item per tool call (``{"id", "name", "arguments"}`` dicts); with
+    ``incomplete_reason`` (``max_output_tokens``, ``content_filter``) its status is ``incomplete``."""
     usage = _responses_usage(input_tokens, output_tokens, cached_tokens, reasoning_tokens)
-    return Reply(
-        body=_responses_body(model, "completed", _responses_output(content, tool_calls), usage), delay=delay
-    )
+    status = "incomplete" if incomplete_reason else "completed"
+    output = _responses_output(content, tool_calls)
+    return Reply(body=_responses_body(model, status, output, usage, incomplete_reason), delay=delay)
 
 
 def openai_response_stream(
@@ -574,10 +597,12 @@ def openai_response_stream(
     output_tokens: int = 5,
     cached_tokens: int = 0,
     reasoning_tokens: int = 0,
+    incomplete_reason: str | None = None,
     event_delay: float = 0.0,
 ) -> Reply:
     """A streamed response as OpenAI sends it: ``response.created``, one ``response.output_text.delta``
-    per chunk, the ``…done`` events, then ``response.completed`` carrying the usage."""
+    per chunk, the ``…done`` events, then ``response.completed`` carrying the usage (``response.incomplete``
+    with ``incomplete_reason``)."""
     text = "".join(chunks)
     message = {
         "type": "message",
@@ -604,9 +629,9 @@ def openai_response_stream(
     if output:
         events.append({"type": "response.output_item.done", "output_index": 0, "item": output[0]})
     usage = _responses_usage(input_tokens, output_tokens, cached_tokens, reasoning_tokens)
-    events.append(
-        {"type": "response.completed", "response": _responses_body(model, "completed", output, usage)}
-    )
+    status = "incomplete" if incomplete_reason else "completed"
+    final = _responses_body(model, status, output, usage, incomplete_reason)
+    events.append({"type": f"response.{status}", "response": final})
     for number, event in enumerate(events):
         event["sequence_number"] = number
     return Reply(events=[(event["type"], event) for event in events], event_delay=event_delay)

@@ -179,6 +179,7 @@ class Run:
         self.fallback_reason = ""
         self.rate_limited = False
         self.time_to_first_token_ms: int | None = None
+        self.partial_response: str | None = None  # text streamed to the caller by a request that then failed
         self.pricing_source = "unknown"
         self.chosen_model = ""
         self.provider_name = ""
@@ -287,6 +288,8 @@ class Run:
                 last_error = exc
                 if index == 0:
                     self.fallback_reason = f"{type(exc).__name__}: {exc}"[:255]
+                if self.partial_response is not None:
+                    break  # the caller has part of this answer: another would not follow it sensibly
                 continue
             if model != self.model:
                 emit(signals.fallback_used, sender=self.cls, agent_type=self.cls.agent_type, primary_model=self.model,
@@ -294,12 +297,13 @@ class Run:
             else:
                 self.fallback_reason = ""
             return response
+        tried = list(self.fallback_chain)
         emit(
-            signals.all_models_exhausted, sender=self.cls, agent_type=self.cls.agent_type, models_tried=models
+            signals.all_models_exhausted, sender=self.cls, agent_type=self.cls.agent_type, models_tried=tried
         )
         raise AllModelsExhaustedError(
-            f"All models failed for {self.cls.agent_type} ({', '.join(models)}): {last_error}",
-            models_tried=models,
+            f"All models failed for {self.cls.agent_type} ({', '.join(tried)}): {last_error}",
+            models_tried=tried,
             last_error=last_error,
         ) from last_error
 
@@ -310,7 +314,12 @@ class Run:
             try:
                 return (yield from self.request(model, messages, count_attempts=count_attempts))
             except ProviderError as exc:
-                if not exc.retryable or retry == self.retries or isinstance(exc, AuthenticationError):
+                if (
+                    not exc.retryable
+                    or retry == self.retries
+                    or isinstance(exc, AuthenticationError)
+                    or self.partial_response is not None
+                ):
                     raise
                 if self.cls.retry_backoff:
                     time.sleep(self.cls.retry_backoff * 2**retry)
@@ -334,6 +343,7 @@ class Run:
                           provider=provider_name, input=[dict(m) for m in messages])  # fmt: skip
         self.record.add_span(span)
         first_token_at = None
+        streamed: list[str] = []
         try:
             if self.streaming:
                 response = None
@@ -343,6 +353,7 @@ class Run:
                     elif event.delta:
                         if first_token_at is None:
                             first_token_at = timezone.now()
+                        streamed.append(event.delta)
                         yield event.delta
                 if response is None:
                     raise ProviderError(f"The {provider_name} stream ended without a final response.")
@@ -351,6 +362,10 @@ class Run:
         except ProviderError as exc:
             self.rate_limited = self.rate_limited or isinstance(exc, RateLimitError)
             self.account(span, exc.input_tokens, exc.output_tokens)
+            if streamed:
+                self.partial_response = "".join(streamed)
+                span.output = {"content": self.partial_response, "tool_calls": [], "partial": True}
+                self.record.fields["response"] = self.partial_response
             span.finish(exc)
             if count_attempts:
                 self.attempts.append(self.attempt(span, exc))

@@ -109,50 +109,21 @@ def parse_line(raw: bytes | str) -> ParsedLine:
             request_id=str(response.get("request_id") or ""),
             body=body if isinstance(body, dict) else {},
         )
-    parsed = ParsedLine(
+    from ..providers.openai import body_response_from  # the reader of OpenAI's answers; needs the SDK
+
+    answer = body_response_from(body)
+    usage = answer.usage
+    return ParsedLine(
         custom_id=custom_id,
         ok=True,
+        content=answer.content,
+        model=str(body.get("model") or ""),
+        finish_reason=answer.finish_reason,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cached_tokens=usage.cached_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
         status_code=status_code,
         request_id=str(response.get("request_id") or ""),
         body=body,
-        model=str(body.get("model") or ""),
     )
-    if "choices" in body:
-        _read_chat_completion(parsed, body)
-    else:
-        _read_response(parsed, body)
-    return parsed
-
-
-def _read_response(parsed: ParsedLine, body: dict[str, Any]) -> None:
-    texts = []
-    refusals = []
-    for item in body.get("output") or []:
-        if item.get("type") != "message":
-            continue
-        for part in item.get("content") or []:
-            if part.get("type") == "output_text":
-                texts.append(part.get("text") or "")
-            elif part.get("type") == "refusal":
-                refusals.append(part.get("refusal") or "")
-    parsed.content = "".join(texts) or "".join(refusals)
-    status = body.get("status") or ""
-    incomplete = (body.get("incomplete_details") or {}).get("reason")
-    parsed.finish_reason = incomplete or ("refusal" if refusals and not texts else status)
-    usage = body.get("usage") or {}
-    parsed.input_tokens = usage.get("input_tokens") or 0
-    parsed.output_tokens = usage.get("output_tokens") or 0
-    parsed.cached_tokens = (usage.get("input_tokens_details") or {}).get("cached_tokens") or 0
-    parsed.reasoning_tokens = (usage.get("output_tokens_details") or {}).get("reasoning_tokens") or 0
-
-
-def _read_chat_completion(parsed: ParsedLine, body: dict[str, Any]) -> None:
-    choices = body.get("choices") or []
-    message = (choices[0].get("message") if choices else None) or {}
-    parsed.content = message.get("content") or message.get("refusal") or ""
-    parsed.finish_reason = (choices[0].get("finish_reason") if choices else "") or ""
-    usage = body.get("usage") or {}
-    parsed.input_tokens = usage.get("prompt_tokens") or 0
-    parsed.output_tokens = usage.get("completion_tokens") or 0
-    parsed.cached_tokens = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-    parsed.reasoning_tokens = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0

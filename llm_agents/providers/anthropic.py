@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -30,25 +30,48 @@ from ..errors import (
     RateLimitError,
 )
 from ..instrumentation import provider_call
-from .base import Provider, ProviderRequest, ProviderResponse, SDKClients, StreamEvent, ToolCall, Usage
+from .base import (
+    Deadline,
+    Provider,
+    ProviderRequest,
+    ProviderResponse,
+    SDKClients,
+    StreamEvent,
+    ToolCall,
+    Usage,
+    attempt_deadline,
+)
 
 try:
     import anthropic
+    import httpx2
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImproperlyConfigured(
         "The Anthropic provider needs the anthropic SDK: pip install 'django-llm-agents[anthropic]'."
     ) from exc
 
-__all__ = ["AnthropicProvider", "map_error", "to_anthropic_messages", "usage_from"]
+__all__ = [
+    "FINISH_REASONS",
+    "AnthropicProvider",
+    "finish_reason",
+    "map_error",
+    "response_from",
+    "to_anthropic_messages",
+    "usage_from",
+]
 
 DEFAULT_MAX_TOKENS = 4096
 MODEL_PREFIX = "anthropic/"
-# Anthropic's stop reasons in the vocabulary every provider reports (OpenAI's).
+#: Anthropic's stop reasons in the vocabulary every provider reports (the OpenAI chat API's). ``pause_turn``
+#: (a long turn paused by the server, to be continued by sending it back) is an answer cut short: ``length``.
 FINISH_REASONS = {
     "end_turn": "stop",
     "stop_sequence": "stop",
     "tool_use": "tool_calls",
     "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "pause_turn": "length",
+    "refusal": "content_filter",
 }
 _RESERVED = {"model", "messages", "stream", "system", "max_tokens"}
 _UNRESOLVED_AUTH = "Could not resolve authentication method"
@@ -84,32 +107,47 @@ class AnthropicProvider(Provider):
         return self.clients.for_running_loop()
 
     def complete(self, request: ProviderRequest) -> ProviderResponse:
-        with translated_errors(), provider_call():
-            message = self.client.messages.create(**self.create_arguments(request))
+        with self.deadline(request) as deadline, translated_errors(), provider_call():
+            arguments = self.create_arguments(request)
+            with self.client.messages.with_streaming_response.create(**arguments) as answer:
+                deadline.watch(answer.http_response)
+                message = answer.parse()
+                deadline.release()
         return response_from(message, request.model)
 
     def stream(self, request: ProviderRequest) -> Iterator[StreamEvent]:
-        with translated_errors():
+        with self.deadline(request) as deadline, translated_errors():
             with self.client.messages.stream(**self.create_arguments(request)) as stream:
+                deadline.watch(stream.response)
                 for text in stream.text_stream:
+                    deadline.check()
                     if text:
                         yield StreamEvent(delta=text)
+                deadline.check()  # hung up, a stream may just end
                 message = stream.get_final_message()
+                deadline.release()
         yield StreamEvent(response=response_from(message, request.model))
 
     async def acomplete(self, request: ProviderRequest) -> ProviderResponse:
-        with translated_errors(), provider_call():
-            message = await self.async_client.messages.create(**self.create_arguments(request))
+        with self.deadline(request, hang_up=False) as deadline, translated_errors(), provider_call():
+            message = await deadline.before(
+                self.async_client.messages.create(**self.create_arguments(request))
+            )
         return response_from(message, request.model)
 
     async def astream(self, request: ProviderRequest) -> AsyncIterator[StreamEvent]:
-        with translated_errors():
+        with self.deadline(request, hang_up=False) as deadline, translated_errors():
             async with self.async_client.messages.stream(**self.create_arguments(request)) as stream:
-                async for text in stream.text_stream:
+                texts = aiter(stream.text_stream)
+                while (text := await deadline.before(anext(texts, None))) is not None:
                     if text:
                         yield StreamEvent(delta=text)
-                message = await stream.get_final_message()
+                message = await deadline.before(stream.get_final_message())
         yield StreamEvent(response=response_from(message, request.model))
+
+    def deadline(self, request: ProviderRequest, *, hang_up: bool = True) -> AbstractContextManager[Deadline]:
+        """The wall-clock bound of one request (see :func:`~llm_agents.providers.base.attempt_deadline`)."""
+        return attempt_deadline(request.timeout, provider="anthropic", label="Anthropic", hang_up=hang_up)
 
     def create_arguments(self, request: ProviderRequest) -> dict[str, Any]:
         """The keyword arguments of ``messages.create`` / ``messages.stream`` for ``request``. Parameters
@@ -249,7 +287,13 @@ def usage_from(usage: Any) -> Usage:
     )
 
 
+def finish_reason(stop_reason: str | None) -> str:
+    """Anthropic's ``stop_reason`` in the chat API's words (see :data:`FINISH_REASONS`); an unknown one as it is."""
+    return FINISH_REASONS.get(stop_reason or "", stop_reason or "")
+
+
 def response_from(message: Any, requested_model: str) -> ProviderResponse:
+    """A message (``Message``) as our response."""
     texts: list[str] = []
     tool_calls: list[ToolCall] = []
     for block in message.content or []:
@@ -258,11 +302,10 @@ def response_from(message: Any, requested_model: str) -> ProviderResponse:
         elif block.type == "tool_use":
             arguments = block.input if isinstance(block.input, dict) else {"_raw": block.input}
             tool_calls.append(ToolCall(id=block.id, name=block.name, arguments=arguments))
-    stop_reason = message.stop_reason or ""
     return ProviderResponse(
         content="".join(texts),
         tool_calls=tool_calls,
-        finish_reason=FINISH_REASONS.get(stop_reason, stop_reason),
+        finish_reason=finish_reason(message.stop_reason),
         usage=usage_from(message.usage),
         model=message.model or api_model(requested_model),
     )
@@ -287,6 +330,12 @@ def translated_errors() -> Iterator[None]:
         yield
     except anthropic.AnthropicError as exc:
         raise map_error(exc) from exc
+    except httpx2.TimeoutException as exc:  # while reading a stream, the SDK lets these through
+        raise ProviderTimeoutError(f"Anthropic: {exc or type(exc).__name__}", provider="anthropic") from exc
+    except httpx2.TransportError as exc:
+        raise ProviderError(
+            f"Anthropic: {exc or type(exc).__name__}", retryable=True, provider="anthropic"
+        ) from exc
     except TypeError as exc:
         # The SDK reports missing credentials as a TypeError when it builds the request.
         if _UNRESOLVED_AUTH not in str(exc):

@@ -12,6 +12,12 @@ own retries are switched off: the agent runtime retries.
 
 OpenAI's reasoning models (the o1, o3 and o4 families and gpt-5…) reject any temperature but 1, so an
 agent's temperature is not sent to them (see :func:`accepts_temperature`).
+
+This module reads every answer of OpenAI's APIs, wherever it comes from (the provider, a raw SDK call, a
+batch result): chat completions (:func:`response_from`, streamed through :class:`StreamAccumulator`) and
+the Responses API (:func:`responses_response_from`), SDK objects or JSON bodies (:func:`body_response_from`).
+Finish reasons are given in the chat API's words (``stop``, ``length``, ``tool_calls``, ``content_filter``),
+which every provider and path reports.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import json
 import os
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -34,16 +40,39 @@ from ..errors import (
     RateLimitError,
 )
 from ..instrumentation import provider_call
-from .base import Provider, ProviderRequest, ProviderResponse, SDKClients, StreamEvent, ToolCall, Usage
+from .base import (
+    Deadline,
+    Provider,
+    ProviderRequest,
+    ProviderResponse,
+    SDKClients,
+    StreamEvent,
+    ToolCall,
+    Usage,
+    attempt_deadline,
+)
 
 try:
+    import httpx2
     import openai
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImproperlyConfigured(
         "The OpenAI provider needs the openai SDK: pip install 'django-llm-agents[openai]'."
     ) from exc
 
-__all__ = ["OpenAIProvider", "accepts_temperature", "map_error", "to_openai_messages", "usage_from"]
+__all__ = [
+    "OpenAIProvider",
+    "StreamAccumulator",
+    "accepts_temperature",
+    "body_response_from",
+    "chat_finish_reason",
+    "map_error",
+    "response_from",
+    "responses_finish_reason",
+    "responses_response_from",
+    "to_openai_messages",
+    "usage_from",
+]
 
 _RESERVED = {"model", "messages", "stream", "stream_options"}
 # o1, o1-mini, o3-pro, o4-mini-2025-04-16, gpt-5, gpt-5-mini, gpt-5.1, … (an "openai/" prefix allowed).
@@ -84,37 +113,51 @@ class OpenAIProvider(Provider):
         return self.clients.for_running_loop()
 
     def complete(self, request: ProviderRequest) -> ProviderResponse:
-        with translated_errors(), provider_call():
-            completion = self.client.chat.completions.create(**self.create_arguments(request))
+        with self.deadline(request) as deadline, translated_errors(), provider_call():
+            arguments = self.create_arguments(request)
+            with self.client.chat.completions.with_streaming_response.create(**arguments) as answer:
+                deadline.watch(answer.http_response)
+                completion = answer.parse()
+                deadline.release()
         return response_from(completion, request.model)
 
     def stream(self, request: ProviderRequest) -> Iterator[StreamEvent]:
-        accumulator = _StreamAccumulator(request.model)
-        with translated_errors():
+        accumulator = StreamAccumulator(request.model)
+        with self.deadline(request) as deadline, translated_errors():
             with provider_call():
                 chunks = self.client.chat.completions.create(**self.create_arguments(request, stream=True))
             with chunks:
+                deadline.watch(chunks.response)
                 for chunk in chunks:
+                    deadline.check()
                     if delta := accumulator.add(chunk):
                         yield StreamEvent(delta=delta)
+                deadline.check()  # hung up, a stream may just end
+                deadline.release()
         yield StreamEvent(response=accumulator.response())
 
     async def acomplete(self, request: ProviderRequest) -> ProviderResponse:
-        with translated_errors(), provider_call():
-            completion = await self.async_client.chat.completions.create(**self.create_arguments(request))
+        with self.deadline(request, hang_up=False) as deadline, translated_errors(), provider_call():
+            create = self.async_client.chat.completions.create(**self.create_arguments(request))
+            completion = await deadline.before(create)
         return response_from(completion, request.model)
 
     async def astream(self, request: ProviderRequest) -> AsyncIterator[StreamEvent]:
-        accumulator = _StreamAccumulator(request.model)
-        with translated_errors():
+        accumulator = StreamAccumulator(request.model)
+        with self.deadline(request, hang_up=False) as deadline, translated_errors():
             arguments = self.create_arguments(request, stream=True)
             with provider_call():
-                chunks = await self.async_client.chat.completions.create(**arguments)
+                chunks = await deadline.before(self.async_client.chat.completions.create(**arguments))
             async with chunks:
-                async for chunk in chunks:
+                iterator = aiter(chunks)
+                while (chunk := await deadline.before(anext(iterator, None))) is not None:
                     if delta := accumulator.add(chunk):
                         yield StreamEvent(delta=delta)
         yield StreamEvent(response=accumulator.response())
+
+    def deadline(self, request: ProviderRequest, *, hang_up: bool = True) -> AbstractContextManager[Deadline]:
+        """The wall-clock bound of one request (see :func:`~llm_agents.providers.base.attempt_deadline`)."""
+        return attempt_deadline(request.timeout, provider="openai", label="OpenAI", hang_up=hang_up)
 
     def create_arguments(self, request: ProviderRequest, *, stream: bool = False) -> dict[str, Any]:
         """The keyword arguments of ``chat.completions.create`` for ``request``. Parameters the SDK method
@@ -243,7 +286,13 @@ def usage_from(usage: Any) -> Usage:
     )
 
 
+def chat_finish_reason(reason: str | None) -> str:
+    """A chat completion's ``finish_reason`` (the deprecated ``function_call`` is ``tool_calls``)."""
+    return "tool_calls" if reason == "function_call" else reason or ""
+
+
 def response_from(completion: Any, requested_model: str) -> ProviderResponse:
+    """A chat completion (``ChatCompletion``) as our response."""
     choice = completion.choices[0] if completion.choices else None
     message = choice.message if choice else None
     tool_calls = [
@@ -254,14 +303,77 @@ def response_from(completion: Any, requested_model: str) -> ProviderResponse:
     return ProviderResponse(
         content=(message.content or getattr(message, "refusal", None) or "") if message else "",
         tool_calls=tool_calls,
-        finish_reason=(choice.finish_reason or "") if choice else "",
+        finish_reason=chat_finish_reason(choice.finish_reason) if choice else "",
         usage=usage_from(completion.usage),
         model=completion.model or requested_model,
     )
 
 
-class _StreamAccumulator:
-    """Collects a chat completion stream: text, tool calls assembled from their fragments, usage."""
+def responses_finish_reason(status: str | None, incomplete_reason: str | None, *, tool_calls: bool) -> str:
+    """A Responses API answer's end in the chat API's words: ``completed`` is ``stop`` (``tool_calls`` when
+    it asks for function calls), ``incomplete`` is ``content_filter`` when the filter stopped it and
+    ``length`` otherwise (``max_output_tokens`` and other limits). A response that did not end (failed,
+    cancelled, in progress) has none."""
+    if status == "completed":
+        return "tool_calls" if tool_calls else "stop"
+    if status == "incomplete":
+        return "content_filter" if incomplete_reason == "content_filter" else "length"
+    return ""
+
+
+def responses_usage_from(usage: Any) -> Usage:
+    """The Responses API's usage: ``input_tokens`` already includes the cached ones."""
+    if usage is None:
+        return Usage()
+    return Usage(
+        input_tokens=getattr(usage, "input_tokens", None) or 0,
+        output_tokens=getattr(usage, "output_tokens", None) or 0,
+        cached_tokens=getattr(getattr(usage, "input_tokens_details", None), "cached_tokens", None) or 0,
+        reasoning_tokens=getattr(getattr(usage, "output_tokens_details", None), "reasoning_tokens", None)
+        or 0,
+    )
+
+
+def responses_response_from(response: Any, requested_model: str) -> ProviderResponse:
+    """A Responses API answer (``Response``) as our response: the output text (or the refusal, when there
+    is no text), the function calls, the finish reason and usage."""
+    texts: list[str] = []
+    refusals: list[str] = []
+    tool_calls: list[ToolCall] = []
+    for item in getattr(response, "output", None) or []:
+        kind = getattr(item, "type", None)
+        if kind == "function_call":
+            tool_calls.append(
+                ToolCall(id=item.call_id, name=item.name, arguments=parse_arguments(item.arguments))
+            )
+        elif kind == "message":
+            for part in getattr(item, "content", None) or []:
+                if getattr(part, "type", None) == "output_text":
+                    texts.append(part.text or "")
+                elif getattr(part, "type", None) == "refusal":
+                    refusals.append(part.refusal or "")
+    incomplete = getattr(getattr(response, "incomplete_details", None), "reason", None)
+    return ProviderResponse(
+        content="".join(texts) or "".join(refusals),
+        tool_calls=tool_calls,
+        finish_reason=responses_finish_reason(
+            getattr(response, "status", None), incomplete, tool_calls=bool(tool_calls)
+        ),
+        usage=responses_usage_from(getattr(response, "usage", None)),
+        model=getattr(response, "model", None) or requested_model,
+    )
+
+
+def body_response_from(body: dict[str, Any], requested_model: str = "") -> ProviderResponse:
+    """A JSON body of either API (a batch result line's): a chat completion when it has ``choices``, else a
+    Responses API answer. Read as the SDK reads it, without validation."""
+    if "choices" in body:
+        return response_from(openai.types.chat.ChatCompletion.construct(**body), requested_model)
+    return responses_response_from(openai.types.responses.Response.construct(**body), requested_model)
+
+
+class StreamAccumulator:
+    """Collects a chat completion stream (``ChatCompletionChunk``s): text, tool calls assembled from their fragments, usage."""
 
     def __init__(self, requested_model: str) -> None:
         self.model = requested_model
@@ -280,7 +392,7 @@ class _StreamAccumulator:
             return ""
         choice = chunk.choices[0]
         if choice.finish_reason:
-            self.finish_reason = choice.finish_reason
+            self.finish_reason = chat_finish_reason(choice.finish_reason)
         delta = choice.delta
         if delta is None:
             return ""
@@ -318,6 +430,12 @@ def translated_errors() -> Iterator[None]:
         yield
     except openai.OpenAIError as exc:
         raise map_error(exc) from exc
+    except httpx2.TimeoutException as exc:  # while reading a stream, the SDK lets these through
+        raise ProviderTimeoutError(f"OpenAI: {exc or type(exc).__name__}", provider="openai") from exc
+    except httpx2.TransportError as exc:
+        raise ProviderError(
+            f"OpenAI: {exc or type(exc).__name__}", retryable=True, provider="openai"
+        ) from exc
 
 
 def map_error(exc: Exception) -> ProviderError:
