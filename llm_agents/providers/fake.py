@@ -96,13 +96,12 @@ def parse_latency(latency: Mapping[str, Any] | None) -> dict[str, LatencyDistrib
 
 def paced(events: Iterator[StreamEvent], seconds: float) -> Iterator[StreamEvent]:
     """``events`` spread over ``seconds``: :data:`FIRST_TOKEN_SHARE` of it before the first, the rest
-    evenly between the text deltas."""
+    evenly before each of the others."""
     events_list = list(events)
-    deltas = sum(1 for event in events_list if event.delta)
     time.sleep(seconds * FIRST_TOKEN_SHARE)
-    gap = seconds * (1 - FIRST_TOKEN_SHARE) / max(deltas, 1)
+    gap = seconds * (1 - FIRST_TOKEN_SHARE) / max(len(events_list) - 1, 1)
     for index, event in enumerate(events_list):
-        if index and (event.delta or not deltas):
+        if index:
             time.sleep(gap)
         yield event
 

@@ -14,12 +14,12 @@ Every record is written by the product itself, as in production; nothing leaves 
    and tool calls, with latencies drawn from the same distributions.
 4. **The month.** Calls cannot be made in the past, so the ``started_at`` of the executions made in 3 (and
    of their spans) are then moved back over the last 30 days, keeping their order (older prompt versions
-   ran earlier). That is the one write made outside the product's code paths; the budget spend counters,
-   which were recorded at call time, are then rebuilt from the executions by ``rebuild_aggregates``,
-   the command made for executions changed outside the recording path.
+   ran earlier). That is the one write made outside the product's code paths.
 5. **A batch cycle.** ``batches.enqueue`` → ``flush`` → ``poll``: the real ``openai`` SDK against the
    OpenAI-compatible Batch API that runs in this process (``offline_batch_api``); each result is recorded
-   as a batch execution and handed to ``TicketSummaryHandler``.
+   as a batch execution and handed to ``TicketSummaryHandler``. Then the budget spend counters, recorded
+   at call time, are rebuilt from the executions by ``rebuild_aggregates``, the command made for
+   executions changed outside the recording path.
 6. **Budgets.** A 30-day warning budget whose limit the month's spend has passed 80 % of, a model budget
    well within its limit, and a daily hard stop for the tenant ``umbrella``, whose calls run until the
    budget refuses one (recorded as an execution failed with ``BudgetExceededError``).
@@ -54,6 +54,18 @@ TENANTS = ["acme", "globex", "initech"]
 FREE_TENANT = "umbrella"
 #: Share of the calls made after each prompt sync (the history folders, then the current prompts).
 PHASE_SHARES = [0.25, 0.35, 0.40]
+#: What a call does, and how often: the first calls of a run make one of each, in this order.
+SCENARIOS = {
+    "question": 0.18,
+    "question_with_tool": 0.25,
+    "question_with_revoked_key": 0.02,
+    "summary": 0.245,
+    "summary_after_rate_limits": 0.05,
+    "summary_timed_out": 0.025,
+    "summary_after_server_error": 0.03,
+    "story": 0.12,
+    "nightly_digest": 0.08,
+}
 #: A simulated timeout lasts this many times the model's median latency.
 TIMEOUT_FACTOR = 6
 
@@ -82,7 +94,7 @@ class Command(BaseCommand):
         self.ensure_admin(username, password)
         self.ensure_prices()
         before = set(Execution.objects.values_list("pk", flat=True))
-        folders = [*PROMPT_HISTORY, PROMPTS]
+        folders, made = [*PROMPT_HISTORY, PROMPTS], 0
         shares = PHASE_SHARES[-len(folders) :]
         for folder, share in zip(folders, shares, strict=True):
             call_command(
@@ -90,10 +102,11 @@ class Command(BaseCommand):
             )
             with one_commit_on_sqlite():
                 for _ in range(max(1, round(calls * share))):
-                    self.run_one()
+                    self.run_one(made)
+                    made += 1
         self.spread_over_month(Execution.objects.exclude(pk__in=before))
-        call_command("rebuild_aggregates", verbosity=min(self.verbosity, 1), stdout=self.stdout)
         self.run_batch_cycle(max(6, calls // 20))
+        call_command("rebuild_aggregates", verbosity=min(self.verbosity, 1), stdout=self.stdout)
         refused = self.run_budgets()
         made = Execution.objects.exclude(pk__in=before).count()
         self.stdout.write(self.style.SUCCESS(f"Recorded {made} executions; {refused}."))
@@ -131,61 +144,76 @@ class Command(BaseCommand):
         simulated = getattr(provider, "simulated_latency", None)
         return simulated(model) * factor if simulated else 0.0
 
-    def run_one(self) -> None:
-        rng = self.rng
-        topic = rng.choice(TOPICS)
-        kind = rng.random()
-        with tenant(rng.choice(TENANTS)):
+    def run_one(self, number: int) -> None:
+        """One call of a scenario: each scenario once first (so even a short run has them all), then
+        scenarios drawn by their weights."""
+        names = list(SCENARIOS)
+        name = names[number] if number < len(names) else self.rng.choices(names, list(SCENARIOS.values()))[0]
+        topic = self.rng.choice(TOPICS)
+        with tenant(self.rng.choice(TENANTS)):
             try:
-                if kind < 0.45:
-                    self.search(topic)
-                elif kind < 0.8:
-                    self.summarise(f"A long text about {topic}. " * rng.randint(5, 400))
-                elif kind < 0.92:
-                    for _chunk in StoryAgent.stream(topic=topic):
-                        pass
-                else:
-                    self.nightly_digest(topic)
+                getattr(self, name)(topic)
             except LLMAgentsError:
                 pass  # failed calls are recorded too; that is the point of the demo
 
-    def search(self, topic: str) -> None:
-        """A question; most name a topic, and the model asks for the ``lookup_document`` tool."""
-        query = f"what is {topic}? " + "detail " * self.rng.randint(0, 200)
-        if self.rng.random() >= 0.6:
-            SearchAgent.call(query=query)
-            return
+    def question(self, topic: str) -> None:
+        SearchAgent.call(query=self.question_text(topic))
+
+    def question_with_tool(self, topic: str) -> None:
+        """The model asks for the ``lookup_document`` tool, then answers from the document."""
         model = SearchAgent.model or ""
         with fake_llm() as llm:
-            if self.rng.random() < 0.05:
-                llm.fail("auth", delay=self.latency(model))
             llm.respond(tool_calls=[{"name": "lookup_document", "arguments": {"topic": topic}}],
                         delay=self.latency(model))  # fmt: skip
             llm.respond(f"From the {topic} document: it is well documented.", delay=self.latency(model))
-            SearchAgent.call(query=query)
+            SearchAgent.call(query=self.question_text(topic))
 
-    def summarise(self, text: str) -> None:
-        """A summary; some meet rate limits, timeouts or server errors, and fall back or fail."""
-        primary, fallback = SummaryAgent.model or "", SummaryAgent.fallback_models[0]
-        roll = self.rng.random()
-        if roll >= 0.3:
-            SummaryAgent.call(text=text)
-            return
+    def question_with_revoked_key(self, topic: str) -> None:
         with fake_llm() as llm:
-            if roll < 0.15:
-                self.fail_attempts(llm, "rate_limit", primary, 0.1)
-            elif roll < 0.22:
-                self.fail_attempts(llm, "timeout", primary, TIMEOUT_FACTOR)
-                self.fail_attempts(llm, "timeout", fallback, TIMEOUT_FACTOR)
-            else:
-                llm.fail("server_error", model=primary, delay=self.latency(primary, 0.5))
-            for model in (primary, fallback):
-                llm.respond(text.split(". ")[0] + ".", model=model, delay=self.latency(model))
-            SummaryAgent.call(text=text)
+            llm.fail("auth", delay=self.latency(SearchAgent.model or ""))
+            SearchAgent.call(query=self.question_text(topic))
+
+    def question_text(self, topic: str) -> str:
+        return f"what is {topic}? " + "detail " * self.rng.randint(0, 200)
+
+    def summary(self, topic: str) -> None:
+        SummaryAgent.call(text=self.summary_text(topic))
+
+    def summary_after_rate_limits(self, topic: str) -> None:
+        """The first model is rate limited on every attempt; the fallback model answers."""
+        with fake_llm() as llm:
+            self.fail_attempts(llm, "rate_limit", SummaryAgent.model or "", 0.1)
+            self.answer_summaries(llm, topic)
+
+    def summary_timed_out(self, topic: str) -> None:
+        """Every attempt of every model times out."""
+        with fake_llm() as llm:
+            for model in (SummaryAgent.model or "", *SummaryAgent.fallback_models):
+                self.fail_attempts(llm, "timeout", model, TIMEOUT_FACTOR)
+            SummaryAgent.call(text=self.summary_text(topic))
+
+    def summary_after_server_error(self, topic: str) -> None:
+        """One server error, then the retry answers."""
+        with fake_llm() as llm:
+            llm.fail("server_error", model=SummaryAgent.model, delay=self.latency(SummaryAgent.model or "", 0.5))
+            self.answer_summaries(llm, topic)
+
+    def answer_summaries(self, llm: FakeLLM, topic: str) -> None:
+        text = self.summary_text(topic)
+        for model in (SummaryAgent.model or "", *SummaryAgent.fallback_models):
+            llm.respond(f"A text about {topic}.", model=model, delay=self.latency(model))
+        SummaryAgent.call(text=text)
+
+    def summary_text(self, topic: str) -> str:
+        return f"A long text about {topic}. " * self.rng.randint(5, 400)
 
     def fail_attempts(self, llm: FakeLLM, kind: str, model: str, factor: float) -> None:
         for _attempt in range(SummaryAgent.retries + 1):
             llm.fail(kind, model=model, delay=self.latency(model, factor))
+
+    def story(self, topic: str) -> None:
+        for _chunk in StoryAgent.stream(topic=topic):
+            pass
 
     def nightly_digest(self, topic: str) -> None:
         """A trace: a retrieval span with a nested ranking span, a summary, then a nested trace."""
