@@ -25,15 +25,15 @@ from llm_agents.models import Batch, BatchRequest, Budget, Execution, Prompt, Sp
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def run_demo(calls: int = 40, **options) -> str:
+def run_demo(calls: int = 40, verbosity: int = 0, **options) -> str:
     out = io.StringIO()
     with override_settings(LLM_AGENTS=demo_settings()):
-        call_command(DemoCommand(), calls=calls, verbosity=0, stdout=out, **options)
+        call_command(DemoCommand(), calls=calls, verbosity=verbosity, stdout=out, **options)
     return out.getvalue()
 
 
 def test_demo_exercises_every_capability():
-    output = run_demo(url="http://0.0.0.0:8123/")
+    output = run_demo(url="http://0.0.0.0:8123/", verbosity=1)
 
     # The URL it was told is the one it prints.
     assert "Admin: http://0.0.0.0:8123/admin/" in output

@@ -109,9 +109,8 @@ class Command(BaseCommand):
         call_command("rebuild_aggregates", verbosity=min(self.verbosity, 1), stdout=self.stdout)
         refused = self.run_budgets()
         made = Execution.objects.exclude(pk__in=before).count()
-        self.stdout.write(self.style.SUCCESS(f"Recorded {made} executions; {refused}."))
-        admin_url = url.rstrip("/") + "/admin/"
-        self.stdout.write(f"Admin: {admin_url}  user {username!r}  password {password!r}")
+        self.note(self.style.SUCCESS(f"Recorded {made} executions; {refused}."))
+        self.note(f"Admin: {url.rstrip('/')}/admin/  user {username!r}  password {password!r}")
 
     def note(self, message: str) -> None:
         if self.verbosity:
@@ -195,7 +194,9 @@ class Command(BaseCommand):
     def summary_after_server_error(self, topic: str) -> None:
         """One server error, then the retry answers."""
         with fake_llm() as llm:
-            llm.fail("server_error", model=SummaryAgent.model, delay=self.latency(SummaryAgent.model or "", 0.5))
+            llm.fail(
+                "server_error", model=SummaryAgent.model, delay=self.latency(SummaryAgent.model or "", 0.5)
+            )
             self.answer_summaries(llm, topic)
 
     def answer_summaries(self, llm: FakeLLM, topic: str) -> None:
