@@ -13,7 +13,7 @@ from decimal import Decimal
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db.models import Sum
+from django.db.models import Max, Sum
 from django.test import override_settings
 from django.utils import timezone
 
@@ -104,3 +104,20 @@ def test_demo_refuses_bad_options():
         run_demo(calls=0)
     with pytest.raises(CommandError, match="--url must start with http"):
         run_demo(url="127.0.0.1:8000")
+
+
+def latest_versions() -> dict[str, int]:
+    return dict(Prompt.objects.annotate(latest=Max("versions__number")).values_list("slug", "latest"))
+
+
+def test_demo_runs_again_on_its_own_data():
+    run_demo(calls=12)
+    versions = latest_versions()
+    executions = Execution.objects.count()
+
+    run_demo(calls=12)
+
+    assert latest_versions() == versions
+    assert Batch.objects.filter(status=Batch.Status.COMPLETED, reconciled_at__isnull=False).count() == 2
+    assert Execution.objects.count() > executions
+    assert Execution.objects.filter(error_class="BudgetExceededError").count() == 2

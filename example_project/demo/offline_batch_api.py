@@ -15,11 +15,11 @@ Batches live as long as the process: flush and poll in the same process (the ``d
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -56,7 +56,6 @@ class OfflineBatchAPI:
     def __init__(self) -> None:
         self.files: dict[str, dict[str, Any]] = {}
         self.batches: dict[str, dict[str, Any]] = {}
-        self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._routes = [
             ("POST", re.compile(r"/v1/files$"), self.upload),
@@ -77,7 +76,8 @@ class OfflineBatchAPI:
         return error(404, f"No route for {request.method} {request.path}.")
 
     def new_id(self, prefix: str) -> str:
-        return f"{prefix}_offline{next(self._ids):06d}"
+        """A new id, unique across runs (the batches of an earlier run stay in the database)."""
+        return f"{prefix}_offline_{uuid.uuid4().hex[:20]}"
 
     def upload(self, request: Request) -> Response:
         header = f"Content-Type: {request.headers.get('content-type', '')}\r\n\r\n".encode()

@@ -6,7 +6,8 @@ Every record is written by the product itself, as in production; nothing leaves 
 2. **Prompts.** ``sync_prompts`` reads each folder of ``example_project/prompt_history/`` in turn, then
    ``example_project/prompts/`` (``PROMPTS_SOURCE_PATH``), so the prompts have a version history;
    ``summarise`` and ``answer-question`` include the ``house-style`` partial. A share of the calls runs
-   after each sync, so every version has executions to compare.
+   after each sync, so every version has executions to compare. On a database that has the prompts
+   already (a second run), only the current files are synced.
 3. **Agent calls** (``--calls``), for three tenants: SearchAgent asking for its tool, SummaryAgent retrying
    and falling back after rate limits, timeouts and server errors, StoryAgent streamed, and
    ``nightly_digest`` traces nesting spans, a trace and agent calls. The offline provider simulates a
@@ -44,7 +45,7 @@ from example_project.demo.agents import SearchAgent, StoryAgent, SummaryAgent, T
 from example_project.demo.conf import PROMPT_HISTORY, PROMPTS
 from llm_agents import batches, span, tenant, trace
 from llm_agents.errors import BudgetExceededError, LLMAgentsError
-from llm_agents.models import Budget, CostConfig, Execution, Span
+from llm_agents.models import Budget, CostConfig, Execution, Prompt, Span
 from llm_agents.providers import get_provider
 from llm_agents.testing import FakeLLM, fake_llm
 
@@ -52,6 +53,8 @@ TOPICS = ["django", "celery", "postgres", "redis", "caching", "budgets", "prompt
 TENANTS = ["acme", "globex", "initech"]
 #: The tenant on a free tier: a daily hard-stop budget refuses its calls once spent.
 FREE_TENANT = "umbrella"
+#: The prompts the demo agents send.
+DEMO_PROMPTS = [SearchAgent.prompt, SummaryAgent.prompt]
 #: Share of the calls made after each prompt sync (the history folders, then the current prompts).
 PHASE_SHARES = [0.25, 0.35, 0.40]
 #: What a call does, and how often: the first calls of a run make one of each, in this order.
@@ -94,14 +97,16 @@ class Command(BaseCommand):
         self.ensure_admin(username, password)
         self.ensure_prices()
         before = set(Execution.objects.values_list("pk", flat=True))
-        folders, made = [*PROMPT_HISTORY, PROMPTS], 0
+        # The history is synced once: on a database that has the prompts, a run syncs the current files.
+        history = [] if Prompt.objects.filter(slug__in=DEMO_PROMPTS).exists() else PROMPT_HISTORY
+        folders, made = [*history, PROMPTS], 0
         shares = PHASE_SHARES[-len(folders) :]
         for folder, share in zip(folders, shares, strict=True):
             call_command(
                 "sync_prompts", path=str(folder), verbosity=min(self.verbosity, 1), stdout=self.stdout
             )
             with one_commit_on_sqlite():
-                for _ in range(max(1, round(calls * share))):
+                for _ in range(max(1, round(calls * share / sum(shares)))):
                     self.run_one(made)
                     made += 1
         self.spread_over_month(Execution.objects.exclude(pk__in=before))
