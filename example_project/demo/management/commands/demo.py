@@ -55,8 +55,6 @@ TENANTS = ["acme", "globex", "initech"]
 FREE_TENANT = "umbrella"
 #: The prompts the demo agents send.
 DEMO_PROMPTS = [SearchAgent.prompt, SummaryAgent.prompt]
-#: Share of the calls made after each prompt sync (the history folders, then the current prompts).
-PHASE_SHARES = [0.25, 0.35, 0.40]
 #: What a call does, and how often: the first calls of a run make one of each, in this order.
 SCENARIOS = {
     "question": 0.18,
@@ -99,22 +97,21 @@ class Command(BaseCommand):
         before = set(Execution.objects.values_list("pk", flat=True))
         # The history is synced once: on a database that has the prompts, a run syncs the current files.
         history = [] if Prompt.objects.filter(slug__in=DEMO_PROMPTS).exists() else PROMPT_HISTORY
-        folders, made = [*history, PROMPTS], 0
-        shares = PHASE_SHARES[-len(folders) :]
-        for folder, share in zip(folders, shares, strict=True):
+        folders = [*history, PROMPTS]
+        for phase, folder in enumerate(folders):
             call_command(
                 "sync_prompts", path=str(folder), verbosity=min(self.verbosity, 1), stdout=self.stdout
             )
+            first, last = calls * phase // len(folders), calls * (phase + 1) // len(folders)
             with one_commit_on_sqlite():
-                for _ in range(max(1, round(calls * share / sum(shares)))):
-                    self.run_one(made)
-                    made += 1
+                for number in range(first, last):
+                    self.run_one(number)
         self.spread_over_month(Execution.objects.exclude(pk__in=before))
         self.run_batch_cycle(max(6, calls // 20))
         call_command("rebuild_aggregates", verbosity=min(self.verbosity, 1), stdout=self.stdout)
         refused = self.run_budgets()
-        made = Execution.objects.exclude(pk__in=before).count()
-        self.note(self.style.SUCCESS(f"Recorded {made} executions; {refused}."))
+        recorded = Execution.objects.exclude(pk__in=before).count()
+        self.note(self.style.SUCCESS(f"Recorded {recorded} executions; {refused}."))
         self.note(f"Admin: {url.rstrip('/')}/admin/  user {username!r}  password {password!r}")
 
     def note(self, message: str) -> None:
