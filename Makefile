@@ -19,10 +19,10 @@ $(VENV)/.installed-demo: pyproject.toml | $(PY)
 	$(PIP) install --quiet -e ".[openai,anthropic,redis,postgres,example]"
 	touch $@
 
-## demo: install, migrate, create an admin user, run the demo agents, serve http://127.0.0.1:8000/admin/
+## demo: install, migrate, fill every admin page with demo data (offline), serve http://$(HOST)/admin/
 demo: $(VENV)/.installed-demo
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py demo
+	$(PY) manage.py demo --url http://$(HOST)/
 	$(PY) manage.py runserver $(HOST)
 
 ## test: the suite on SQLite, or on the database in DATABASE_URL

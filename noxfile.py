@@ -75,9 +75,9 @@ def psycopg2(session: nox.Session) -> None:
 def wheel(session: nox.Session) -> None:
     """Build the wheel, install it (not the source tree) and run the suite against it.
 
-    The suite runs from a temporary folder outside the work tree holding only a copy of tests/ and the
-    pytest settings, so ``llm_agents`` is imported from site-packages: a template, static file or
-    migration missing from the wheel fails here.
+    The suite runs from a temporary folder outside the work tree holding only a copy of tests/, of
+    example_project/ (the demo's tests run its ``demo`` command) and the pytest settings, so ``llm_agents``
+    is imported from site-packages: a template, static file or migration missing from the wheel fails here.
     """
     tmp = Path(session.create_tmp()).resolve()
     source, dist = tmp / "source", tmp / "dist"
@@ -97,6 +97,7 @@ def wheel(session: nox.Session) -> None:
     run = Path(tempfile.mkdtemp(prefix="llm_agents_wheel_"))
     try:
         shutil.copytree(ROOT / "tests", run / "tests", ignore=ignore)
+        shutil.copytree(ROOT / "example_project", run / "example_project", ignore=ignore)
         (run / "pytest.ini").write_text(pytest_ini())
         (run / "wheel_check.py").write_text(WHEEL_CHECK)
         with session.chdir(run):

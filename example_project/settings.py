@@ -8,6 +8,8 @@ from pathlib import Path
 
 import environ
 
+from example_project.demo.conf import demo_settings
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env") if (BASE_DIR / ".env").exists() else None
@@ -72,9 +74,12 @@ CELERY_TASK_ALWAYS_EAGER = not env.str("CELERY_BROKER_URL", default="")
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 
+# Tenants on, the prompts of example_project/prompts/, offline models with simulated latencies and an
+# in-process Batch API (see example_project/demo/conf.py).
 LLM_AGENTS = {
+    **demo_settings(),
     "ASYNC_LOGGING": env.bool("LLM_AGENTS_ASYNC_LOGGING", default=False),
-    "MULTI_TENANCY": env.bool("LLM_AGENTS_MULTI_TENANCY", default=False),
+    "MULTI_TENANCY": env.bool("LLM_AGENTS_MULTI_TENANCY", default=True),
 }
 
 LOGGING = {

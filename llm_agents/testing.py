@@ -141,12 +141,15 @@ class FakeLLM(Provider):
             )
         return self
 
-    def fail(self, kind: str, *, model: str | None = None, message: str | None = None) -> FakeLLM:
-        """Queue a failure: rate_limit, timeout, server_error, auth or invalid_request."""
+    def fail(
+        self, kind: str, *, model: str | None = None, message: str | None = None, delay: float = 0.0
+    ) -> FakeLLM:
+        """Queue a failure: rate_limit, timeout, server_error, auth or invalid_request, raised after
+        ``delay`` seconds."""
         if kind not in FAILURES:
             raise ValueError(f"Unknown failure {kind!r}; choose one of: {', '.join(FAILURES)}.")
         with self._lock:
-            self._queue(model).append(Scripted(failure=kind, message=message))
+            self._queue(model).append(Scripted(failure=kind, message=message, delay=delay))
         return self
 
     def _next(self, request: ProviderRequest) -> Scripted | None:

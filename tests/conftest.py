@@ -6,7 +6,7 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-pytest_plugins = ["tests.fake_servers"]
+pytest_plugins = ["tests.fake_servers", "tests.browser"]
 
 
 @pytest.fixture

@@ -1,74 +1,19 @@
-"""The admin in a real browser: Debian's headless Chromium driven by Playwright against pytest-django's
-live server. Run them with ``pytest -m browser``; they need ``/usr/bin/chromium`` (``apt-get install
-chromium``) and never download a browser. Outside CI they are skipped when Chromium is missing; in CI
-(``CI=true``) a missing Chromium fails them instead.
-
-``LLM_AGENTS_SCREENSHOTS=docs/screenshots`` also saves screenshots of the pages they visit.
-"""
+"""The admin in a real browser (the fixtures ``browser`` and ``page`` are in ``tests/browser.py``). Run them
+with ``pytest -m browser``. The documentation's screenshots are taken from the demo's data, in
+``test_demo_browser.py``."""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import shutil
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
 
+from .browser import log_in
 from .factories import ExecutionFactory, SpanFactory
 
-CHROMIUM = os.environ.get("LLM_AGENTS_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-def chromium_available() -> bool:
-    return bool(shutil.which(CHROMIUM) or Path(CHROMIUM).exists())
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if os.environ.get("CI") == "true":
-        from playwright import sync_api
-    else:
-        if not chromium_available():
-            pytest.skip(f"no Chromium at {CHROMIUM}")
-        sync_api = pytest.importorskip("playwright.sync_api")
-    # Playwright's sync API keeps an event loop on this thread; the ORM calls the tests make
-    # between page actions are plain synchronous code.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
-    os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    yield page
-    context.close()
-
-
-def screenshot(page, name: str) -> None:
-    folder = os.environ.get("LLM_AGENTS_SCREENSHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
 
 
 @pytest.fixture
@@ -104,14 +49,6 @@ def activity():
     return traced
 
 
-def log_in(page, live_server) -> None:
-    page.goto(f"{live_server.url}/admin/login/?next=/admin/")
-    page.get_by_label("Username").fill("admin")
-    page.get_by_label("Password").fill("s3cret!")
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(f"{live_server.url}/admin/")
-
-
 def test_login_and_dashboard_with_charts(page, live_server, admin_user, activity):
     log_in(page, live_server)
     page.goto(f"{live_server.url}/admin/llm_agents/")
@@ -123,7 +60,6 @@ def test_login_and_dashboard_with_charts(page, live_server, admin_user, activity
         assert box and box["width"] > 200 and box["height"] > 30, chart
     assert page.locator('[data-kpi="total_executions"] .value').inner_text() == "17"
     assert page.locator("#chart-models svg rect.bar").count() == 2
-    screenshot(page, "dashboard")
 
     page.locator('a[data-period="30d"]').click()
     page.wait_for_url("**/dashboard/?period=30d")
@@ -163,4 +99,3 @@ def test_execution_page_span_tree_expands(page, live_server, admin_user, activit
     tool = page.locator("details.llm-span", has_text="search_papers").last
     tool.locator("summary").first.click()
     assert page.locator("pre", has_text='"hits": 3').first.is_visible()
-    screenshot(page, "execution")

@@ -190,6 +190,16 @@ def test_all_models_failing(failure, status):
     assert exhausted == [{"agent_type": "SearchAgent", "models_tried": ["gpt-4o", "gpt-4o-mini"]}]
 
 
+def test_a_scripted_failure_takes_its_delay_and_the_attempt_records_it():
+    with fake_llm() as llm:
+        llm.fail("timeout", model="gpt-4o", delay=0.06)
+        llm.respond("ok", model="gpt-4o")
+        result = SearchAgent.call(query="x")
+    failed, answered = result.execution.attempts
+    assert (failed["error_class"], answered["status"]) == ("ProviderTimeoutError", "success")
+    assert failed["duration_ms"] >= 60
+
+
 def test_authentication_error_neither_retries_nor_falls_back():
     with fake_llm() as llm:
         llm.fail("auth", model="gpt-4o")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,6 +23,7 @@ from llm_agents.errors import (
 )
 from llm_agents.providers import ProviderRequest, StreamEvent, ToolCall, Usage, get_provider
 from llm_agents.providers.anthropic import AnthropicProvider
+from llm_agents.providers.fake import FakeProvider
 from llm_agents.providers.openai import OpenAIProvider
 from tests import fake_servers
 from tests.fake_servers import (
@@ -832,3 +834,72 @@ def test_openai_reasoning_models_get_no_temperature(openai_provider, openai_serv
     assert ("temperature" in body) is sent
     if sent:
         assert body["temperature"] == 0.2
+
+
+# The offline provider's simulated latency -------------------------------------------------------------------
+
+
+def test_offline_provider_answers_at_once_by_default():
+    provider = FakeProvider()
+    assert provider.simulated_latency("fake/x") == 0.0
+    started = time.perf_counter()
+    assert provider.complete(request("fake/x")).content == "Hi"
+    assert time.perf_counter() - started < 0.5
+
+
+def test_offline_provider_simulates_a_log_normal_latency_per_model():
+    provider = FakeProvider(
+        latency={"fake/slow": {"median_ms": 40, "p95_ms": 160}, "*": {"median_ms": 2, "p95_ms": 4}}, seed=3
+    )
+    slow = sorted(provider.simulated_latency("fake/slow") for _ in range(2000))
+    assert 0.036 < slow[1000] < 0.044  # the median
+    assert 0.14 < slow[1900] < 0.18  # the 95th percentile
+    assert max(provider.simulated_latency("fake/other") for _ in range(100)) < 0.02  # "*" for the rest
+
+    timed = FakeProvider(latency={"fake/slow": {"median_ms": 60, "p95_ms": 60}})
+    started = time.perf_counter()
+    assert timed.complete(request("fake/slow")).content == "Hi"
+    assert time.perf_counter() - started >= 0.055
+
+
+def test_offline_provider_stream_spends_part_of_the_latency_before_the_first_token():
+    provider = FakeProvider(latency={"fake/slow": {"median_ms": 100, "p95_ms": 100}})
+    started = time.perf_counter()
+    events = provider.stream(request("fake/slow", messages=[{"role": "user", "content": "one two three"}]))
+    first = next(events)
+    first_token = time.perf_counter() - started
+    rest = list(events)
+    total = time.perf_counter() - started
+    assert first.delta == "one" and rest[-1].response.content == "one two three"
+    assert first_token >= 0.03 and total - first_token >= 0.065  # 30 % before the first token, 70 % after
+
+
+@pytest.mark.parametrize(
+    ("latency", "message"),
+    [
+        ([40, 160], "must map model ids"),
+        ({"fake/x": {"median_ms": 40}}, r"latency\['fake/x'\] must be"),
+        ({"fake/x": {"median_ms": 40, "p95_ms": 20}}, "0 < median_ms <= p95_ms"),
+        ({"fake/x": {"median_ms": 0, "p95_ms": 20}}, "0 < median_ms <= p95_ms"),
+    ],
+)
+def test_offline_provider_names_a_bad_latency_option(latency, message):
+    with pytest.raises(ValueError, match=message):
+        FakeProvider(latency=latency)
+
+
+@pytest.mark.django_db
+def test_agent_durations_follow_the_offline_latency_setting():
+    class SlowAgent(Agent):
+        model = "fake/slow"
+
+        def user_prompt(self) -> str:
+            return "Hello"
+
+    slow = {
+        "class": "llm_agents.providers.fake.FakeProvider",
+        "latency": {"fake/slow": {"median_ms": 50, "p95_ms": 50}},
+    }
+    with override_settings(LLM_AGENTS={"PROVIDERS": {"fake": slow}}):
+        execution = SlowAgent.call().execution
+    assert execution.duration_ms >= 50

@@ -1,10 +1,17 @@
-"""Demo agents. With no OPENAI_API_KEY they use the offline ``fake/…`` models; with one, OpenAI."""
+"""Demo agents and the demo's batch handler. With no OPENAI_API_KEY the agents use the offline ``fake/…``
+models; with one, OpenAI. SearchAgent and SummaryAgent send the managed prompts synced from
+``example_project/prompts/`` (``prompt = "slug"``); StoryAgent writes its prompt in code."""
 
 from __future__ import annotations
 
+import logging
 import os
+from typing import Any
 
 from llm_agents import Agent, Param, Tool
+from llm_agents.batches import BatchRequestError, BatchResult
+
+logger = logging.getLogger(__name__)
 
 ONLINE = bool(os.environ.get("OPENAI_API_KEY"))
 
@@ -26,39 +33,30 @@ class LookupDocument(Tool):
 
 
 class SearchAgent(Agent):
-    """Answers a question, looking documents up with a tool."""
+    """Answers a question (the ``answer-question`` prompt), looking documents up with a tool."""
 
     model = "gpt-4o-mini" if ONLINE else "fake/search-small"
+    prompt = "answer-question"
     version = "1.1"
     tools = [LookupDocument]
     query = Param(required=True)
-
-    def system_prompt(self) -> str:
-        return "You answer questions about software. Use lookup_document when a topic is named."
-
-    def user_prompt(self) -> str:
-        return f"Search for {self.query}"
 
     def execution_metadata(self) -> dict[str, str]:
         return {"source": "demo"}
 
 
 class SummaryAgent(Agent):
-    """Summarises a text; falls back to a second model when the first fails."""
+    """Summarises a text (the ``summarise`` prompt, which includes ``house-style``); falls back to a
+    second model when the first fails."""
 
     model = "gpt-4o" if ONLINE else "fake/summary-large"
     fallback_models = ["gpt-4o-mini" if ONLINE else "fake/summary-small"]
     retries = 1
     retry_backoff = 0
+    prompt = "summarise"
     version = "2.0"
     text = Param(required=True)
     style = Param(default="short")
-
-    def system_prompt(self) -> str:
-        return f"Summarise in a {self.style} paragraph."
-
-    def user_prompt(self) -> str:
-        return self.text
 
 
 class StoryAgent(Agent):
@@ -70,3 +68,13 @@ class StoryAgent(Agent):
 
     def user_prompt(self) -> str:
         return f"Tell a three-sentence story about {self.topic}."
+
+
+class TicketSummaryHandler:
+    """Receives the batched ticket summaries (purpose ``ticket_summary``); ``routing`` names the ticket."""
+
+    def call(self, request: Any, result: BatchResult) -> None:
+        logger.info("Ticket %s summarised: %s", request.routing.get("ticket"), result.content[:80])
+
+    def on_failure(self, request: Any, error: BatchRequestError) -> None:
+        logger.warning("Ticket %s was not summarised: %s", request.routing.get("ticket"), error)
