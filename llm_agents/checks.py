@@ -109,6 +109,10 @@ def _problems(user: dict[str, Any]) -> Iterable[tuple[str, str, str]]:
             path = spec.get("class") if isinstance(spec, dict) else spec
             if not isinstance(path, str) or not path:
                 yield "E012", "PROVIDERS", f"provider {name!r} needs a dotted path (or a dict with 'class')"
+                continue
+            problem = _check_importable(path, want_class=True)
+            if problem:
+                yield "E024", "PROVIDERS", f"provider {name!r}: {problem}"
 
     resolver = get("TENANT_RESOLVER")
     if resolver is not None:
