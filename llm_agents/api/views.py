@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
-from django.db.models import CharField, QuerySet, TextField
+from django.db.models import CharField, DecimalField, QuerySet, TextField
 from django.http import StreamingHttpResponse
 from django.utils.decorators import method_decorator
 from django_filters.rest_framework import DjangoFilterBackend
@@ -32,6 +32,7 @@ from .. import __version__
 from ..analytics import overview
 from ..errors import PromptError
 from ..models import Batch, Budget, Execution, Prompt, PromptVersion, Span
+from ..money import plain
 from ..querysets import COST_GROUPS
 from . import serializers as s
 from .filters import BatchFilterSet, BudgetFilterSet, ExecutionFilterSet, PromptFilterSet
@@ -284,15 +285,27 @@ def text_columns() -> list[int]:
     ]
 
 
+def decimal_columns() -> list[int]:
+    """Positions of the export's decimal columns (the costs), written in fixed notation."""
+    return [
+        position
+        for position, name in enumerate(EXPORT_FIELDS)
+        if isinstance(Execution._meta.get_field(name), DecimalField)
+    ]
+
+
 def csv_lines(rows: Iterator[tuple[Any, ...]]) -> Iterator[str]:
     writer = csv.writer(Echo())
     columns = text_columns()
+    decimals = decimal_columns()
     yield writer.writerow(EXPORT_FIELDS)
     buffer = []
     for row in rows:
         cells = list(row)
         for position in columns:
             cells[position] = neutralise(cells[position])
+        for position in decimals:
+            cells[position] = plain(cells[position])
         buffer.append(writer.writerow(cells))
         if len(buffer) >= 500:
             yield "".join(buffer)
@@ -303,11 +316,15 @@ def csv_lines(rows: Iterator[tuple[Any, ...]]) -> Iterator[str]:
 
 def json_lines(rows: Iterator[tuple[Any, ...]]) -> Iterator[str]:
     encoder = DjangoJSONEncoder()
+    decimals = decimal_columns()
     yield "["
     separator = "\n"
     buffer = []
     for row in rows:
-        buffer.append(separator + encoder.encode(dict(zip(EXPORT_FIELDS, row, strict=True))))
+        cells = list(row)
+        for position in decimals:
+            cells[position] = plain(cells[position])
+        buffer.append(separator + encoder.encode(dict(zip(EXPORT_FIELDS, cells, strict=True))))
         separator = ",\n"
         if len(buffer) >= 500:
             yield "".join(buffer)
