@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from decimal import Decimal
 from io import StringIO
 
@@ -227,3 +228,23 @@ def test_manage_py_check_of_the_database_is_quiet_with_the_default_settings():
     call_command("check", "--database", "default", stdout=out, stderr=err)
     assert err.getvalue() == ""
     assert out.getvalue().strip() == "System check identified no issues (0 silenced)."
+
+
+@pytest.fixture
+def without_the_openai_sdk(monkeypatch):
+    """The openai SDK not installed (a core install without the [openai] extra)."""
+    monkeypatch.setitem(sys.modules, "openai", None)
+    monkeypatch.delitem(sys.modules, "llm_agents.providers.openai")
+
+
+def test_default_providers_need_no_sdk_to_pass_the_check(without_the_openai_sdk):
+    assert llm_agents_messages() == []
+
+
+def test_w002_a_provider_set_without_its_sdk(without_the_openai_sdk):
+    providers = {"openai": {"class": "llm_agents.providers.openai.OpenAIProvider", "api_key": "sk-test"}}
+    with override_settings(LLM_AGENTS={"PROVIDERS": providers}):
+        (message,) = llm_agents_messages()
+    assert message.id == "llm_agents.W002"
+    assert isinstance(message, Warning)
+    assert "'openai'" in message.msg and "pip install" in message.msg
