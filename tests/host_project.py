@@ -2,7 +2,7 @@
 
 Run by ``tests/test_install.py`` in a project built from the README's lines (``DJANGO_SETTINGS_MODULE``
 names its settings; its database is migrated already). Prints one JSON object: for each route name,
-the status code, content type and body of the answer.
+the status code, content type and body of the answer, and the status code an anonymous request gets.
 """
 
 from __future__ import annotations
@@ -51,14 +51,14 @@ def create_objects() -> dict[str, Any]:
 
 
 def request_every_route() -> dict[str, dict[str, Any]]:
-    """GET every route (POST the ones without GET), logged in as a staff user."""
+    """GET every route (POST the ones without GET) as a staff user, and again anonymously."""
     from django.contrib.auth import get_user_model
     from django.test import Client
     from django.urls import URLPattern, reverse
 
     from llm_agents.api import urls
 
-    client = Client()
+    client, anonymous = Client(), Client()
     client.force_login(get_user_model().objects.create_user("staff", is_staff=True))
     kwargs_by_route = route_kwargs(create_objects())
     answers = {}
@@ -70,14 +70,17 @@ def request_every_route() -> dict[str, dict[str, Any]]:
             continue
         path = reverse(f"{urls.app_name}:{name}", kwargs=kwargs_by_route.get(name))
         if "get" in methods(pattern):
-            response = client.get(path, REQUIRED_PARAMETERS.get(name, {}))
+            response, refused = (c.get(path, REQUIRED_PARAMETERS.get(name, {})) for c in (client, anonymous))
         else:
-            response = client.post(path, RENDER_BODY, content_type="application/json")
+            response, refused = (
+                c.post(path, RENDER_BODY, content_type="application/json") for c in (client, anonymous)
+            )
         body = b"".join(response.streaming_content) if response.streaming else response.content
         answers[name] = {
             "status": response.status_code,
             "content_type": response.get("Content-Type", ""),
             "body": body.decode()[:100_000],
+            "anonymous_status": refused.status_code,
         }
     return answers
 

@@ -30,6 +30,7 @@ README = REPOSITORY / "README.md"
 UNUSUAL_REST_FRAMEWORK = """
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "rest_framework.schemas.openapi.AutoSchema",
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.TemplateHTMLRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.FormParser"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
@@ -117,6 +118,7 @@ def test_a_project_made_of_the_readme_lines_is_quiet_and_serves_every_route(tmp_
     assert set(answers) == {pattern.name for pattern in urls.urlpatterns}
     failed = {name: answer for name, answer in answers.items() if answer["status"] != 200}
     assert failed == {}
+    assert {answer["anonymous_status"] for answer in answers.values()} == {403}
     assert answers["schema"]["body"].startswith("openapi: 3")
 
 
@@ -127,6 +129,7 @@ def test_the_api_ignores_the_projects_rest_framework_defaults(tmp_path, host_dat
     answers = route_answers(folder)
     failed = {name: answer for name, answer in answers.items() if answer["status"] != 200}
     assert failed == {}
+    assert {answer["anonymous_status"] for answer in answers.values()} == {403}
     listing = answers["execution-list"]
     assert listing["content_type"] == "application/json"
     page = json.loads(listing["body"])
