@@ -75,8 +75,9 @@ def psycopg2(session: nox.Session) -> None:
 def wheel(session: nox.Session) -> None:
     """Build the wheel, install it (not the source tree) and run the suite against it.
 
-    The suite runs from a temporary folder outside the work tree holding only a copy of tests/ and the
-    pytest settings, so ``llm_agents`` is imported from site-packages: a template, static file or
+    The suite runs from a temporary folder outside the work tree holding only a copy of tests/, the
+    README (whose install lines tests/test_install.py follows) and the pytest settings, so
+    ``llm_agents`` is imported from site-packages: a template, static file or
     migration missing from the wheel fails here.
     """
     tmp = Path(session.create_tmp()).resolve()
@@ -97,6 +98,7 @@ def wheel(session: nox.Session) -> None:
     run = Path(tempfile.mkdtemp(prefix="llm_agents_wheel_"))
     try:
         shutil.copytree(ROOT / "tests", run / "tests", ignore=ignore)
+        shutil.copy2(ROOT / "README.md", run / "README.md")  # tests/test_install.py builds a project from it
         (run / "pytest.ini").write_text(pytest_ini())
         (run / "wheel_check.py").write_text(WHEEL_CHECK)
         with session.chdir(run):
