@@ -245,6 +245,7 @@ class ExecutionQuerySet(models.QuerySet):
     # Each is a fixed number of queries over root executions, whatever the row count. Rows are
     # counted as COUNT(*), or COUNT(started_at) under a filter (never null either), not COUNT(id):
     # the id is not in the covering index, and reading it would send PostgreSQL to the table.
+    # Amounts leave through money(): 8 places, whatever tail the database's arithmetic left.
 
     def _summary(self, duration_percents: Sequence[float] = ()) -> dict[str, Any]:
         """The figures of :meth:`summary`. On PostgreSQL, ``duration_percents`` adds the duration

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import environ
 import pytest
@@ -67,7 +68,7 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def host_database(django_db_blocker: pytest.FixtureRequest) -> Iterator[dict[str, object] | None]:
+def host_database(django_db_blocker: Any) -> Iterator[dict[str, object] | None]:
     """On PostgreSQL, a fresh database for the host project (dropped afterwards); on SQLite, None: the
     project keeps startproject's own ``db.sqlite3``."""
     url = os.environ.get("DATABASE_URL", "")
