@@ -76,8 +76,9 @@ def wheel(session: nox.Session) -> None:
     """Build the wheel, install it (not the source tree) and run the suite against it.
 
     The suite runs from a temporary folder outside the work tree holding only a copy of tests/, of
-    example_project/ (the demo's tests run its ``demo`` command) and the pytest settings, so ``llm_agents``
-    is imported from site-packages: a template, static file or migration missing from the wheel fails here.
+    example_project/ (the demo's tests run its ``demo`` command), the README (whose install lines
+    tests/test_install.py follows) and the pytest settings, so ``llm_agents`` is imported from
+    site-packages: a template, static file or migration missing from the wheel fails here.
     """
     tmp = Path(session.create_tmp()).resolve()
     source, dist = tmp / "source", tmp / "dist"
@@ -98,6 +99,7 @@ def wheel(session: nox.Session) -> None:
     try:
         shutil.copytree(ROOT / "tests", run / "tests", ignore=ignore)
         shutil.copytree(ROOT / "example_project", run / "example_project", ignore=ignore)
+        shutil.copy2(ROOT / "README.md", run / "README.md")  # tests/test_install.py builds a project from it
         (run / "pytest.ini").write_text(pytest_ini())
         (run / "wheel_check.py").write_text(WHEEL_CHECK)
         with session.chdir(run):

@@ -10,6 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from .conf import DEFAULTS
@@ -56,7 +57,7 @@ def _check_importable(value: Any, *, want_class: bool = False) -> str | None:
 
 
 def _problems(user: dict[str, Any]) -> Iterable[tuple[str, str, str]]:
-    """Yield (id, key, message) for each bad value the user set."""
+    """Yield (id, key, message) for each bad value the user set (an error, or a warning for ids W…)."""
 
     def get(key: str) -> Any:
         return user.get(key, DEFAULTS[key])
@@ -109,6 +110,15 @@ def _problems(user: dict[str, Any]) -> Iterable[tuple[str, str, str]]:
             path = spec.get("class") if isinstance(spec, dict) else spec
             if not isinstance(path, str) or not path:
                 yield "E012", "PROVIDERS", f"provider {name!r} needs a dotted path (or a dict with 'class')"
+                continue
+            try:
+                problem = _check_importable(path, want_class=True)
+            except ImproperlyConfigured as exc:  # the provider's SDK (an optional extra) is missing
+                if "PROVIDERS" in user:
+                    yield "W002", "PROVIDERS", f"provider {name!r} cannot be used: {exc}"
+                continue
+            if problem:
+                yield "E024", "PROVIDERS", f"provider {name!r}: {problem}"
 
     resolver = get("TENANT_RESOLVER")
     if resolver is not None:
@@ -180,7 +190,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
         if key not in DEFAULTS
     ]
     messages += [
-        Error(f"LLM_AGENTS[{key!r}] {message}.", id=f"llm_agents.{code}")
+        (Warning if code.startswith("W") else Error)(
+            f"LLM_AGENTS[{key!r}] {message}.", id=f"llm_agents.{code}"
+        )
         for code, key, message in _problems(user)
     ]
     return messages

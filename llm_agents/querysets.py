@@ -18,6 +18,7 @@ from django.db.models.functions import Coalesce, TruncDate, TruncDay, TruncHour
 from django.utils import timezone
 
 from .conf import app_settings
+from .money import money
 from .periods import Period, day_range, last_day_of_month, local_now, resolve_period, start_of_day
 
 FAILED_STATUSES = ("error", "timeout")
@@ -94,7 +95,7 @@ def prompt_performance(
     return {
         "executions": executions,
         "success_rate": rate(successful, executions),
-        "avg_cost": Decimal(avg_cost or ZERO).quantize(Decimal("0.00000001")),
+        "avg_cost": money(avg_cost),
         "avg_duration_ms": _round(avg_duration_ms),
         "p50_duration_ms": None if p50_duration_ms is None else round(p50_duration_ms, 2),
         "p95_duration_ms": None if p95_duration_ms is None else round(p95_duration_ms, 2),
@@ -368,6 +369,7 @@ class ExecutionQuerySet(models.QuerySet):
     # Each is a fixed number of queries over root executions, whatever the row count. Rows are
     # counted as COUNT(*), or COUNT(started_at) under a filter (never null either), not COUNT(id):
     # the id is not in the covering index, and reading it would send PostgreSQL to the table.
+    # Amounts leave through money(): 8 places, whatever tail the database's arithmetic left.
 
     def _summary(self, duration_percents: Sequence[float] = ()) -> dict[str, Any]:
         """The figures of :meth:`summary`. On PostgreSQL, ``duration_percents`` adds the duration
@@ -401,8 +403,8 @@ class ExecutionQuerySet(models.QuerySet):
             "total": aggregated["n_total"],
             "successful": aggregated["n_successful"],
             "failed": aggregated["n_failed"],
-            "total_cost": aggregated["sum_total_cost"],
-            "avg_cost": aggregated["avg_total_cost"],
+            "total_cost": money(aggregated["sum_total_cost"]),
+            "avg_cost": money(aggregated["avg_total_cost"]),
             "avg_duration_ms": aggregated["avg_duration"],
             "total_tokens": aggregated["sum_total_tokens"],
             "input_tokens": aggregated["sum_input_tokens"],
@@ -411,7 +413,6 @@ class ExecutionQuerySet(models.QuerySet):
         }
         row["success_rate"] = rate(row["successful"], row["total"])
         row["avg_duration_ms"] = _round(row["avg_duration_ms"])
-        row["avg_cost"] = Decimal(row["avg_cost"] or ZERO).quantize(Decimal("0.00000001"))
         if extra:
             row["percentiles"] = {
                 f"p{percent:g}": None if value is None else round(value, 2)
@@ -449,7 +450,7 @@ class ExecutionQuerySet(models.QuerySet):
             .order_by("-total_cost", field)
         )
         return [
-            {field: row[field], "total_cost": row["total_cost"], "executions": row["executions"]}
+            {field: row[field], "total_cost": money(row["total_cost"]), "executions": row["executions"]}
             for row in rows
         ]
 
@@ -500,7 +501,7 @@ class ExecutionQuerySet(models.QuerySet):
                 {
                     "date": day,
                     "executions": row.get("executions", 0),
-                    "cost": row.get("cost") or ZERO,
+                    "cost": money(row.get("cost")),
                     "avg_duration_ms": _round(row.get("avg_duration_ms")),
                 }
             )
@@ -550,6 +551,7 @@ class ExecutionQuerySet(models.QuerySet):
                 bucket[row["status"]] = row["n"]
                 bucket["executions"] += row["n"]
                 bucket["total_cost"] += row["cost"] or ZERO
+            bucket["total_cost"] = money(bucket["total_cost"])
             buckets.append(bucket)
             start = bucket["end"]
         return buckets
@@ -579,7 +581,7 @@ class ExecutionQuerySet(models.QuerySet):
                 "successful": row["n_successful"],
                 "failed": row["n_failed"],
                 "success_rate": rate(row["n_successful"], row["n_total"]),
-                "total_cost": row["sum_total_cost"],
+                "total_cost": money(row["sum_total_cost"]),
                 "avg_duration_ms": _round(row["avg_duration"]),
                 "total_tokens": row["sum_total_tokens"],
             }
@@ -611,7 +613,7 @@ class ExecutionQuerySet(models.QuerySet):
             result[version] = {
                 "total": row["total"],
                 "success_rate": rate(row["successful"], row["total"]),
-                "avg_cost": Decimal(row["avg_cost"] or ZERO).quantize(Decimal("0.00000001")),
+                "avg_cost": money(row["avg_cost"]),
             }
         return result
 
@@ -667,11 +669,10 @@ class ExecutionQuerySet(models.QuerySet):
         month_to_date = row["total"] or ZERO
         daily_average = month_to_date / today.day
         days_in_month = last_day_of_month(first).day
-        places = Decimal("0.00000001")
         return {
-            "month_to_date": month_to_date,
-            "projected_month_total": (daily_average * days_in_month).quantize(places),
-            "daily_average": daily_average.quantize(places),
+            "month_to_date": money(month_to_date),
+            "projected_month_total": money(daily_average * days_in_month),
+            "daily_average": money(daily_average),
         }
 
     def error_analysis(self) -> dict[str, Any]:
@@ -764,8 +765,8 @@ class ExecutionQuerySet(models.QuerySet):
                 "successful": row["n_successful"],
                 "failed": row["n_failed"],
                 "success_rate": rate(row["n_successful"], row["n_total"]),
-                "avg_cost": Decimal(row["avg_total_cost"] or ZERO).quantize(Decimal("0.00000001")),
-                "total_cost": row["sum_total_cost"],
+                "avg_cost": money(row["avg_total_cost"]),
+                "total_cost": money(row["sum_total_cost"]),
                 "avg_duration_ms": _round(row["avg_duration"]),
                 "total_tokens": row["sum_total_tokens"],
             }
@@ -793,7 +794,7 @@ class ExecutionQuerySet(models.QuerySet):
         return [
             {
                 "key": row[field],
-                "total_cost": row["sum_total_cost"],
+                "total_cost": money(row["sum_total_cost"]),
                 "executions": row["n_total"],
                 "total_tokens": row["sum_total_tokens"],
             }
@@ -830,7 +831,7 @@ class ExecutionQuerySet(models.QuerySet):
                 "p95_duration_ms": None
                 if p95.get(row["model_id"]) is None
                 else round(p95[row["model_id"]], 2),
-                "avg_cost": Decimal(row["avg_total_cost"] or ZERO).quantize(Decimal("0.00000001")),
+                "avg_cost": money(row["avg_total_cost"]),
                 "total_tokens": row["sum_total_tokens"],
             }
             for row in rows

@@ -20,7 +20,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "django_filters",
-    "drf_spectacular",
     "llm_agents",
 ]
 
@@ -50,7 +49,6 @@ TEMPLATES = [
 DATABASES = {
     "default": environ.Env.db_url_config(os.environ.get("DATABASE_URL", "sqlite://:memory:")),
 }
-REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 STATIC_URL = "static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from decimal import Decimal
+from io import StringIO
 
 import pytest
 from django.core.checks import Error, Warning, run_checks
+from django.core.management import call_command
 from django.test import override_settings
 
 from llm_agents.conf import DEFAULTS, app_settings
@@ -59,6 +62,9 @@ BAD_VALUES = [
     ("llm_agents.E012", "PROVIDERS", ["openai"]),
     ("llm_agents.E012", "PROVIDERS", {"openai": "llm_agents.providers.openai.OpenAIProvider", "local": 3}),
     ("llm_agents.E012", "PROVIDERS", {"openai": {"api_key_env": "OPENAI_API_KEY"}}),
+    ("llm_agents.E024", "PROVIDERS", {"openai": "llm_agents.providers.nowhere.OpenAIProvider"}),
+    ("llm_agents.E024", "PROVIDERS", {"local": {"class": "tests.nowhere.Provider", "base_url": "http://x"}}),
+    ("llm_agents.E024", "PROVIDERS", {"fake": "tests.test_checks.not_a_class"}),
     ("llm_agents.E013", "TENANT_RESOLVER", "tests.nowhere.resolve"),
     ("llm_agents.E013", "TENANT_RESOLVER", 42),
     ("llm_agents.E014", "CACHE_ALIAS", "redis"),
@@ -212,3 +218,33 @@ def test_settings_are_read_on_every_access():
 def test_unknown_setting_is_an_attribute_error():
     with pytest.raises(AttributeError, match="NOT_A_SETTING"):
         app_settings.NOT_A_SETTING  # noqa: B018
+
+
+def test_manage_py_check_of_the_database_is_quiet_with_the_default_settings():
+    """No llm_agents message and no Django warning about the app's models (e.g. models.W040, which
+    SQLite would raise for a covering index), as ``manage.py check --database default`` prints them.
+    ``tests/test_install.py`` checks the same, and a quiet ``migrate``, in a project made from the README."""
+    out, err = StringIO(), StringIO()
+    call_command("check", "--database", "default", stdout=out, stderr=err)
+    assert err.getvalue() == ""
+    assert out.getvalue().strip() == "System check identified no issues (0 silenced)."
+
+
+@pytest.fixture
+def without_the_openai_sdk(monkeypatch):
+    """The openai SDK not installed (a core install without the [openai] extra)."""
+    monkeypatch.setitem(sys.modules, "openai", None)
+    monkeypatch.delitem(sys.modules, "llm_agents.providers.openai")
+
+
+def test_default_providers_need_no_sdk_to_pass_the_check(without_the_openai_sdk):
+    assert llm_agents_messages() == []
+
+
+def test_w002_a_provider_set_without_its_sdk(without_the_openai_sdk):
+    providers = {"openai": {"class": "llm_agents.providers.openai.OpenAIProvider", "api_key": "sk-test"}}
+    with override_settings(LLM_AGENTS={"PROVIDERS": providers}):
+        (message,) = llm_agents_messages()
+    assert message.id == "llm_agents.W002"
+    assert isinstance(message, Warning)
+    assert "'openai'" in message.msg and "pip install" in message.msg

@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db.models import CharField, QuerySet, TextField
+from django.db.models import CharField, DecimalField, QuerySet, TextField
 from django.http import StreamingHttpResponse
 
 from ..models import Execution
+from ..money import plain
 from .serializers import EXECUTION_LIST_FIELDS
 
 EXPORT_FIELDS = EXECUTION_LIST_FIELDS
@@ -47,6 +48,15 @@ def text_columns() -> list[int]:
     ]
 
 
+def decimal_columns() -> list[int]:
+    """Positions of the export's decimal columns (the costs), written in fixed notation."""
+    return [
+        position
+        for position, name in enumerate(EXPORT_FIELDS)
+        if isinstance(Execution._meta.get_field(name), DecimalField)
+    ]
+
+
 def export_rows(queryset: QuerySet[Execution]) -> Iterator[tuple[Any, ...]]:
     """The export's cells of each execution of ``queryset``, in its order, read in chunks."""
     return queryset.values_list(*EXPORT_VALUES).iterator(chunk_size=EXPORT_CHUNK_SIZE)
@@ -56,12 +66,15 @@ def csv_lines(rows: Iterator[tuple[Any, ...]]) -> Iterator[str]:
     """A header row, then one row per execution, a few hundred rows per chunk."""
     writer = csv.writer(Echo())
     columns = text_columns()
+    decimals = decimal_columns()
     yield writer.writerow(EXPORT_FIELDS)
     buffer = []
     for row in rows:
         cells = list(row)
         for position in columns:
             cells[position] = neutralise(cells[position])
+        for position in decimals:
+            cells[position] = plain(cells[position])
         buffer.append(writer.writerow(cells))
         if len(buffer) >= 500:
             yield "".join(buffer)
@@ -73,11 +86,15 @@ def csv_lines(rows: Iterator[tuple[Any, ...]]) -> Iterator[str]:
 def json_lines(rows: Iterator[tuple[Any, ...]]) -> Iterator[str]:
     """A JSON array of one object per execution, a few hundred per chunk."""
     encoder = DjangoJSONEncoder()
+    decimals = decimal_columns()
     yield "["
     separator = "\n"
     buffer = []
     for row in rows:
-        buffer.append(separator + encoder.encode(dict(zip(EXPORT_FIELDS, row, strict=True))))
+        cells = list(row)
+        for position in decimals:
+            cells[position] = plain(cells[position])
+        buffer.append(separator + encoder.encode(dict(zip(EXPORT_FIELDS, cells, strict=True))))
         separator = ",\n"
         if len(buffer) >= 500:
             yield "".join(buffer)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
 
 from drf_spectacular.generators import EndpointEnumerator, SchemaGenerator
 from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import extend_schema
+
+ViewMethod = TypeVar("ViewMethod", bound=Callable[..., Any])
 
 ERROR_RESPONSES = {
     "400": "Invalid parameters or body: each offending field with its reasons.",
@@ -30,6 +34,24 @@ class ApiAutoSchema(AutoSchema):
                 code, {"description": description, "content": {"application/json": {"schema": ERROR_SCHEMA}}}
             )
         return responses
+
+
+def api_schema(**kwargs: Any) -> Callable[[ViewMethod], ViewMethod]:
+    """``@extend_schema(**kwargs)`` for a view method (or ``@action``), built on :class:`ApiAutoSchema`.
+
+    drf-spectacular builds a method's schema on ``REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"]`` unless the
+    method already names a schema class; a project that does not set drf-spectacular's there (DRF's own
+    AutoSchema is the default) would then fail to build this API's schema. Naming ours first makes
+    the schema independent of the project's settings.
+    """
+
+    def decorator(method: ViewMethod) -> ViewMethod:
+        if not hasattr(method, "kwargs"):
+            method.kwargs = {}  # type: ignore[attr-defined]
+        method.kwargs.setdefault("schema", ApiAutoSchema)  # type: ignore[attr-defined]
+        return extend_schema(**kwargs)(method)
+
+    return decorator
 
 
 class ApiEndpoints(EndpointEnumerator):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import models
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -13,9 +14,34 @@ from ..models import Batch, BatchRequest, Budget, Execution, Prompt, PromptVersi
 from ..querysets import ERROR_CATEGORIES
 
 
+class DecimalString(serializers.DecimalField):
+    """A decimal written as a string in fixed notation, whatever the project's
+    ``REST_FRAMEWORK["COERCE_DECIMAL_TO_STRING"]`` says."""
+
+    coerce_to_string = True
+
+
+class WholeNumber(serializers.BigIntegerField):
+    """A 64-bit whole number written as a JSON number, whatever the project's
+    ``REST_FRAMEWORK["COERCE_BIGINT_TO_STRING"]`` says."""
+
+    coerce_to_string = False
+
+
+# A ModelSerializer whose decimals and big integers keep the schema's types in every project (no
+# docstring: drf-spectacular would show it as the description of every serializer built on it).
+class ApiModelSerializer(serializers.ModelSerializer):
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.DecimalField: DecimalString,
+        models.BigIntegerField: WholeNumber,
+        models.BigAutoField: WholeNumber,
+    }
+
+
 def money(**kwargs: Any) -> serializers.DecimalField:
     """US dollars as a decimal string with 8 places (as stored)."""
-    return serializers.DecimalField(max_digits=30, decimal_places=8, **kwargs)
+    return DecimalString(max_digits=30, decimal_places=8, **kwargs)
 
 
 # -- executions and spans ---------------------------------------------------------------------
@@ -58,7 +84,7 @@ EXECUTION_LIST_FIELDS = [
 ]
 
 
-class ExecutionSerializer(serializers.ModelSerializer):
+class ExecutionSerializer(ApiModelSerializer):
     """One row of ``executions/``: everything but the prompts, response and JSON details."""
 
     class Meta:
@@ -67,7 +93,7 @@ class ExecutionSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class SpanSerializer(serializers.ModelSerializer):
+class SpanSerializer(ApiModelSerializer):
     class Meta:
         model = Span
         fields = [
@@ -125,7 +151,7 @@ def span_tree(spans: list[Span]) -> list[dict[str, Any]]:
     return roots
 
 
-class ExecutionDetailSerializer(serializers.ModelSerializer):
+class ExecutionDetailSerializer(ApiModelSerializer):
     """``executions/{id}/``: every field of the execution and its spans as a tree."""
 
     spans = serializers.SerializerMethodField()
@@ -266,13 +292,13 @@ class ErrorAnalysisSerializer(serializers.Serializer):
 # -- budgets ----------------------------------------------------------------------------------
 
 
-class BudgetSerializer(serializers.ModelSerializer):
+class BudgetSerializer(ApiModelSerializer):
     current_spend = money(read_only=True)
     percent_used = serializers.FloatField(read_only=True)
     remaining = money(read_only=True)
     alert_at_percentage = serializers.IntegerField(min_value=1, max_value=100, default=80)
     period_days = serializers.IntegerField(min_value=1, max_value=3650, allow_null=True, required=False)
-    limit_usd = serializers.DecimalField(max_digits=20, decimal_places=8, min_value=0)
+    limit_usd = DecimalString(max_digits=20, decimal_places=8, min_value=0)
 
     class Meta:
         model = Budget
@@ -329,7 +355,7 @@ class BudgetSerializer(serializers.ModelSerializer):
 # -- prompts ----------------------------------------------------------------------------------
 
 
-class PromptVersionSerializer(serializers.ModelSerializer):
+class PromptVersionSerializer(ApiModelSerializer):
     class Meta:
         model = PromptVersion
         fields = ["number", "messages", "model", "model_params", "changelog", "source", "created_at"]
@@ -360,7 +386,7 @@ class PromptVersionPerformanceSerializer(PromptVersionSerializer):
         read_only_fields = fields
 
 
-class PromptSerializer(serializers.ModelSerializer):
+class PromptSerializer(ApiModelSerializer):
     current_version_number = serializers.IntegerField(
         source="current_number", read_only=True, allow_null=True, help_text="None before the first version."
     )
@@ -415,7 +441,7 @@ for _status in BatchRequest.Status.values:
     RequestCountsSerializer._declared_fields[_status] = serializers.IntegerField(source=f"{_status}_requests")
 
 
-class BatchSerializer(serializers.ModelSerializer):
+class BatchSerializer(ApiModelSerializer):
     request_counts = RequestCountsSerializer(source="*", read_only=True)
 
     class Meta:

@@ -14,14 +14,14 @@ from django_filters.rest_framework import DjangoFilterBackend
 from django_filters.utils import translate_validation
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.views import SCHEMA_KWARGS, SpectacularAPIView
 from rest_framework import generics, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
-from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
 from rest_framework.pagination import BasePagination
-from rest_framework.parsers import BaseParser
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.parsers import BaseParser, FormParser, JSONParser, MultiPartParser
+from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -37,7 +37,7 @@ from .filters import BatchFilterSet, BudgetFilterSet, ExecutionFilterSet, Prompt
 from .pagination import ApiPagination
 from .params import parse_choice, parse_int, parse_period, period_parameters, required
 from .permissions import ApiPermissionsMixin
-from .schema import ApiAutoSchema, ApiSchemaGenerator
+from .schema import ApiAutoSchema, ApiSchemaGenerator, api_schema
 from .tenancy import tenant_scope
 
 if TYPE_CHECKING:
@@ -68,11 +68,18 @@ def reject_nul(values: dict[str, Any]) -> None:
 
 
 class ApiMixin(ApiPermissionsMixin, _ApiViewBase):
-    """What every view of the API shares: permissions, schema, pagination, filtering."""
+    """What every view of the API shares: permissions, schema, pagination, filtering, and the
+    formats it reads and writes. Each is set here rather than taken from the project's
+    ``REST_FRAMEWORK`` defaults, so the API answers the same in every project; authentication and
+    throttling stay the project's."""
 
     schema = ApiAutoSchema()
     pagination_class: type[BasePagination] | None = ApiPagination
     filter_backends = [DjangoFilterBackend]
+    renderer_classes: list[type[BaseRenderer]] = [JSONRenderer, BrowsableAPIRenderer]
+    parser_classes: list[type[BaseParser]] = [JSONParser, FormParser, MultiPartParser]
+    content_negotiation_class: type[BaseContentNegotiation] = DefaultContentNegotiation
+    versioning_class = None
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)  # authentication and permissions first
@@ -107,7 +114,7 @@ class ExecutionListView(ApiMixin, generics.ListAPIView):
         period = parse_period(self.request.query_params, default=None)
         return queryset if period is None else queryset.for_period(period)
 
-    @extend_schema(parameters=period_parameters(default=None))
+    @api_schema(parameters=period_parameters(default=None))
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 
@@ -270,7 +277,7 @@ class ExportView(ApiMixin, APIView):
     content_negotiation_class = ExportContentNegotiation
     filterset_class = ExecutionFilterSet
 
-    @extend_schema(
+    @api_schema(
         parameters=[
             OpenApiParameter("format", OpenApiTypes.STR, enum=["csv", "json"], description="Default csv."),
             *period_parameters(default=None),
@@ -348,7 +355,7 @@ class PromptViewSet(ApiMixin, viewsets.ReadOnlyModelViewSet):
             return s.RenderRequestSerializer
         return s.PromptSerializer
 
-    @extend_schema(
+    @api_schema(
         parameters=period_parameters(default=None),
         responses=s.PromptVersionPerformanceSerializer(many=True),
         filters=False,
@@ -374,7 +381,7 @@ class PromptViewSet(ApiMixin, viewsets.ReadOnlyModelViewSet):
         ]
         return self.get_paginated_response(s.PromptVersionPerformanceSerializer(rows, many=True).data)
 
-    @extend_schema(request=s.RenderRequestSerializer, responses=s.RenderResponseSerializer, filters=False)
+    @api_schema(request=s.RenderRequestSerializer, responses=s.RenderResponseSerializer, filters=False)
     @action(detail=True, methods=["post"], filterset_class=None)
     def render(self, request: Request, slug: str) -> Response:
         """Render the current version (or ``version``) with ``variables``; 400 names a missing one."""
@@ -424,6 +431,9 @@ class BatchViewSet(ApiMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, v
 class SchemaView(ApiPermissionsMixin, SpectacularAPIView):
     """The OpenAPI 3 schema of this API (YAML by default; ``?format=json`` for JSON)."""
 
+    schema = ApiAutoSchema()
+    versioning_class = None
+
     generator_class = ApiSchemaGenerator
     custom_settings = {
         "TITLE": "django-llm-agents API",
@@ -439,3 +449,7 @@ class SchemaView(ApiPermissionsMixin, SpectacularAPIView):
             "BudgetPeriodEnum": Budget.Period.choices,
         },
     }
+
+    @api_schema(**SCHEMA_KWARGS)
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
