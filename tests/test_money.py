@@ -89,9 +89,11 @@ ANALYTICS = {
 
 @pytest.mark.parametrize("method", list(ANALYTICS))
 def test_analytics_amounts_are_decimals_of_8_places(executions, method):
+    """Every amount has 8 places, but zero, which is plain 0 (zero to 8 places prints as 0E-8)."""
     found = amounts(ANALYTICS[method](Execution.objects.all()))
     assert found, "the result should hold amounts"
-    assert [amount.as_tuple().exponent for amount in found] == [-8] * len(found), found
+    assert [amount.as_tuple().exponent for amount in found] == [-8 if amount else 0 for amount in found]
+    assert all(str(amount) == "0" for amount in found if not amount), found
 
 
 def test_sums_are_exact_to_the_cent_fraction(executions):
