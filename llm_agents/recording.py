@@ -65,6 +65,9 @@ class SpanRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
     started_at: dt.datetime = field(default_factory=timezone.now)
     completed_at: dt.datetime | None = None
+    #: The spend of this span was recorded against the budgets when its call ended (a raw SDK call
+    #: in an execution, checked on its own): its execution does not count it again.
+    budget_settled: bool = field(default=False, repr=False)
 
     def finish(self, error: BaseException | None = None) -> None:
         self.completed_at = timezone.now()
