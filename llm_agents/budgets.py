@@ -883,19 +883,15 @@ def _counter_rows(first: dt.date, last: dt.date) -> list[Any]:
             entry[1] += sign * int(tokens or 0)
 
     for row in own:
-        add(
-            row["local_day"],
-            spend_keys(row["agent_type"], row["tenant_id"], []),
-            row["cost"],
-            row["tokens"],
-            1,
-        )
+        keys = spend_keys(row["agent_type"], row["tenant_id"], [])
+        add(row["local_day"], keys, row["cost"], row["tokens"], 1)
     for child in nested:
         keys = spend_keys(child["parent_agent_type"], child["parent_tenant_id"], [])
         add(child["local_day"], keys, child["cost"], child["tokens"], -1)
-    for row in [*by_span, *rest]:
-        if row["model"]:
-            add(row["local_day"], [("model", row["model"])], row["cost"], row["tokens"], 1)
+    for spent_row in [*by_span, *rest]:
+        if spent_row["model"]:
+            keys = [("model", spent_row["model"])]
+            add(spent_row["local_day"], keys, spent_row["cost"], spent_row["tokens"], 1)
     return [
         SpendCounter(scope=scope, scope_value=value, day=day, spend=max(spend, ZERO), tokens=max(tokens, 0))
         for (scope, value, day), (spend, tokens) in sorted(totals.items())
