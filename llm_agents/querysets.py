@@ -20,8 +20,18 @@ FAILED_STATUSES = ("error", "timeout")
 ZERO = Decimal("0")
 MONEY = models.DecimalField(max_digits=20, decimal_places=8)
 
-ERROR_CATEGORIES = ("rate_limit", "authentication", "network", "timeout", "invalid_request", "other")
+ERROR_CATEGORIES = (
+    "rate_limit",
+    "authentication",
+    "network",
+    "timeout",
+    "invalid_request",
+    "other",
+    "budget",
+)
 ERROR_CLASS_CATEGORIES = {
+    # A call refused by a hard-stop budget: not an error of the model (SPEC section 15).
+    "budget": ("BudgetExceededError",),
     "rate_limit": ("RateLimitError",),
     "authentication": ("AuthenticationError", "PermissionDeniedError"),
     "timeout": ("ProviderTimeoutError", "TimeoutError", "APITimeoutError", "ReadTimeout", "ConnectTimeout"),

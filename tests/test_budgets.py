@@ -10,6 +10,7 @@ import pytest
 from django.db import transaction
 from django.db.models import Sum
 from django.test import override_settings
+from django.urls import reverse
 from django.utils import timezone
 
 from llm_agents import Agent, Param, Tool, budgets, signals, tenant, trace
@@ -248,6 +249,23 @@ def test_a_blocked_call_is_recorded_and_never_reaches_the_provider():
     assert not Span.objects.exists()
     assert not SpendCounter.objects.exists()
     assert not BudgetReservation.objects.exists()
+
+
+def test_a_refused_call_counts_as_a_budget_refusal_not_a_model_error(staff_client):
+    BudgetFactory(limit_usd=Decimal("0"))
+    with fake_llm(), pytest.raises(BudgetExceededError):
+        PlanAgent.call(topic="x")
+    # Before: counted under "other", as if the model had failed.
+    categories = Execution.objects.error_analysis()["categories"]
+    assert categories["budget"] == 1 and sum(categories.values()) == 1
+    api = staff_client.get("/api/llm-agents/errors/").json()
+    assert api["categories"]["budget"] == 1 and api["categories"]["other"] == 0
+    dashboard = staff_client.get(reverse("admin:llm_agents_dashboard"), {"period": "7d"})
+    assert [(g["category"], g["count"]) for g in dashboard.context["error_groups"]] == [("budget", 1)]
+    executions = staff_client.get(
+        reverse("admin:llm_agents_execution_changelist"), {"error_category": "budget"}
+    )
+    assert executions.context["cl"].result_count == 1
 
 
 def test_alert_fires_once_per_period(frozen_now):
