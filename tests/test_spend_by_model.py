@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 from django.db import connection
+from django.urls import reverse
 from django.utils import timezone
 
 from llm_agents import Agent, Param, trace
@@ -164,3 +165,11 @@ def test_periods_and_empty_querysets_answer_empty_lists():
     assert Execution.objects.none().cost_by_model() == []
     assert Execution.objects.none().compare_models() == []
     assert Execution.objects.filter(pk__in=[]).cost_summary("model") == []
+
+
+def test_the_dashboards_cost_by_model_chart_shows_the_models_that_answered(staff_client, traced_work):
+    response = staff_client.get(reverse("admin:llm_agents_dashboard"), {"period": "7d"})
+    rows = response.context["charts"]["models"]
+    # Before: "" (the trace's model_id, shown as "(none)") with $3, and model-b with $4.
+    assert by_model(rows) == {"model-b": (Decimal("6"), 2), "model-a": (Decimal("1"), 1)}
+    assert "(none)" not in response.content.decode()
