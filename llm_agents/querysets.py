@@ -699,14 +699,14 @@ class ExecutionQuerySet(models.QuerySet):
             return []
         sql, params = spend
         postgres = connections[self.db].vendor == "postgresql"
-        p95_column = "PERCENTILE_CONT(0.95) WITHIN GROUP (ORDER BY r.duration_ms)" if postgres else "NULL"
+        p95_column = "PERCENTILE_CONT(0.95) WITHIN GROUP (ORDER BY duration_ms)" if postgres else "NULL"
         rows = self._run(
             sql
             + f"""
-            SELECT u.model_id, COUNT(*), SUM(CASE WHEN r.status = 'success' THEN 1 ELSE 0 END),
-                AVG(r.duration_ms), {p95_column}, SUM(u.cost), SUM(u.tokens)
-            FROM used u INNER JOIN roots r ON r.id = u.root_id
-            GROUP BY u.model_id
+            SELECT model_id, COUNT(*), SUM(CASE WHEN status = 'success' THEN 1 ELSE 0 END),
+                AVG(duration_ms), {p95_column}, SUM(cost), SUM(tokens)
+            FROM used
+            GROUP BY model_id
             """,
             params,
         )
@@ -734,11 +734,11 @@ class ExecutionQuerySet(models.QuerySet):
             sql
             + """
             SELECT model_id, duration_ms, position, size FROM (
-                SELECT u.model_id AS model_id, r.duration_ms AS duration_ms,
-                    ROW_NUMBER() OVER (PARTITION BY u.model_id ORDER BY r.duration_ms) AS position,
-                    COUNT(*) OVER (PARTITION BY u.model_id) AS size
-                FROM used u INNER JOIN roots r ON r.id = u.root_id
-                WHERE r.duration_ms IS NOT NULL
+                SELECT model_id, duration_ms,
+                    ROW_NUMBER() OVER (PARTITION BY model_id ORDER BY duration_ms) AS position,
+                    COUNT(*) OVER (PARTITION BY model_id) AS size
+                FROM used
+                WHERE duration_ms IS NOT NULL
             ) ranked
             WHERE position >= CAST((size - 1) * 0.95 AS INTEGER) + 1
                 AND position <= CAST((size - 1) * 0.95 AS INTEGER) + 2
@@ -761,9 +761,9 @@ class ExecutionQuerySet(models.QuerySet):
     # -- spend by the model that answered (SPEC section 15) ------------------------------------
 
     def _model_spend(self) -> tuple[str, list[Any]] | None:
-        """The SQL of two common table expressions over the root executions of this queryset, and
-        its parameters: ``roots (id, status, duration_ms)`` and ``used (root_id, model_id, cost,
-        tokens)``, one row per root execution and model it used.
+        """The SQL of common table expressions over the root executions of this queryset, and
+        its parameters, ending with ``used (root_id, status, duration_ms, model_id, cost, tokens)``: one
+        row per root execution and model it used, with the root's own status and duration.
 
         A root's spend goes to the model of each llm span recorded in it or in any execution nested
         in it (a span without a model to the model of its execution); spans with neither cost nor
@@ -771,9 +771,9 @@ class ExecutionQuerySet(models.QuerySet):
         for no model. What its ``total_cost`` (and
         ``total_tokens``) holds beyond its llm spans, or all of it when it has none (rows written
         without spans, e.g. by a host's own ORM writes), goes to its ``chosen_model_id``, else its
-        ``model_id``. Nested executions are found by their ``root_id`` among the executions started
-        since the earliest root, so the ``started_at`` index bounds the read. None when this queryset
-        can match no row (``none()``, an empty ``__in``).
+        ``model_id``. Nested executions (``parent_id`` set) are found by their ``root_id`` among the
+        executions started since the earliest root, so an index bounds the read. None when this
+        queryset can match no row (``none()``, an empty ``__in``).
         """
         from .models import Execution, Span
 
@@ -801,26 +801,27 @@ class ExecutionQuerySet(models.QuerySet):
         sql = f"""
         WITH roots (id, status, duration_ms, started_at, total_cost, total_tokens, model_id, chosen_model_id)
             AS ({roots_sql}),
-        tree (id, root_id, model_id) AS (
-            SELECT e.id, COALESCE(e.root_id, e.id), COALESCE(NULLIF(e.chosen_model_id, ''), e.model_id)
-            FROM {execution} e
-            WHERE e.started_at >= (SELECT MIN(started_at) FROM roots)
-                AND COALESCE(e.root_id, e.id) IN (SELECT id FROM roots)
+        tree (id, root_id, status, duration_ms, model_id) AS (
+            SELECT id, id, status, duration_ms, COALESCE(NULLIF(chosen_model_id, ''), model_id) FROM roots
+            UNION ALL
+            SELECT e.id, r.id, r.status, r.duration_ms, COALESCE(NULLIF(e.chosen_model_id, ''), e.model_id)
+            FROM {execution} e INNER JOIN roots r ON r.id = e.root_id
+            WHERE e.parent_id IS NOT NULL AND e.started_at >= (SELECT MIN(started_at) FROM roots)
         ),
-        spent (root_id, model_id, cost, tokens) AS (
-            SELECT t.root_id, COALESCE(NULLIF(s.model_id, ''), t.model_id), SUM(s.total_cost),
-                SUM(s.input_tokens + s.output_tokens)
+        spent (root_id, status, duration_ms, model_id, cost, tokens) AS (
+            SELECT t.root_id, t.status, t.duration_ms, COALESCE(NULLIF(s.model_id, ''), t.model_id),
+                SUM(s.total_cost), SUM(s.input_tokens + s.output_tokens)
             FROM {span} s INNER JOIN tree t ON s.execution_id = t.id
             WHERE s.kind = 'llm' AND (s.total_cost > 0 OR s.input_tokens > 0 OR s.output_tokens > 0)
-            GROUP BY t.root_id, COALESCE(NULLIF(s.model_id, ''), t.model_id)
+            GROUP BY t.root_id, t.status, t.duration_ms, COALESCE(NULLIF(s.model_id, ''), t.model_id)
         ),
         covered (root_id, cost, tokens) AS (
             SELECT root_id, SUM(cost), SUM(tokens) FROM spent GROUP BY root_id
         ),
-        attributed (root_id, model_id, cost, tokens) AS (
-            SELECT root_id, model_id, cost, tokens FROM spent
+        attributed (root_id, status, duration_ms, model_id, cost, tokens) AS (
+            SELECT root_id, status, duration_ms, model_id, cost, tokens FROM spent
             UNION ALL
-            SELECT r.id, COALESCE(NULLIF(r.chosen_model_id, ''), r.model_id),
+            SELECT r.id, r.status, r.duration_ms, COALESCE(NULLIF(r.chosen_model_id, ''), r.model_id),
                 CASE WHEN c.root_id IS NULL THEN r.total_cost
                      WHEN r.total_cost > c.cost THEN r.total_cost - c.cost ELSE 0 END,
                 CASE WHEN c.root_id IS NULL THEN r.total_tokens
@@ -828,8 +829,9 @@ class ExecutionQuerySet(models.QuerySet):
             FROM roots r LEFT JOIN covered c ON c.root_id = r.id
             WHERE c.root_id IS NULL OR r.total_cost > c.cost OR r.total_tokens > c.tokens
         ),
-        used (root_id, model_id, cost, tokens) AS (
-            SELECT root_id, model_id, SUM(cost), SUM(tokens) FROM attributed GROUP BY root_id, model_id
+        used (root_id, status, duration_ms, model_id, cost, tokens) AS (
+            SELECT root_id, status, duration_ms, model_id, SUM(cost), SUM(tokens) FROM attributed
+            GROUP BY root_id, status, duration_ms, model_id
         )
         """
         return sql, list(roots_params)
