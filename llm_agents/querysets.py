@@ -699,12 +699,16 @@ class ExecutionQuerySet(models.QuerySet):
             return []
         sql, params = spend
         postgres = connections[self.db].vendor == "postgresql"
-        p95_column = "PERCENTILE_CONT(0.95) WITHIN GROUP (ORDER BY duration_ms)" if postgres else "NULL"
+        p95_column = (
+            "PERCENTILE_CONT(0.95) WITHIN GROUP (ORDER BY duration_ms) FILTER (WHERE counted = 1)"
+            if postgres
+            else "NULL"
+        )
         rows = self._run(
             sql
             + f"""
-            SELECT model_id, COUNT(*), SUM(CASE WHEN status = 'success' THEN 1 ELSE 0 END),
-                AVG(duration_ms), {p95_column}, SUM(cost), SUM(tokens)
+            SELECT model_id, SUM(counted), SUM(CASE WHEN counted = 1 AND status = 'success' THEN 1 ELSE 0 END),
+                AVG(CASE WHEN counted = 1 THEN duration_ms END), {p95_column}, SUM(cost), SUM(tokens)
             FROM used
             GROUP BY model_id
             """,
@@ -738,7 +742,7 @@ class ExecutionQuerySet(models.QuerySet):
                     ROW_NUMBER() OVER (PARTITION BY model_id ORDER BY duration_ms) AS position,
                     COUNT(*) OVER (PARTITION BY model_id) AS size
                 FROM used
-                WHERE duration_ms IS NOT NULL
+                WHERE counted = 1 AND duration_ms IS NOT NULL
             ) ranked
             WHERE position >= CAST((size - 1) * 0.95 AS INTEGER) + 1
                 AND position <= CAST((size - 1) * 0.95 AS INTEGER) + 2
@@ -762,8 +766,9 @@ class ExecutionQuerySet(models.QuerySet):
 
     def _model_spend(self) -> tuple[str, list[Any]] | None:
         """The SQL of common table expressions over the root executions of this queryset, and
-        its parameters, ending with ``used (root_id, status, duration_ms, model_id, cost, tokens)``: one
-        row per root execution and model it used, with the root's own status and duration.
+        its parameters, ending with ``used (root_id, status, duration_ms, model_id, cost, tokens,
+        counted)``: the spend of each root execution by model, with the root's own status and duration;
+        ``counted`` is 1 on exactly one row per root and model (count those for "roots that used it").
 
         A root's spend goes to the model of each llm span recorded in it or in any execution nested
         in it (a span without a model to the model of its execution); spans with neither cost nor
@@ -801,37 +806,45 @@ class ExecutionQuerySet(models.QuerySet):
         sql = f"""
         WITH roots (id, status, duration_ms, started_at, total_cost, total_tokens, model_id, chosen_model_id)
             AS ({roots_sql}),
-        tree (id, root_id, status, duration_ms, model_id) AS (
-            SELECT id, id, status, duration_ms, COALESCE(NULLIF(chosen_model_id, ''), model_id) FROM roots
+        tree (id, model_id, root_id, status, duration_ms, root_model, root_cost, root_tokens) AS (
+            SELECT id, COALESCE(NULLIF(chosen_model_id, ''), model_id), id, status, duration_ms,
+                COALESCE(NULLIF(chosen_model_id, ''), model_id), total_cost, total_tokens
+            FROM roots
             UNION ALL
-            SELECT e.id, r.id, r.status, r.duration_ms, COALESCE(NULLIF(e.chosen_model_id, ''), e.model_id)
+            SELECT e.id, COALESCE(NULLIF(e.chosen_model_id, ''), e.model_id), r.id, r.status, r.duration_ms,
+                COALESCE(NULLIF(r.chosen_model_id, ''), r.model_id), r.total_cost, r.total_tokens
             FROM {execution} e INNER JOIN roots r ON r.id = e.root_id
             WHERE e.parent_id IS NOT NULL AND e.started_at >= (SELECT MIN(started_at) FROM roots)
         ),
-        spent (root_id, status, duration_ms, model_id, cost, tokens) AS (
-            SELECT t.root_id, t.status, t.duration_ms, COALESCE(NULLIF(s.model_id, ''), t.model_id),
-                SUM(s.total_cost), SUM(s.input_tokens + s.output_tokens)
+        spent (root_id, status, duration_ms, root_model, root_cost, root_tokens, model_id, cost, tokens,
+               covered_cost, covered_tokens, has_root_model, position) AS (
+            SELECT t.root_id, t.status, t.duration_ms, t.root_model, t.root_cost, t.root_tokens,
+                COALESCE(NULLIF(s.model_id, ''), t.model_id), SUM(s.total_cost),
+                SUM(s.input_tokens + s.output_tokens), SUM(SUM(s.total_cost)) OVER w,
+                SUM(SUM(s.input_tokens + s.output_tokens)) OVER w,
+                MAX(CASE WHEN COALESCE(NULLIF(s.model_id, ''), t.model_id) = t.root_model THEN 1 ELSE 0 END)
+                    OVER w,
+                ROW_NUMBER() OVER w
             FROM {span} s INNER JOIN tree t ON s.execution_id = t.id
             WHERE s.kind = 'llm' AND (s.total_cost > 0 OR s.input_tokens > 0 OR s.output_tokens > 0)
-            GROUP BY t.root_id, t.status, t.duration_ms, COALESCE(NULLIF(s.model_id, ''), t.model_id)
+                AND s.started_at >= (SELECT MIN(started_at) FROM roots)
+            GROUP BY t.root_id, t.status, t.duration_ms, t.root_model, t.root_cost, t.root_tokens,
+                COALESCE(NULLIF(s.model_id, ''), t.model_id)
+            WINDOW w AS (PARTITION BY t.root_id)
         ),
-        covered (root_id, cost, tokens) AS (
-            SELECT root_id, SUM(cost), SUM(tokens) FROM spent GROUP BY root_id
-        ),
-        attributed (root_id, status, duration_ms, model_id, cost, tokens) AS (
-            SELECT root_id, status, duration_ms, model_id, cost, tokens FROM spent
+        used (root_id, status, duration_ms, model_id, cost, tokens, counted) AS (
+            SELECT root_id, status, duration_ms, model_id, cost, tokens, 1 FROM spent
             UNION ALL
-            SELECT r.id, r.status, r.duration_ms, COALESCE(NULLIF(r.chosen_model_id, ''), r.model_id),
-                CASE WHEN c.root_id IS NULL THEN r.total_cost
-                     WHEN r.total_cost > c.cost THEN r.total_cost - c.cost ELSE 0 END,
-                CASE WHEN c.root_id IS NULL THEN r.total_tokens
-                     WHEN r.total_tokens > c.tokens THEN r.total_tokens - c.tokens ELSE 0 END
-            FROM roots r LEFT JOIN covered c ON c.root_id = r.id
-            WHERE c.root_id IS NULL OR r.total_cost > c.cost OR r.total_tokens > c.tokens
-        ),
-        used (root_id, status, duration_ms, model_id, cost, tokens) AS (
-            SELECT root_id, status, duration_ms, model_id, SUM(cost), SUM(tokens) FROM attributed
-            GROUP BY root_id, status, duration_ms, model_id
+            SELECT root_id, status, duration_ms, root_model,
+                CASE WHEN root_cost > covered_cost THEN root_cost - covered_cost ELSE 0 END,
+                CASE WHEN root_tokens > covered_tokens THEN root_tokens - covered_tokens ELSE 0 END,
+                1 - has_root_model
+            FROM spent
+            WHERE position = 1 AND (root_cost > covered_cost OR root_tokens > covered_tokens)
+            UNION ALL
+            SELECT id, status, duration_ms, COALESCE(NULLIF(chosen_model_id, ''), model_id), total_cost,
+                total_tokens, 1
+            FROM roots r WHERE NOT EXISTS (SELECT 1 FROM spent WHERE spent.root_id = r.id)
         )
         """
         return sql, list(roots_params)
@@ -850,7 +863,7 @@ class ExecutionQuerySet(models.QuerySet):
             return []
         sql, params = spend
         rows = self._run(
-            sql + "SELECT model_id, SUM(cost), COUNT(*), SUM(tokens) FROM used GROUP BY model_id", params
+            sql + "SELECT model_id, SUM(cost), SUM(counted), SUM(tokens) FROM used GROUP BY model_id", params
         )
         result = [
             {

@@ -98,5 +98,5 @@ def test_spend_by_model_reads_the_period_by_index():
     (query,) = captured
     text = plan(query["sql"])
     assert "using llm_exec_started_idx" in text, text
-    assert "using llm_span_execution_started_idx" in text, text
+    assert "llm_span_execution_started_idx" in text, text
     assert "Seq Scan" not in text, text

@@ -158,6 +158,20 @@ def test_rows_without_spans_go_to_their_chosen_model_and_spend_beyond_spans_too(
     ]
 
 
+def test_a_root_counts_once_for_a_model_of_its_spans_and_of_its_rest():
+    # $5 on the root, $3 of it by a span of its own model: model-a has the $5 and one execution.
+    root = ExecutionFactory(model_id="model-a", input_cost=Decimal("5"), output_cost=0, total_tokens=100)
+    SpanFactory(execution=root, model_id="model-a", total_cost=Decimal("3"), input_tokens=60, output_tokens=0)
+    SpanFactory(execution=root, model_id="model-b", total_cost=Decimal("1"), input_tokens=10, output_tokens=0)
+    SpanFactory(execution=root, model_id="model-b", total_cost=Decimal("0"), input_tokens=0, output_tokens=0)
+    assert [(r["key"], r["total_cost"], r["executions"], r["total_tokens"]) for r in
+            Execution.objects.cost_summary("model")] == [("model-a", Decimal("4"), 1, 90), ("model-b", Decimal("1"), 1, 10)]  # fmt: skip
+    assert [(r["model_id"], r["executions"]) for r in Execution.objects.compare_models()] == [
+        ("model-a", 1),
+        ("model-b", 1),
+    ]
+
+
 def test_periods_and_empty_querysets_answer_empty_lists():
     old = timezone.now() - dt.timedelta(days=30)
     ExecutionFactory(started_at=old, model_id="model-a")
