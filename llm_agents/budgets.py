@@ -31,8 +31,20 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.db import DatabaseError, close_old_connections, connections, router, transaction
-from django.db.models import F, Max, Min, Q, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import (
+    BigIntegerField,
+    DecimalField,
+    ExpressionWrapper,
+    F,
+    Max,
+    Min,
+    OuterRef,
+    Q,
+    Subquery,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Coalesce, Greatest, NullIf, TruncDate
 from django.utils import timezone
 
 from . import signals
@@ -112,15 +124,16 @@ class Reservation:
         *,
         models: Iterable[str | None] | None = None,
         at: dt.datetime | None = None,
+        by_model: dict[str, tuple[Decimal, int]] | None = None,
     ) -> None:
         """Record ``total_cost``/``total_tokens`` for this call (against ``models``, default the model
-        checked) and drop the reservation."""
+        checked; or, with ``by_model``, each model's own ``(cost, tokens)``) and drop the reservation."""
         if self.done:
             return
         self.done = True
         _spend(
             self.agent_type, self.tenant_id, [self.model] if models is None else list(models),
-            total_cost, total_tokens, at or self.at, reservation=self, sender=self.sender,
+            total_cost, total_tokens, at or self.at, reservation=self, sender=self.sender, by_model=by_model,
         )  # fmt: skip
 
     def release(self) -> None:
@@ -474,24 +487,54 @@ def record(
 
 def settle_execution(record: ExecutionRecord) -> None:
     """Record the spend of a finished execution: its own cost and tokens (its totals less those of the
-    executions nested in it, which record their own), against its agent type, tenant and the models it
-    asked for and used. Settles the reservation its budget check made, if any."""
+    executions nested in it, which record their own) against its agent type and tenant, and against
+    the model of each of its llm spans that model's part (:func:`spend_by_model`). Settles the
+    reservation its budget check made, if any. Spans whose spend was recorded when their call ended
+    (raw SDK calls in a trace, checked on their own) are not counted again."""
     reservation: Reservation | None = getattr(record, "budget_reservation", None)
     if not app_settings.BUDGETS_ENABLED:
         if reservation is not None:
             reservation.release()
         return
     fields = record.fields
+    settled = [span for span in record.spans if span.kind == "llm" and span.budget_settled]
     cost = fields["total_cost"] - sum((child.fields["total_cost"] for child in record.children), ZERO)
+    cost -= sum((span.total_cost for span in settled), ZERO)
     tokens = fields["total_tokens"] - sum(child.fields["total_tokens"] for child in record.children)
+    tokens -= sum(span.input_tokens + span.output_tokens for span in settled)
     cost, tokens = max(cost, ZERO), max(tokens, 0)
-    models = [fields.get("model_id") or "", fields.get("chosen_model_id") or ""]
+    by_model = spend_by_model(record, cost, tokens)
     if reservation is not None:
-        reservation.settle(cost, tokens, models=models, at=record.started_at)
+        reservation.settle(cost, tokens, models=[], at=record.started_at, by_model=by_model)
     elif cost or tokens:
-        _spend(
-            record.agent_type, fields.get("tenant_id"), models, cost, tokens, record.started_at, sender=None
-        )
+        _spend(record.agent_type, fields.get("tenant_id"), [], cost, tokens, record.started_at, sender=None,
+               by_model=by_model)  # fmt: skip
+
+
+def spend_by_model(record: ExecutionRecord, cost: Decimal, tokens: int) -> dict[str, tuple[Decimal, int]]:
+    """``{model: (cost, tokens)}`` of an execution's own spend ``cost``/``tokens``: each llm span's spend
+    goes to its model (a span without one to the execution's), and what the spans do not cover to
+    the execution's ``chosen_model_id``, else its ``model_id`` (the same rule as ``cost_by_model``)."""
+    fields = record.fields
+    own_model = fields.get("chosen_model_id") or fields.get("model_id") or ""
+    found: dict[str, list[Any]] = {}
+    covered, covered_tokens = ZERO, 0
+    for span in record.spans:
+        if span.kind != "llm" or span.budget_settled:
+            continue
+        span_tokens = span.input_tokens + span.output_tokens
+        if not (span.total_cost or span_tokens):
+            continue
+        entry = found.setdefault(span.model_id or own_model, [ZERO, 0])
+        entry[0] += span.total_cost
+        entry[1] += span_tokens
+        covered += span.total_cost
+        covered_tokens += span_tokens
+    if cost > covered or tokens > covered_tokens:
+        entry = found.setdefault(own_model, [ZERO, 0])
+        entry[0] += max(cost - covered, ZERO)
+        entry[1] += max(tokens - covered_tokens, 0)
+    return {model: (amount, count) for model, (amount, count) in found.items() if model}
 
 
 def _spend(
@@ -504,7 +547,10 @@ def _spend(
     *,
     reservation: Reservation | None = None,
     sender: Any,
+    by_model: dict[str, tuple[Decimal, int]] | None = None,
 ) -> None:
+    """Add spend to the counters: ``total_cost``/``total_tokens`` under the global, agent and tenant
+    keys and each of ``models``; each model of ``by_model`` under its own key with its own part."""
     if not app_settings.BUDGETS_ENABLED:
         return
     from .models import Budget
@@ -513,12 +559,16 @@ def _spend(
     if cost < 0 or tokens < 0:
         raise ValueError(f"Spend must not be negative (got ${cost}, {tokens} tokens).")
     sender = sender if sender is not None else Budget
-    keys = spend_keys(agent_type, tenant_id, models)
+    entries = [(scope, value, cost, tokens) for scope, value in spend_keys(agent_type, tenant_id, models)]
+    for model, (model_cost, model_tokens) in (by_model or {}).items():
+        if model and (model_cost or model_tokens) and ("model", model) not in {e[:2] for e in entries}:
+            entries.append(("model", model, Decimal(str(model_cost)), int(model_tokens)))
+    entries.sort()
     held = reservation.id if reservation is not None and reservation.held else None
     if not (cost or tokens or held):
         return
     now = timezone.now()
-    notices = _run_isolated(lambda: _write_spend(keys, local_day(at), cost, tokens, held, now))
+    notices = _run_isolated(lambda: _write_spend(entries, local_day(at), held, now))
     emit(signals.budget_recorded, sender=sender, agent_type=agent_type, tenant_id=tenant_id, total_cost=cost,
          total_tokens=tokens)  # fmt: skip
     for signal, budget, spend, percent in notices:
@@ -537,10 +587,8 @@ def _spend(
 
 
 def _write_spend(
-    keys: list[Key],
+    entries: list[tuple[str, str, Decimal, int]],
     day: dt.date,
-    cost: Decimal,
-    tokens: int,
     reservation_id: uuid.UUID | None,
     now: dt.datetime,
 ) -> list[tuple[Any, Budget, Decimal, float]]:
@@ -557,17 +605,22 @@ def _write_spend(
         statements.append(
             (f"DELETE FROM {table} WHERE {quote('id')} = %s", [_db_uuid(reservation_id, connection)])
         )
-    if cost or tokens:
+    entries = [entry for entry in entries if entry[2] or entry[3]]
+    if entries:
         table = quote(SpendCounter._meta.db_table)
         columns = ", ".join(quote(name) for name in ("scope", "scope_value", "day", "spend", "tokens"))
-        rows = ", ".join(["(%s, %s, %s, %s, %s)"] * len(keys))
+        rows = ", ".join(["(%s, %s, %s, %s, %s)"] * len(entries))
         statements.append(
             (
                 f"INSERT INTO {table} ({columns}) VALUES {rows} "
                 f"ON CONFLICT ({quote('scope')}, {quote('scope_value')}, {quote('day')}) DO UPDATE SET "
                 f"{quote('spend')} = {table}.{quote('spend')} + EXCLUDED.{quote('spend')}, "
                 f"{quote('tokens')} = {table}.{quote('tokens')} + EXCLUDED.{quote('tokens')}",
-                [value for scope, key in keys for value in (scope, key, day.isoformat(), str(cost), tokens)],
+                [
+                    value
+                    for scope, key, cost, tokens in entries
+                    for value in (scope, key, day.isoformat(), str(cost), tokens)
+                ],
             )
         )
     with _single_writer(alias):
@@ -584,9 +637,9 @@ def _write_spend(
             with transaction.atomic(using=alias), connection.cursor() as cursor:
                 for sql, params in statements:
                     cursor.execute(sql, params)
-    if not (cost or tokens):
+    if not entries:
         return []
-    return _crossed_thresholds(keys, now)
+    return _crossed_thresholds([(scope, key) for scope, key, _, _ in entries], now)
 
 
 def _db_uuid(value: uuid.UUID, connection: Any) -> Any:
@@ -748,15 +801,17 @@ def rebuild_counters(
 
 
 def _counter_rows(first: dt.date, last: dt.date) -> list[Any]:
-    """The SpendCounter rows of the local days ``first``..``last``, computed in the database."""
-    from .models import Execution, SpendCounter
+    """The SpendCounter rows of the local days ``first``..``last``, computed in the database with the
+    attribution of :func:`settle_execution`: each execution's own spend under its agent type and
+    tenant, and under the models of its llm spans (what they do not cover under its own model)."""
+    from .models import Execution, Span, SpendCounter
 
     zone = timezone.get_default_timezone()
     start, end = day_range(first, last)
     own = (
         Execution.objects.filter(started_at__gte=start, started_at__lt=end)
         .annotate(local_day=TruncDate("started_at", tzinfo=zone))
-        .values("local_day", "agent_type", "tenant_id", "model_id", "chosen_model_id")
+        .values("local_day", "agent_type", "tenant_id")
         .annotate(cost=Sum("total_cost"), tokens=Sum("total_tokens"))
         .order_by()
     )
@@ -766,39 +821,86 @@ def _counter_rows(first: dt.date, last: dt.date) -> list[Any]:
             local_day=TruncDate("parent__started_at", tzinfo=zone),
             parent_agent_type=F("parent__agent_type"),
             parent_tenant_id=F("parent__tenant_id"),
-            parent_model_id=F("parent__model_id"),
-            parent_chosen_model_id=F("parent__chosen_model_id"),
         )
-        .values(
-            "local_day", "parent_agent_type", "parent_tenant_id", "parent_model_id", "parent_chosen_model_id"
-        )
+        .values("local_day", "parent_agent_type", "parent_tenant_id")
         .annotate(cost=Sum("total_cost"), tokens=Sum("total_tokens"))
+        .order_by()
+    )
+    spent = Q(kind="llm") & (Q(total_cost__gt=0) | Q(input_tokens__gt=0) | Q(output_tokens__gt=0))
+    own_model = Coalesce(NullIf("chosen_model_id", Value("")), "model_id")
+    by_span = (
+        Span.objects.filter(spent, execution__started_at__gte=start, execution__started_at__lt=end)
+        .annotate(
+            local_day=TruncDate("execution__started_at", tzinfo=zone),
+            model=Coalesce(
+                NullIf("model_id", Value("")),
+                NullIf("execution__chosen_model_id", Value("")),
+                "execution__model_id",
+            ),
+        )
+        .values("local_day", "model")
+        .annotate(
+            cost=Sum("total_cost"),
+            tokens=Sum(F("input_tokens") + F("output_tokens"), output_field=BigIntegerField()),
+        )
+        .order_by()
+    )
+
+    money = DecimalField(max_digits=20, decimal_places=8)
+    children = Execution.objects.filter(parent=OuterRef("pk")).order_by().values("parent")
+    spans = Span.objects.filter(spent, execution=OuterRef("pk")).order_by().values("execution")
+    rest = (
+        Execution.objects.filter(started_at__gte=start, started_at__lt=end)
+        .annotate(
+            rest_cost=ExpressionWrapper(
+                F("total_cost")
+                - _sum_of(children, "total_cost", money)
+                - _sum_of(spans, "total_cost", money),
+                output_field=money,
+            ),
+            rest_tokens=ExpressionWrapper(
+                F("total_tokens")
+                - _sum_of(children, "total_tokens", BigIntegerField())
+                - _sum_of(spans, F("input_tokens") + F("output_tokens"), BigIntegerField()),
+                output_field=BigIntegerField(),
+            ),
+        )
+        .filter(Q(rest_cost__gt=0) | Q(rest_tokens__gt=0))
+        .annotate(local_day=TruncDate("started_at", tzinfo=zone), model=own_model)
+        .values("local_day", "model")
+        .annotate(
+            cost=Sum(Greatest("rest_cost", Value(ZERO, output_field=money)), output_field=money),
+            tokens=Sum(Greatest("rest_tokens", Value(0, output_field=BigIntegerField()))),
+        )
         .order_by()
     )
     totals: dict[tuple[str, str, dt.date], list[Any]] = {}
 
-    def add(
-        day: dt.date,
-        agent_type: str,
-        tenant_id: str | None,
-        models: list[str],
-        cost: Any,
-        tokens: Any,
-        sign: int,
-    ) -> None:
-        for scope, value in spend_keys(agent_type, tenant_id, models):
+    def add(day: dt.date, keys: list[Key], cost: Any, tokens: Any, sign: int) -> None:
+        for scope, value in keys:
             entry = totals.setdefault((scope, value, day), [ZERO, 0])
-            entry[0] += sign * (cost or ZERO)
-            entry[1] += sign * (tokens or 0)
+            entry[0] += sign * Decimal(str(cost or 0))
+            entry[1] += sign * int(tokens or 0)
 
     for row in own:
-        add(row["local_day"], row["agent_type"], row["tenant_id"], [row["model_id"], row["chosen_model_id"]],
-            row["cost"], row["tokens"], 1)  # fmt: skip
+        keys = spend_keys(row["agent_type"], row["tenant_id"], [])
+        add(row["local_day"], keys, row["cost"], row["tokens"], 1)
     for child in nested:
-        add(child["local_day"], child["parent_agent_type"], child["parent_tenant_id"],
-            [child["parent_model_id"], child["parent_chosen_model_id"]], child["cost"], child["tokens"], -1)  # fmt: skip
+        keys = spend_keys(child["parent_agent_type"], child["parent_tenant_id"], [])
+        add(child["local_day"], keys, child["cost"], child["tokens"], -1)
+    for spent_row in [*by_span, *rest]:
+        if spent_row["model"]:
+            keys = [("model", spent_row["model"])]
+            add(spent_row["local_day"], keys, spent_row["cost"], spent_row["tokens"], 1)
     return [
         SpendCounter(scope=scope, scope_value=value, day=day, spend=max(spend, ZERO), tokens=max(tokens, 0))
         for (scope, value, day), (spend, tokens) in sorted(totals.items())
         if spend > 0 or tokens > 0
     ]
+
+
+def _sum_of(rows: Any, expression: Any, output_field: Any) -> Coalesce:
+    """The sum of ``expression`` over ``rows`` (a queryset grouped on the outer row's key), as a
+    scalar subquery; 0 when there is none."""
+    total = rows.annotate(total=Sum(expression, output_field=output_field)).values("total")[:1]
+    return Coalesce(Subquery(total, output_field=output_field), Value(0, output_field=output_field))

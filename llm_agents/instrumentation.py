@@ -22,6 +22,12 @@ recorded when its stream ends (exhausted, closed or failed): time to first token
 final chunk or event. Calls made by our own providers are recorded by the agent and not again here.
 Tracking failures are logged on the ``llm_agents`` logger; the SDK's result and exceptions reach
 the caller unchanged.
+
+Budgets apply as to an agent call: before the request is sent, the budgets of the call (global, its
+tenant, its model, and the agent type of the enclosing agent or trace, else the SDK method's name)
+are checked, and a hard stop raises :class:`~llm_agents.errors.BudgetExceededError` without sending
+anything; the refused call is recorded (status ``error``). The estimated cost reserved is settled
+with the call's real cost when it ends (its stream, for a streamed call).
 """
 
 from __future__ import annotations
@@ -42,8 +48,9 @@ from typing import Any
 from django.db import close_old_connections
 from django.utils import timezone
 
-from . import recording, tracing
+from . import budgets, recording, tracing
 from .conf import app_settings
+from .errors import BudgetExceededError
 from .pricing import Cost
 from .recording import ExecutionRecord, SpanRecord, elapsed_ms
 
@@ -157,6 +164,7 @@ def _sync_wrapper(create: Callable[..., Any], entry: EntryPoint) -> Callable[...
         call = _safely(_begin, entry, kwargs)
         if call is None:
             return create(self, *args, **kwargs)
+        call.check_budgets()  # BudgetExceededError: refused, recorded, nothing sent
         try:
             result = create(self, *args, **kwargs)
         except BaseException as exc:
@@ -181,6 +189,8 @@ def _async_wrapper(create: Callable[..., Any], entry: EntryPoint) -> Callable[..
             call = _safely(_begin, entry, kwargs)
         if call is None:
             return await create(self, *args, **kwargs)
+        if app_settings.BUDGETS_ENABLED:  # the check queries the database: off the event loop
+            await _off_loop(call.check_budgets)
         try:
             result = await create(self, *args, **kwargs)
         except BaseException as exc:
@@ -285,6 +295,40 @@ class TrackedCall:
         )
         execution.add_span(self.span)
         self.reader = STREAM_READERS[entry.api]() if self.streaming else None
+        self.max_tokens = next(
+            (
+                value
+                for value in (
+                    kwargs.get(name) for name in ("max_tokens", "max_completion_tokens", "max_output_tokens")
+                )
+                if isinstance(value, int) and not isinstance(value, bool)
+            ),
+            None,
+        )
+        self.reservation: budgets.Reservation | None = None
+
+    def check_budgets(self) -> None:
+        """Check the budgets that apply to this call, reserving its estimated cost, before it is sent.
+        A hard stop that refuses it ends the call (recorded with ``BudgetExceededError``) and raises;
+        a failure of the check itself is logged and lets the call through."""
+        execution = self.execution
+        try:
+            self.reservation = budgets.check_call(
+                agent_type=execution.agent_type,
+                tenant_id=execution.fields.get("tenant_id"),
+                model=self.model,
+                messages=[m for m in self.span.input or [] if isinstance(m, dict)],
+                max_tokens=self.max_tokens,
+                at=self.span.started_at,
+            )
+        except BudgetExceededError as exc:
+            _safely(self.end, error=exc)
+            raise
+        except Exception:
+            logger.exception("llm_agents could not check the budgets of an SDK call; it goes ahead")
+            return
+        if self.own is not None:
+            self.own.budget_reservation = self.reservation  # settled when its execution completes
 
     def start(self) -> None:
         if self.own is not None:
@@ -318,6 +362,15 @@ class TrackedCall:
         span.finish(error)
         if self.own is not None:
             self.complete_own(outcome, cost, error)
+        elif self.reservation is not None:
+            # In an enclosing execution: this call's spend counts now, not again when that one ends.
+            self.reservation.settle(
+                cost.total_cost,
+                outcome.input_tokens + outcome.output_tokens,
+                models=[self.model],
+                at=self.execution.started_at,
+            )
+            span.budget_settled = True
 
     def account(self, outcome: Outcome) -> Cost:
         """Price the answer's usage on the span and add it to the execution (the span's own path)."""

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connections, models
 from django.db.models import Avg, Case, Count, F, FloatField, Max, Q, Sum, Value, When
 from django.db.models.fields.json import KeyTransform
@@ -25,8 +26,18 @@ FAILED_STATUSES = ("error", "timeout")
 ZERO = Decimal("0")
 MONEY = models.DecimalField(max_digits=20, decimal_places=8)
 
-ERROR_CATEGORIES = ("rate_limit", "authentication", "network", "timeout", "invalid_request", "other")
+ERROR_CATEGORIES = (
+    "rate_limit",
+    "authentication",
+    "network",
+    "timeout",
+    "invalid_request",
+    "other",
+    "budget",
+)
 ERROR_CLASS_CATEGORIES = {
+    # A call refused by a hard-stop budget: not an error of the model (SPEC section 15).
+    "budget": ("BudgetExceededError",),
     "rate_limit": ("RateLimitError",),
     "authentication": ("AuthenticationError", "PermissionDeniedError"),
     "timeout": ("ProviderTimeoutError", "TimeoutError", "APITimeoutError", "ReadTimeout", "ConnectTimeout"),
@@ -110,6 +121,11 @@ def rate(part: int, whole: int) -> float:
 
 def _round(value: Any) -> float:
     return round(float(value), 2) if value is not None else 0.0
+
+
+def _money(value: Any) -> Decimal:
+    """A sum of money read by raw SQL (a float on SQLite, a Decimal on PostgreSQL), to 8 places."""
+    return money(None if value is None else Decimal(str(value)))
 
 
 class PercentileCont(models.Aggregate):
@@ -459,8 +475,11 @@ class ExecutionQuerySet(models.QuerySet):
         return self._cost_by("agent_type", period)
 
     def cost_by_model(self, period: str = "today") -> list[dict[str, Any]]:
-        """``[{model_id, total_cost, executions}]``, costliest first."""
-        return self._cost_by("model_id", period)
+        """``[{model_id, total_cost, executions}]``, costliest first, by the model that answered: each
+        llm span's cost goes to its model, nested executions and fallbacks included, and
+        ``executions`` counts the root executions that used the model (see :meth:`_model_spend`)."""
+        rows = self.for_period(period)._spend_by_model()
+        return [{key: row[key] for key in ("model_id", "total_cost", "executions")} for row in rows]
 
     def stats_for(self, agent_type: str, period: str | Period = "today") -> dict[str, Any]:
         """One agent's totals for a period."""
@@ -776,9 +795,20 @@ class ExecutionQuerySet(models.QuerySet):
     def cost_summary(self, group_by: str = "model") -> list[dict[str, Any]]:
         """Costs of the root executions grouped by ``model``, ``agent``, ``tenant`` or ``day`` (in
         ``TIME_ZONE``), in one query: ``[{key, total_cost, executions, total_tokens}]``, costliest
-        first (days oldest first; only days with executions). An unknown group raises ``ValueError``."""
+        first (days oldest first; only days with executions). ``model`` is the model that answered,
+        as in :meth:`cost_by_model`. An unknown group raises ``ValueError``."""
         if group_by not in COST_GROUPS:
             raise ValueError(f"Unknown group_by {group_by!r}; valid groups are: {', '.join(COST_GROUPS)}.")
+        if group_by == "model":
+            return [
+                {
+                    "key": row["model_id"],
+                    "total_cost": row["total_cost"],
+                    "executions": row["executions"],
+                    "total_tokens": row["total_tokens"],
+                }
+                for row in self._spend_by_model()
+            ]
         field = COST_GROUPS[group_by]
         queryset = self.root_executions().order_by()
         if group_by == "day":
@@ -802,73 +832,191 @@ class ExecutionQuerySet(models.QuerySet):
         ]
 
     def compare_models(self) -> list[dict[str, Any]]:
-        """Per model asked for (``model_id``), most executions first: ``[{model_id, executions,
-        success_rate, avg_duration_ms, p95_duration_ms, avg_cost, total_tokens}]``. The p95 is
+        """Per model that answered, most executions first: ``[{model_id, executions, success_rate,
+        avg_duration_ms, p95_duration_ms, avg_cost, total_tokens}]``. ``executions`` counts the root
+        executions that used the model (a root that used two models counts for each); the success
+        rate and the durations are those root executions' own; ``avg_cost`` and ``total_tokens`` are
+        the spend attributed to the model (as :meth:`cost_by_model`) over them. The p95 is
         continuous, as ``percentiles()``. One query on PostgreSQL, two elsewhere."""
-        queryset = self.root_executions().order_by()
-        aggregates: dict[str, Any] = {
-            "n_total": Count("*"),
-            "n_successful": Count("started_at", filter=Q(status="success")),
-            "avg_duration": Avg("duration_ms"),
-            "avg_total_cost": Avg("total_cost"),
-            "sum_total_tokens": Coalesce(Sum("total_tokens"), 0),
-        }
+        spend = self._model_spend()
+        if spend is None:
+            return []
+        sql, params = spend
         postgres = connections[self.db].vendor == "postgresql"
-        if postgres:
-            aggregates["p95"] = PercentileCont("duration_ms", 0.95)
-        rows = list(queryset.values("model_id").annotate(**aggregates).order_by("-n_total", "model_id"))
-        p95 = (
-            {row["model_id"]: row["p95"] for row in rows}
+        p95_column = (
+            "PERCENTILE_CONT(0.95) WITHIN GROUP (ORDER BY duration_ms) FILTER (WHERE counted = 1)"
             if postgres
-            else queryset._grouped_percentile("model_id", "duration_ms", 95)
+            else "NULL"
         )
-        return [
+        rows = self._run(
+            sql
+            + f"""
+            SELECT model_id, SUM(counted), SUM(CASE WHEN counted = 1 AND status = 'success' THEN 1 ELSE 0 END),
+                AVG(CASE WHEN counted = 1 THEN duration_ms END), {p95_column}, SUM(cost), SUM(tokens)
+            FROM used
+            GROUP BY model_id
+            """,
+            params,
+        )
+        p95 = {row[0]: row[4] for row in rows} if postgres else self._model_p95(sql, params)
+        result = [
             {
-                "model_id": row["model_id"],
-                "executions": row["n_total"],
-                "success_rate": rate(row["n_successful"], row["n_total"]),
-                "avg_duration_ms": _round(row["avg_duration"]),
-                "p95_duration_ms": None
-                if p95.get(row["model_id"]) is None
-                else round(p95[row["model_id"]], 2),
-                "avg_cost": money(row["avg_total_cost"]),
-                "total_tokens": row["sum_total_tokens"],
+                "model_id": model_id,
+                "executions": n,
+                "success_rate": rate(int(successful), n),
+                "avg_duration_ms": _round(avg_duration),
+                "p95_duration_ms": None if p95.get(model_id) is None else round(float(p95[model_id]), 2),
+                "avg_cost": money(_money(cost) / n),
+                "total_tokens": int(tokens or 0),
             }
-            for row in rows
+            for model_id, n, successful, avg_duration, _, cost, tokens in rows
         ]
+        result.sort(key=lambda row: (-row["executions"], row["model_id"]))
+        return result
 
-    def _grouped_percentile(self, group: str, field: str, percent: float) -> dict[Any, float]:
-        """``{group value: continuous percentile of field}`` in one query where the database has no
-        percentile_cont: each group's rows are ranked by a window function and only the (at most
-        two) rows around the percentile's position are read."""
-        from django.db.models import ExpressionWrapper, IntegerField, Window
-        from django.db.models.functions import Floor, RowNumber
-
-        ranked = (
-            self.filter(**{f"{field}__isnull": False})
-            .order_by()
-            .annotate(
-                position=Window(RowNumber(), partition_by=F(group), order_by=F(field).asc()),
-                group_size=Window(Count("pk"), partition_by=F(group)),
-            )
-            .annotate(
-                lower=ExpressionWrapper(
-                    Floor((F("group_size") - 1) * Value(percent / 100)) + 1, output_field=IntegerField()
-                )
-            )
-            .filter(position__gte=F("lower"), position__lte=F("lower") + 1)
-            .values_list(group, field, "position", "group_size")
+    def _model_p95(self, sql: str, params: list[Any]) -> dict[str, float]:
+        """``{model_id: continuous p95 of duration_ms}`` over the root executions that used each model,
+        where the database has no percentile_cont: only the (at most two) rows around each model's
+        percentile position are read, ranked by a window function."""
+        rows = self._run(
+            sql
+            + """
+            SELECT model_id, duration_ms, position, size FROM (
+                SELECT model_id, duration_ms,
+                    ROW_NUMBER() OVER (PARTITION BY model_id ORDER BY duration_ms) AS position,
+                    COUNT(*) OVER (PARTITION BY model_id) AS size
+                FROM used
+                WHERE counted = 1 AND duration_ms IS NOT NULL
+            ) ranked
+            WHERE position >= CAST((size - 1) * 0.95 AS INTEGER) + 1
+                AND position <= CAST((size - 1) * 0.95 AS INTEGER) + 2
+            """,
+            params,
         )
-        found: dict[Any, dict[int, float]] = {}
-        sizes: dict[Any, int] = {}
-        for key, value, position, size in ranked:
-            found.setdefault(key, {})[position] = float(value)
-            sizes[key] = size
+        found: dict[str, dict[int, float]] = {}
+        sizes: dict[str, int] = {}
+        for model_id, value, position, size in rows:
+            found.setdefault(model_id, {})[position] = float(value)
+            sizes[model_id] = size
         result = {}
-        for key, values in found.items():
-            exact = (sizes[key] - 1) * percent / 100
-            lower = int(exact) + 1
-            low = values[lower]
-            high = values.get(lower + 1, low)
-            result[key] = low + (high - low) * (exact - int(exact))
+        for model_id, values in found.items():
+            exact = (sizes[model_id] - 1) * 0.95
+            low = values[int(exact) + 1]
+            high = values.get(int(exact) + 2, low)
+            result[model_id] = low + (high - low) * (exact - int(exact))
+        return result
+
+    # -- spend by the model that answered (SPEC section 15) ------------------------------------
+
+    def _model_spend(self) -> tuple[str, list[Any]] | None:
+        """The SQL of common table expressions over the root executions of this queryset, and
+        its parameters, ending with ``used (root_id, status, duration_ms, model_id, cost, tokens,
+        counted)``: the spend of each root execution by model, with the root's own status and duration;
+        ``counted`` is 1 on exactly one row per root and model (count those for "roots that used it").
+
+        A root's spend goes to the model of each llm span recorded in it or in any execution nested
+        in it (a span without a model to the model of its execution); spans with neither cost nor
+        tokens (a request refused before any work, e.g. the failed first try of a fallback) count
+        for no model. What its ``total_cost`` (and
+        ``total_tokens``) holds beyond its llm spans, or all of it when it has none (rows written
+        without spans, e.g. by a host's own ORM writes), goes to its ``chosen_model_id``, else its
+        ``model_id``. Nested executions (``parent_id`` set) are found by their ``root_id`` among the
+        executions started since the earliest root, so an index bounds the read. None when this
+        queryset can match no row (``none()``, an empty ``__in``).
+        """
+        from .models import Execution, Span
+
+        connection = connections[self.db]
+        quote = connection.ops.quote_name
+        try:
+            roots_sql, roots_params = (
+                self.root_executions()
+                .order_by()
+                .values_list(
+                    "id",
+                    "status",
+                    "duration_ms",
+                    "started_at",
+                    "total_cost",
+                    "total_tokens",
+                    "model_id",
+                    "chosen_model_id",
+                )  # fmt: skip
+                .query.sql_with_params()
+            )
+        except EmptyResultSet:
+            return None
+        execution, span = quote(Execution._meta.db_table), quote(Span._meta.db_table)
+        sql = f"""
+        WITH roots (id, status, duration_ms, started_at, total_cost, total_tokens, model_id, chosen_model_id)
+            AS ({roots_sql}),
+        tree (id, model_id, root_id, status, duration_ms, root_model, root_cost, root_tokens) AS (
+            SELECT id, COALESCE(NULLIF(chosen_model_id, ''), model_id), id, status, duration_ms,
+                COALESCE(NULLIF(chosen_model_id, ''), model_id), total_cost, total_tokens
+            FROM roots
+            UNION ALL
+            SELECT e.id, COALESCE(NULLIF(e.chosen_model_id, ''), e.model_id), r.id, r.status, r.duration_ms,
+                COALESCE(NULLIF(r.chosen_model_id, ''), r.model_id), r.total_cost, r.total_tokens
+            FROM {execution} e INNER JOIN roots r ON r.id = e.root_id
+            WHERE e.parent_id IS NOT NULL AND e.started_at >= (SELECT MIN(started_at) FROM roots)
+        ),
+        spent (root_id, status, duration_ms, root_model, root_cost, root_tokens, model_id, cost, tokens,
+               covered_cost, covered_tokens, has_root_model, position) AS (
+            SELECT t.root_id, t.status, t.duration_ms, t.root_model, t.root_cost, t.root_tokens,
+                COALESCE(NULLIF(s.model_id, ''), t.model_id), SUM(s.total_cost),
+                SUM(s.input_tokens + s.output_tokens), SUM(SUM(s.total_cost)) OVER w,
+                SUM(SUM(s.input_tokens + s.output_tokens)) OVER w,
+                MAX(CASE WHEN COALESCE(NULLIF(s.model_id, ''), t.model_id) = t.root_model THEN 1 ELSE 0 END)
+                    OVER w,
+                ROW_NUMBER() OVER w
+            FROM {span} s INNER JOIN tree t ON s.execution_id = t.id
+            WHERE s.kind = 'llm' AND (s.total_cost > 0 OR s.input_tokens > 0 OR s.output_tokens > 0)
+                AND s.started_at >= (SELECT MIN(started_at) FROM roots)
+            GROUP BY t.root_id, t.status, t.duration_ms, t.root_model, t.root_cost, t.root_tokens,
+                COALESCE(NULLIF(s.model_id, ''), t.model_id)
+            WINDOW w AS (PARTITION BY t.root_id)
+        ),
+        used (root_id, status, duration_ms, model_id, cost, tokens, counted) AS (
+            SELECT root_id, status, duration_ms, model_id, cost, tokens, 1 FROM spent
+            UNION ALL
+            SELECT root_id, status, duration_ms, root_model,
+                CASE WHEN root_cost > covered_cost THEN root_cost - covered_cost ELSE 0 END,
+                CASE WHEN root_tokens > covered_tokens THEN root_tokens - covered_tokens ELSE 0 END,
+                1 - has_root_model
+            FROM spent
+            WHERE position = 1 AND (root_cost > covered_cost OR root_tokens > covered_tokens)
+            UNION ALL
+            SELECT id, status, duration_ms, COALESCE(NULLIF(chosen_model_id, ''), model_id), total_cost,
+                total_tokens, 1
+            FROM roots r WHERE NOT EXISTS (SELECT 1 FROM spent WHERE spent.root_id = r.id)
+        )
+        """
+        return sql, list(roots_params)
+
+    def _run(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        with connections[self.db].cursor() as cursor:
+            cursor.execute(sql, params)
+            return list(cursor.fetchall())
+
+    def _spend_by_model(self) -> list[dict[str, Any]]:
+        """``[{model_id, total_cost, executions, total_tokens}]`` by the model that answered, costliest
+        first, in one query (see :meth:`_model_spend`); ``executions`` counts the root executions that
+        used the model."""
+        spend = self._model_spend()
+        if spend is None:
+            return []
+        sql, params = spend
+        rows = self._run(
+            sql + "SELECT model_id, SUM(cost), SUM(counted), SUM(tokens) FROM used GROUP BY model_id", params
+        )
+        result = [
+            {
+                "model_id": model_id,
+                "total_cost": _money(cost),
+                "executions": n,
+                "total_tokens": int(tokens or 0),
+            }
+            for model_id, cost, n, tokens in rows
+        ]
+        result.sort(key=lambda row: (-row["total_cost"], -row["executions"], row["model_id"]))
         return result

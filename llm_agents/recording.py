@@ -98,6 +98,9 @@ class SpanRecord:
     execution: ExecutionRecord | None = field(default=None, repr=False, compare=False)
     #: What this span has added to its execution's totals so far.
     counted: SpanUsage = field(default=NO_USAGE, repr=False, compare=False)
+    #: The spend of this span was recorded against the budgets when its call ended (a raw SDK call
+    #: in an execution, checked on its own): its execution does not count it again.
+    budget_settled: bool = field(default=False, repr=False)
 
     def finish(self, error: BaseException | None = None) -> None:
         self.completed_at = timezone.now()

@@ -506,6 +506,9 @@ FAILURES = [
     ("error", "ValueError", "something odd happened", "other"),
     ("error", "RateLimitError", "connection refused", "rate_limit"),  # the class wins over the message
     ("error", "ProviderError", "The request timed out", "timeout"),
+    # Refused by a hard-stop budget: not an error of the model (before: "other", the message names
+    # no known failure).
+    ("error", "BudgetExceededError", "Budget 'daily' refused the call: daily spend $5", "budget"),
 ]
 
 
@@ -543,6 +546,7 @@ def test_error_analysis_counts_root_failures_by_category(failures):
         "timeout": 3,
         "invalid_request": 1,
         "other": 1,
+        "budget": 1,
     }
 
 
@@ -570,6 +574,7 @@ def test_error_analysis_on_a_scope(failures):
         "timeout": 0,
         "invalid_request": 0,
         "other": 0,
+        "budget": 0,
     }
     assert len(analysis["recent"]) == 1
 
@@ -676,7 +681,7 @@ def test_analytics_of_no_rows_are_zeros(day_of_work):
     assert nothing.cost_forecast()["month_to_date"] == Decimal("0")
     assert nothing.error_analysis() == {
         "categories": dict.fromkeys(
-            ("rate_limit", "authentication", "network", "timeout", "invalid_request", "other"), 0
+            ("rate_limit", "authentication", "network", "timeout", "invalid_request", "other", "budget"), 0
         ),
         "recent": [],
     }

@@ -10,6 +10,7 @@ import pytest
 from django.db import transaction
 from django.db.models import Sum
 from django.test import override_settings
+from django.urls import reverse
 from django.utils import timezone
 
 from llm_agents import Agent, Param, Tool, budgets, signals, tenant, trace
@@ -17,7 +18,7 @@ from llm_agents.errors import BudgetExceededError
 from llm_agents.models import Budget, BudgetReservation, CostConfig, Execution, Span, SpendCounter
 from llm_agents.testing import fake_llm
 
-from .factories import BudgetFactory, ExecutionFactory, local_datetime, local_today
+from .factories import BudgetFactory, ExecutionFactory, SpanFactory, local_datetime, local_today
 
 pytestmark = pytest.mark.django_db
 
@@ -250,6 +251,23 @@ def test_a_blocked_call_is_recorded_and_never_reaches_the_provider():
     assert not BudgetReservation.objects.exists()
 
 
+def test_a_refused_call_counts_as_a_budget_refusal_not_a_model_error(staff_client):
+    BudgetFactory(limit_usd=Decimal("0"))
+    with fake_llm(), pytest.raises(BudgetExceededError):
+        PlanAgent.call(topic="x")
+    # Before: counted under "other", as if the model had failed.
+    categories = Execution.objects.error_analysis()["categories"]
+    assert categories["budget"] == 1 and sum(categories.values()) == 1
+    api = staff_client.get("/api/llm-agents/errors/").json()
+    assert api["categories"]["budget"] == 1 and api["categories"]["other"] == 0
+    dashboard = staff_client.get(reverse("admin:llm_agents_dashboard"), {"period": "7d"})
+    assert [(g["category"], g["count"]) for g in dashboard.context["error_groups"]] == [("budget", 1)]
+    executions = staff_client.get(
+        reverse("admin:llm_agents_execution_changelist"), {"error_category": "budget"}
+    )
+    assert executions.context["cl"].result_count == 1
+
+
 def test_alert_fires_once_per_period(frozen_now):
     day = dt.date(2026, 4, 15)
     frozen_now(local_datetime(day, 10))
@@ -422,6 +440,51 @@ def test_counters_equal_the_sums_of_recorded_costs():
     assert live[("model", MODEL, today)][0] == Decimal("6")
     budgets.rebuild_counters()
     assert counter_totals() == live
+
+
+def test_model_counters_count_each_requests_spend_under_the_model_that_answered():
+    """A fallback's spend goes to the fallback model, a failed first try's tokens to the primary;
+    rebuild_counters attributes the same way."""
+    CostConfig.objects.create(model="gpt-fallback", input_price_per_mtok=Decimal("1000"),
+                              output_price_per_mtok=Decimal("2000"), effective_from="2020-01-01T00:00Z")  # fmt: skip
+
+    class FallbackAgent(PlanAgent):
+        retries = 0
+        fallback_models = ["gpt-fallback"]
+
+    with fake_llm() as llm:
+        llm.fail("server_error", model=MODEL)
+        llm.respond("ok", model="gpt-fallback", input_tokens=1000, output_tokens=500)  # $2
+        FallbackAgent.call(topic="x")
+    today = local_today()
+    live = counter_totals()
+    # Before: the $2 counted under MODEL (the configured model) as well as under gpt-fallback.
+    assert ("model", MODEL, today) not in live
+    assert live[("model", "gpt-fallback", today)] == (Decimal("2"), 1500)
+    assert live[("agent", "FallbackAgent", today)] == (Decimal("2"), 1500)
+    budgets.rebuild_counters()
+    assert counter_totals() == live
+
+
+def test_rebuilt_model_counters_split_an_executions_spend_by_its_spans():
+    """Rows written without the live settlement (a host's ORM writes): each llm span's spend under its
+    model, the rest of the execution's under its chosen model, nested executions counted once."""
+    root = ExecutionFactory(model_id=MODEL, chosen_model_id="", input_cost=Decimal("5"), output_cost=0,
+                            total_tokens=500, agent_type="Writer")  # fmt: skip
+    SpanFactory(execution=root, model_id="gpt-a", total_cost=Decimal("1"), input_tokens=100, output_tokens=0)
+    SpanFactory(execution=root, model_id="", total_cost=Decimal("0.5"), input_tokens=50, output_tokens=0)
+    child = ExecutionFactory(parent=root, model_id="gpt-b", input_cost=Decimal("2"), output_cost=0,
+                             total_tokens=200, agent_type="Helper")  # fmt: skip
+    SpanFactory(execution=child, model_id="gpt-b", total_cost=Decimal("2"), input_tokens=200, output_tokens=0)
+    budgets.rebuild_counters()
+    today = local_today()
+    totals = counter_totals()
+    assert totals[("model", "gpt-a", today)] == (Decimal("1"), 100)
+    assert totals[("model", "gpt-b", today)] == (Decimal("2"), 200)
+    # Its own $3 (of $5, $2 being the child's): $1 on gpt-a, the rest ($0.5 span + $1.5) on MODEL.
+    assert totals[("model", MODEL, today)] == (Decimal("2"), 200)
+    assert totals[("agent", "Writer", today)] == (Decimal("3"), 300)
+    assert totals[("global", "", today)] == (Decimal("5"), 500)
 
 
 def test_async_logging_records_spend_once():

@@ -71,8 +71,32 @@ def test_the_overview_and_cost_by_model_read_the_covering_index_alone():
     with CaptureQueriesContext(connection) as captured:
         Execution.objects.for_period("7d").summary()
         Execution.objects.for_period("7d").percentiles()
-        Execution.objects.cost_by_model("7d")
-    assert len(captured) == 3
+    assert len(captured) == 2
     for query in captured:
         text = plan(query["sql"])
         assert "Index Only Scan using llm_exec_root_cover_idx" in text, text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_spend_by_model_reads_the_period_by_index():
+    # cost_by_model attributes spend to the llm spans' models (section 15): the period's roots and the
+    # executions nested in them come from a started_at index (the nested ones bounded by the earliest
+    # root), and their spans from the (execution, started_at) index: no table is read whole.
+    now = timezone.now()
+    executions = Execution.objects.bulk_create(
+        ExecutionFactory.build(started_at=now - dt.timedelta(days=n / 10)) for n in range(1000)
+    )
+    Span.objects.bulk_create(
+        SpanFactory.build(execution=execution, kind="llm", started_at=execution.started_at)
+        for execution in executions
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(f"VACUUM ANALYZE {Execution._meta.db_table}")
+        cursor.execute(f"VACUUM ANALYZE {Span._meta.db_table}")
+    with CaptureQueriesContext(connection) as captured:
+        Execution.objects.cost_by_model("7d")
+    (query,) = captured
+    text = plan(query["sql"])
+    assert "using llm_exec_started_idx" in text, text
+    assert "llm_span_execution_started_idx" in text, text
+    assert "Seq Scan" not in text, text

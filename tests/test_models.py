@@ -388,14 +388,16 @@ def test_zero_limit_budget():
     assert budget.remaining() == Decimal("0")
 
 
-def test_model_budget_counts_the_asked_and_the_answering_model():
+def test_model_budget_counts_the_answering_model():
+    # Rows without spans: their spend belongs to the model that answered (chosen_model_id), not to
+    # the one asked for (section 15).
     spend("1.00", 100, model_id="gpt-4o", chosen_model_id="gpt-4o")
     spend("2.00", 200, model_id="gpt-4o", chosen_model_id="claude-sonnet-4")
     spend("4.00", 400, model_id="claude-sonnet-4", chosen_model_id="gpt-4o")
     spend("8.00", 800, model_id="claude-sonnet-4", chosen_model_id="claude-sonnet-4")
     budget = BudgetFactory(scope=Budget.Scope.MODEL, scope_value="gpt-4o", limit_usd=Decimal("10"))
-    assert budget.current_spend() == Decimal("7.00")
-    assert budget.current_tokens() == 700
+    assert budget.current_spend() == Decimal("5.00")
+    assert budget.current_tokens() == 500
 
 
 def test_global_monthly_budget_counts_this_month_only(paris):

@@ -170,7 +170,7 @@ class AgentStatsView(AggregateView):
     responses=s.CostSummaryRowSerializer(many=True),
 )
 class CostSummaryView(AggregateView):
-    """Costs grouped by model, agent, tenant or day."""
+    """Costs grouped by model (the model that answered, each llm span's), agent, tenant or day."""
 
     def get(self, request: Request) -> Response:
         group_by = parse_choice(request.query_params, "group_by", list(COST_GROUPS), "model")
@@ -207,7 +207,8 @@ class TrendsView(AggregateView):
 
 @extend_schema(parameters=period_parameters(), responses=s.ModelComparisonSerializer(many=True))
 class ModelComparisonView(AggregateView):
-    """Per model asked for: volume, success rate, latency and cost, most used first."""
+    """Per model that answered: the root executions that used it (volume, success rate, latency) and
+    the spend attributed to it, most used first."""
 
     def get(self, request: Request) -> Response:
         rows = self.executions().for_period(self.period()).compare_models()
