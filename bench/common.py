@@ -34,20 +34,20 @@ CHUNK = 200_000
 INSERT_EXECUTIONS = """
 INSERT INTO llm_agents_execution (
     id, kind, agent_type, agent_version, model_id, chosen_model_id, provider, temperature, status,
-    finish_reason, input_tokens, output_tokens, cached_tokens, reasoning_tokens, total_tokens,
-    input_cost, output_cost, total_cost, pricing_source, duration_ms, time_to_first_token_ms,
+    finish_reason, input_tokens, output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens,
+    total_tokens, input_cost, output_cost, total_cost, pricing_source, duration_ms, time_to_first_token_ms,
     started_at, completed_at, created_at, parameters, system_prompt, user_prompt, response,
     error_class, error_message, metadata, streaming, tool_calls, tool_calls_count, attempts,
     attempts_count, fallback_chain, fallback_reason, cache_hit, retryable, rate_limited, tenant_id,
-    parent_id, prompt_version_id
+    parent_id, root_id, prompt_version_id
 )
 SELECT
-    gen_random_uuid(), 'agent', (%(agents)s::text[])[1 + (i %% %(n_agents)s)], '1.' || (i %% 2),
+    g.id, 'agent', (%(agents)s::text[])[1 + (i %% %(n_agents)s)], '1.' || (i %% 2),
     (%(models)s::text[])[m], CASE WHEN i %% 50 = 0 THEN 'gpt-4o' ELSE (%(models)s::text[])[m] END,
     'openai', 0,
     CASE WHEN r < 0.03 THEN 'error' WHEN r < 0.04 THEN 'timeout' ELSE 'success' END,
     CASE WHEN r < 0.04 THEN '' ELSE 'stop' END,
-    tin, tout, 0, 0, tin + tout,
+    tin, tout, 0, 0, 0, tin + tout,
     round(tin * (%(in_prices)s::numeric[])[m] / 1000000, 8),
     round(tout * (%(out_prices)s::numeric[])[m] / 1000000, 8),
     round(tin * (%(in_prices)s::numeric[])[m] / 1000000, 8) + round(tout * (%(out_prices)s::numeric[])[m] / 1000000, 8),
@@ -58,9 +58,9 @@ SELECT
     CASE WHEN r < 0.01 THEN 'Rate limit reached' WHEN r < 0.02 THEN 'The server had an error'
          WHEN r < 0.03 THEN 'Invalid API key' WHEN r < 0.04 THEN 'Request timed out' ELSE '' END,
     '{}'::jsonb, i %% 5 = 0, '[]'::jsonb, i %% 3, '[]'::jsonb, 1, '[]'::jsonb, '', i %% 7 = 0,
-    r < 0.02, r < 0.01, (%(tenants)s::text[])[1 + (i %% %(n_tenants)s)], NULL, NULL
+    r < 0.02, r < 0.01, (%(tenants)s::text[])[1 + (i %% %(n_tenants)s)], NULL, g.id, NULL
 FROM (
-    SELECT i, random() AS r, 1 + (i * 7 %% %(n_models)s) AS m,
+    SELECT gen_random_uuid() AS id, i, random() AS r, 1 + (i * 7 %% %(n_models)s) AS m,
            (200 + random() * 4000)::int AS tin, (20 + random() * 900)::int AS tout,
            (150 + random() * random() * 9000)::int AS dur,
            now() - (%(days)s * (1 - i::float / %(rows)s) + random() / 1000) * interval '1 day' AS started
@@ -72,14 +72,14 @@ FROM (
 INSERT_SPANS = """
 INSERT INTO llm_agents_span (
     id, execution_id, parent_id, name, kind, status, model_id, provider, input, output, input_tokens,
-    output_tokens, cached_tokens, total_cost, duration_ms, time_to_first_token_ms, error_class,
+    output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, total_cost, duration_ms, time_to_first_token_ms, error_class,
     error_message, metadata, started_at, completed_at
 )
 SELECT
     gen_random_uuid(), e.id, NULL, (ARRAY['retrieval', e.model_id, 'lookup'])[k],
     (ARRAY['retriever', 'llm', 'tool'])[k], 'ok', CASE WHEN k = 2 THEN e.model_id ELSE '' END,
     CASE WHEN k = 2 THEN 'openai' ELSE '' END, '{"q": "x"}'::jsonb, '"y"'::jsonb,
-    CASE WHEN k = 2 THEN e.input_tokens ELSE 0 END, CASE WHEN k = 2 THEN e.output_tokens ELSE 0 END, 0,
+    CASE WHEN k = 2 THEN e.input_tokens ELSE 0 END, CASE WHEN k = 2 THEN e.output_tokens ELSE 0 END, 0, 0, 0,
     CASE WHEN k = 2 THEN e.total_cost ELSE 0 END, e.duration_ms / 3, NULL, '', '', '{}'::jsonb,
     e.started_at + (k - 1) * e.duration_ms / 3 * interval '1 millisecond',
     e.started_at + k * e.duration_ms / 3 * interval '1 millisecond'

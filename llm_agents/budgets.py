@@ -66,6 +66,7 @@ __all__ = [
     "rebuild_counters",
     "record",
     "settle_execution",
+    "settle_executions",
 ]
 
 logger = logging.getLogger("llm_agents")
@@ -509,6 +510,30 @@ def settle_execution(record: ExecutionRecord) -> None:
     elif cost or tokens:
         _spend(record.agent_type, fields.get("tenant_id"), [], cost, tokens, record.started_at, sender=None,
                by_model=by_model)  # fmt: skip
+
+
+def settle_executions(records: Iterable[ExecutionRecord]) -> None:
+    """Record the spend of executions written together with no budget check before them (a batch's
+    results), as :func:`settle_execution` would one by one, in one counter write per agent type,
+    tenant and day."""
+    if not app_settings.BUDGETS_ENABLED:
+        return
+    groups: dict[tuple[str, str | None, dt.date], tuple[dt.datetime, list[Any], dict[str, list[Any]]]] = {}
+    for record in records:
+        cost, tokens = max(record.fields["total_cost"], ZERO), max(record.fields["total_tokens"], 0)
+        if not (cost or tokens):
+            continue
+        key = (record.agent_type, record.fields.get("tenant_id"), local_day(record.started_at))
+        _, totals, models = groups.setdefault(key, (record.started_at, [ZERO, 0], {}))
+        totals[0] += cost
+        totals[1] += tokens
+        for model, (model_cost, model_tokens) in spend_by_model(record, cost, tokens).items():
+            entry = models.setdefault(model, [ZERO, 0])
+            entry[0] += model_cost
+            entry[1] += model_tokens
+    for (agent_type, tenant_id, _), (at, (cost, tokens), models) in groups.items():
+        by_model = {model: (model_cost, model_tokens) for model, (model_cost, model_tokens) in models.items()}
+        _spend(agent_type, tenant_id, [], cost, tokens, at, sender=None, by_model=by_model)
 
 
 def spend_by_model(record: ExecutionRecord, cost: Decimal, tokens: int) -> dict[str, tuple[Decimal, int]]:

@@ -874,6 +874,42 @@ class ExecutionQuerySet(models.QuerySet):
         result.sort(key=lambda row: (-row["executions"], row["model_id"]))
         return result
 
+    def _grouped_percentile(self, group: str, field: str, percent: float) -> dict[Any, float]:
+        """``{group value: continuous percentile of field}`` in one query where the database has no
+        percentile_cont: each group's rows are ranked by a window function and only the (at most
+        two) rows around the percentile's position are read."""
+        from django.db.models import ExpressionWrapper, IntegerField, Window
+        from django.db.models.functions import Floor, RowNumber
+
+        ranked = (
+            self.filter(**{f"{field}__isnull": False})
+            .order_by()
+            .annotate(
+                position=Window(RowNumber(), partition_by=F(group), order_by=F(field).asc()),
+                group_size=Window(Count("pk"), partition_by=F(group)),
+            )
+            .annotate(
+                lower=ExpressionWrapper(
+                    Floor((F("group_size") - 1) * Value(percent / 100)) + 1, output_field=IntegerField()
+                )
+            )
+            .filter(position__gte=F("lower"), position__lte=F("lower") + 1)
+            .values_list(group, field, "position", "group_size")
+        )
+        found: dict[Any, dict[int, float]] = {}
+        sizes: dict[Any, int] = {}
+        for key, value, position, size in ranked:
+            found.setdefault(key, {})[position] = float(value)
+            sizes[key] = size
+        result = {}
+        for key, values in found.items():
+            exact = (sizes[key] - 1) * percent / 100
+            lower = int(exact) + 1
+            low = values[lower]
+            high = values.get(lower + 1, low)
+            result[key] = low + (high - low) * (exact - int(exact))
+        return result
+
     def _model_p95(self, sql: str, params: list[Any]) -> dict[str, float]:
         """``{model_id: continuous p95 of duration_ms}`` over the root executions that used each model,
         where the database has no percentile_cont: only the (at most two) rows around each model's

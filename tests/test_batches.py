@@ -9,12 +9,13 @@ import pydantic
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import IntegrityError, transaction
+from django.db.models import Sum
 from django.test import override_settings
 from django.utils import timezone
 
 import llm_agents
 from llm_agents import batches, signals, tasks
-from llm_agents.models import Batch, BatchRequest, CostConfig, Execution, Prompt, Span
+from llm_agents.models import Batch, BatchRequest, Budget, CostConfig, Execution, Prompt, Span
 from llm_agents.pricing import calculate_cost
 from llm_agents.tracing import tenant
 
@@ -903,3 +904,33 @@ def test_a_request_too_large_for_a_batch_stays_pending_and_others_go_on(batch_ap
     assert "alone is larger than the 2000-byte batch limit" in report.errors[0]
     assert BatchRequest.objects.get(purpose="huge").status == "pending"
     assert Batch.objects.count() == 1
+
+
+def test_batch_results_count_against_the_budgets_once(batch_api, django_capture_on_commit_callbacks):
+    """A batch's spend reaches the budgets' counters when its results are reconciled, under its
+    purpose, tenant and the model that answered, once however often poll runs, and as
+    rebuild_aggregates would count it."""
+    budget = Budget.objects.create(name="all", scope="global", period="monthly", limit_usd=Decimal("100"))
+    by_model = Budget.objects.create(
+        name="mini", scope="model", scope_value="gpt-4.1-mini", period="monthly", limit_usd=Decimal("100")
+    )
+    by_purpose = Budget.objects.create(
+        name="summaries",
+        scope="agent",
+        scope_value="chat_summary",
+        period="monthly",
+        limit_usd=Decimal("100"),
+    )
+    batches.register_handler("chat_summary", RecordingHandler())
+    enqueue_many(3)
+    batches.flush()
+    batch_api.input_tokens, batch_api.output_tokens = 100_000, 50_000
+    with django_capture_on_commit_callbacks(execute=True):
+        batches.poll()
+        batches.poll()
+    spent = Execution.objects.aggregate(total=Sum("total_cost"))["total"]
+    assert spent > 0
+    assert budget.current_spend() == by_model.current_spend() == by_purpose.current_spend() == spent
+    assert budget.current_tokens() == 3 * 150_000
+    call_command("rebuild_aggregates", verbosity=0)
+    assert budget.current_spend() == by_model.current_spend() == spent

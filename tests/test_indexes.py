@@ -81,7 +81,8 @@ def test_the_overview_and_cost_by_model_read_the_covering_index_alone():
 def test_spend_by_model_reads_the_period_by_index():
     # cost_by_model attributes spend to the llm spans' models (section 15): the period's roots and the
     # executions nested in them come from a started_at index (the nested ones bounded by the earliest
-    # root), and their spans from the (execution, started_at) index: no table is read whole.
+    # root), and their spans from the partial index of llm spans by time, read alone (it covers
+    # what the query reads): no table is read whole.
     now = timezone.now()
     executions = Execution.objects.bulk_create(
         ExecutionFactory.build(started_at=now - dt.timedelta(days=n / 10)) for n in range(1000)
@@ -98,5 +99,5 @@ def test_spend_by_model_reads_the_period_by_index():
     (query,) = captured
     text = plan(query["sql"])
     assert "using llm_exec_started_idx" in text, text
-    assert "llm_span_execution_started_idx" in text, text
+    assert "Index Only Scan using llm_span_llm_started_idx" in text, text
     assert "Seq Scan" not in text, text

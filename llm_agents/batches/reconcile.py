@@ -10,6 +10,7 @@ and a request is handled once: a second poller either skips the locked rows or f
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import uuid
@@ -24,7 +25,7 @@ from django.db.models import Field
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
-from .. import signals
+from .. import budgets, signals
 from ..conf import app_settings
 from ..events import emit
 from ..models import Batch, BatchRequest
@@ -247,8 +248,11 @@ class _Reconciler:
                 if not requests:
                     return
                 outcomes = [self._outcome(request, lines[request.custom_id]) for request in requests]
+                records = [record for _, _, record in outcomes]
                 if app_settings.TRACK_EXECUTIONS:
-                    write_payload(payload_for([record for _, _, record in outcomes]), typed=True)
+                    write_payload(payload_for(records), typed=True)
+                # Counted once the results are stored: a reconcile that rolls back counts nothing.
+                transaction.on_commit(functools.partial(settle_spend, records), using=self.alias)
                 now = timezone.now()
                 for request, outcome, record in outcomes:
                     request.execution_id = record.id if app_settings.TRACK_EXECUTIONS else None
@@ -466,6 +470,15 @@ def handler_savepoint(alias: str) -> Iterator[None]:
         raise
     if savepoint and savepoint[0] is not None:
         connection.savepoint_commit(savepoint[0])
+
+
+def settle_spend(records: list[ExecutionRecord]) -> None:
+    """Add the results' spend to the budgets' counters (a failure is logged: ``rebuild_aggregates``
+    restores the counters from the executions)."""
+    try:
+        budgets.settle_executions(records)
+    except Exception:
+        logger.exception("llm_agents could not record the budget spend of %d batch results", len(records))
 
 
 def _save(requests: list[BatchRequest], fields: list[str], alias: str) -> None:

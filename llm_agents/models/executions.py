@@ -218,6 +218,14 @@ class Span(models.Model):
             # A span's children, found when the ORM deletes a span (its cascade) and when a tree is
             # read; root spans (most) are left out.
             models.Index(fields=["parent"], condition=Q(parent__isnull=False), name="llm_span_parent_idx"),
+            # The llm spans of a period, covering what spend by model reads (cost_by_model,
+            # cost_summary("model"), compare_models), so PostgreSQL answers from the index alone.
+            CoveringIndex(
+                fields=["started_at"],
+                condition=Q(kind="llm"),
+                covering=["execution", "model_id", "total_cost", "input_tokens", "output_tokens"],
+                name="llm_span_llm_started_idx",
+            ),
         ]
         constraints = [
             models.CheckConstraint(
