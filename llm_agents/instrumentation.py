@@ -43,6 +43,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from django.db import close_old_connections
@@ -604,11 +605,10 @@ class MessagesStreamReader:
                 self.usage[name] = value
 
     def outcome(self, model: str) -> Outcome:
-        from .providers.anthropic import finish_reason
+        from .providers.anthropic import finish_reason, usage_from
         from .providers.openai import parse_arguments
 
-        input_tokens = sum(self.usage.get(name, 0) for name in
-                           ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"))  # fmt: skip
+        usage = usage_from(SimpleNamespace(**{"input_tokens": 0, "output_tokens": 0, **self.usage}))
         return Outcome(
             content="".join(self.parts),
             tool_calls=[
@@ -617,10 +617,10 @@ class MessagesStreamReader:
             ],
             finish_reason=finish_reason(self.stop_reason),
             model=self.model or model,
-            input_tokens=input_tokens,
-            output_tokens=self.usage.get("output_tokens", 0),
-            cached_tokens=self.usage.get("cache_read_input_tokens", 0),
-            cache_write_tokens=self.usage.get("cache_creation_input_tokens", 0),
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cached_tokens=usage.cached_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
         )
 
 
