@@ -85,7 +85,8 @@ def mapping(children: st.SearchStrategy) -> st.SearchStrategy:
 
 
 trees = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | mapping(inner), max_leaves=12)
-documents = mapping(trees).map(lambda document: {"kept": KEPT, **document})
+# "kept" last: a generated plain key may be "kept" too, and must not replace the value checked for.
+documents = mapping(trees).map(lambda document: {**document, "kept": KEPT})
 
 
 class OptionsAgent(Agent):
