@@ -28,7 +28,8 @@ POOLS = {"solo": ["--pool=solo"], "threads ×2": ["--pool=threads", "--concurren
 
 
 def make_messages(total: int, per_message: int) -> list[str]:
-    from llm_agents.recording import ExecutionRecord, SpanRecord, encode_message, payload_for
+    from llm_agents.tracking.records import ExecutionRecord, SpanRecord
+    from llm_agents.tracking.rows import encode_message, payload_for
 
     messages = []
     for start in range(0, total, per_message):
@@ -67,8 +68,9 @@ def empty_tables() -> None:
 def ingest(messages: list[str], total: int, pool: list[str], env: dict[str, str]) -> float:
     """Seconds one worker process with ``pool`` takes to write ``messages`` (``total`` executions)."""
     from llm_agents.models import Execution, Span
-    from llm_agents.recording import ExecutionRecord, encode_message, payload_for
     from llm_agents.tasks import record_executions
+    from llm_agents.tracking.records import ExecutionRecord
+    from llm_agents.tracking.rows import encode_message, payload_for
 
     empty_tables()
     # Everything is queued before the worker starts, so the publishing does not share the machine

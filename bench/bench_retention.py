@@ -7,7 +7,7 @@ writer keeps recording executions.
 Runs on a database of its own (``<name>_retention``), emptied and filled each time: ``--rows`` root
 executions over the last 90 days with 3 spans each, all older than the cutoff (``--days 0``). The
 purge is ``retention.purge``, what the command and the Celery task run, in this process; a writer thread (its own database
-connection) records one execution with 3 spans at a time through ``recording.write_payload``, the
+connection) records one execution with 3 spans at a time through ``tracking.writer.write_payload``, the
 path a ``record_executions`` worker takes, for the whole purge and for a few seconds before it.
 The figures: the purge's wall time and rate, its longest chunk, and the writer's median and
 longest insert before and during the purge. "Not blocked for more than a chunk" holds when the
@@ -38,7 +38,9 @@ class Writer(threading.Thread):
     def run(self) -> None:
         from django.db import connection
 
-        from llm_agents.recording import ExecutionRecord, SpanRecord, payload_for, to_message, write_payload
+        from llm_agents.tracking.records import ExecutionRecord, SpanRecord
+        from llm_agents.tracking.rows import payload_for, to_message
+        from llm_agents.tracking.writer import write_payload
 
         try:
             while not self.stopping.is_set():

@@ -12,6 +12,7 @@ class LLMAgentsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.core.signals import setting_changed
         from django.db.models.signals import post_delete, post_save
 
         from . import checks  # noqa: F401  (registers the system checks)
@@ -24,7 +25,28 @@ class LLMAgentsConfig(AppConfig):
         post_delete.connect(
             clear_cost_config_cache, sender=cost_config, dispatch_uid="llm_agents_cost_config_deleted"
         )
+        self.register_completion_hooks()
+        setting_changed.connect(self.settings_changed, dispatch_uid="llm_agents_settings_changed")
         self.install_instrumentation()
+
+    @staticmethod
+    def register_completion_hooks() -> None:
+        """What runs after every execution completes: budget settlement, and the OpenTelemetry export
+        while ``OTEL_EXPORT`` is on (the tracking core imports neither)."""
+        from . import budgets, otel
+        from .conf import app_settings
+        from .tracking import lifecycle
+
+        lifecycle.add_completion_hook(budgets.settle_completed)
+        if app_settings.OTEL_EXPORT:
+            lifecycle.add_completion_hook(otel.export_completed)
+        else:
+            lifecycle.remove_completion_hook(otel.export_completed)
+
+    @classmethod
+    def settings_changed(cls, setting: str, **kwargs: object) -> None:
+        if setting == "LLM_AGENTS":
+            cls.register_completion_hooks()
 
     @staticmethod
     def install_instrumentation() -> None:

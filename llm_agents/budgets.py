@@ -18,19 +18,16 @@ before the lock is released. So concurrent callers overshoot a limit by at most 
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import math
-import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from django.db import DatabaseError, close_old_connections, connections, router, transaction
+from django.db import DatabaseError, connections, router, transaction
 from django.db.models import (
     BigIntegerField,
     DecimalField,
@@ -49,14 +46,15 @@ from django.utils import timezone
 
 from . import signals
 from .conf import app_settings
+from .db.isolation import run_isolated, single_writer
+from .db.statements import run_prepared
 from .errors import BudgetExceededError
 from .events import emit
 from .periods import day_range, local_now
-from .statements import run_prepared
 
 if TYPE_CHECKING:
     from .models import Budget
-    from .recording import ExecutionRecord
+    from .tracking.records import ExecutionRecord
 
 __all__ = [
     "Reservation",
@@ -145,7 +143,7 @@ class Reservation:
         if self.held:
             from .models import BudgetReservation
 
-            _run_isolated(lambda: BudgetReservation.objects.filter(pk=self.id).delete())
+            _isolated(lambda: BudgetReservation.objects.filter(pk=self.id).delete())
 
 
 def check(
@@ -228,7 +226,7 @@ def _check(
     reservation = Reservation(agent_type, tenant_id, model, at=at or now, sender=sender)
     keys = spend_keys(agent_type, tenant_id, [model])
     try:
-        applies, refused = _run_isolated(lambda: _check_and_reserve(reservation, keys, estimate, now))
+        applies, refused = _isolated(lambda: _check_and_reserve(reservation, keys, estimate, now))
     except DatabaseError:
         logger.exception("llm_agents could not check the budgets of %s; the call goes ahead", agent_type)
         return None
@@ -266,7 +264,7 @@ def _check_and_reserve(
     if not hard:
         return bool(budgets), []
     reservation.amount, reservation.tokens = estimate()
-    with _single_writer(alias), transaction.atomic(using=alias):
+    with single_writer(alias), transaction.atomic(using=alias):
         locked = _lock_hard_stops(hard, alias)
         usage = _usage(locked, local_day(now), now, reservations=True)
         refused = []
@@ -354,7 +352,7 @@ def _check_and_reserve_postgresql(
     insert this call's reservation unless one of them is reached.
 
     One round trip: the check is a statement prepared once per session (planning it costs more than
-    running it; :func:`~llm_agents.statements.run_prepared`), run after the lock in the same query
+    running it; :func:`~llm_agents.db.statements.run_prepared`), run after the lock in the same query
     string, which PostgreSQL runs as one transaction. It skips the WAL flush wait: a reservation
     lives only as long as its call."""
     from .models import Budget, BudgetReservation, SpendCounter
@@ -486,6 +484,14 @@ def record(
     _spend(agent_type, tenant_id, [model], total_cost, total_tokens, at or timezone.now(), sender=sender)
 
 
+def settle_completed(record: ExecutionRecord) -> None:
+    """The completion hook (registered by the app): :func:`settle_execution`, its failures logged."""
+    try:
+        settle_execution(record)
+    except Exception:
+        logger.exception("llm_agents could not record the budget spend of execution %s", record.id)
+
+
 def settle_execution(record: ExecutionRecord) -> None:
     """Record the spend of a finished execution: its own cost and tokens (its totals less those of the
     executions nested in it, which record their own) against its agent type and tenant, and against
@@ -593,7 +599,7 @@ def _spend(
     if not (cost or tokens or held):
         return
     now = timezone.now()
-    notices = _run_isolated(lambda: _write_spend(entries, local_day(at), held, now))
+    notices = _isolated(lambda: _write_spend(entries, local_day(at), held, now))
     emit(signals.budget_recorded, sender=sender, agent_type=agent_type, tenant_id=tenant_id, total_cost=cost,
          total_tokens=tokens)  # fmt: skip
     for signal, budget, spend, percent in notices:
@@ -648,7 +654,7 @@ def _write_spend(
                 ],
             )
         )
-    with _single_writer(alias):
+    with single_writer(alias):
         if connection.vendor == "postgresql":
             # Several statements, one implicit transaction, which does not wait for the WAL flush: a
             # server crash may lose the last fraction of a second of increments, which
@@ -716,43 +722,12 @@ def _claim(budget: Budget, column: str, period_first: dt.date, today: dt.date) -
     return claimed == 1
 
 
-# -- database plumbing --------------------------------------------------------------------------
-
-_isolated = ThreadPoolExecutor(max_workers=4, thread_name_prefix="llm_agents_budgets")
-_sqlite_writer = threading.RLock()
-
-
-def _run_isolated(work: Callable[[], T]) -> T:
+def _isolated(work: Callable[[], T]) -> T:
     """Run budget queries outside the caller's transaction (whose rollback must not undo spend, and
-    which must not hold a budget's lock) and off an event loop's thread: on a worker thread with a
-    connection of its own. SQLite has one writer, so there they join the caller's transaction."""
+    which must not hold a budget's lock) and off an event loop's thread."""
     from .models import SpendCounter
-    from .recording import _in_callers_transaction, _on_event_loop
 
-    alias = router.db_for_write(SpendCounter)
-    if _on_event_loop() or (_in_callers_transaction(alias) and connections[alias].vendor != "sqlite"):
-
-        def run() -> T:
-            close_old_connections()
-            try:
-                return work()
-            finally:
-                close_old_connections()
-
-        return _isolated.submit(run).result()
-    with _single_writer(alias):
-        return work()
-
-
-@contextlib.contextmanager
-def _single_writer(alias: str) -> Iterator[None]:
-    """On SQLite, the budget queries of this process's threads take turns (a shared-cache database,
-    such as the in-memory test one, reports a locked table at once instead of waiting for it)."""
-    if connections[alias].vendor != "sqlite":
-        yield
-        return
-    with _sqlite_writer:
-        yield
+    return run_isolated(work, router.db_for_write(SpendCounter))
 
 
 def _text(content: Any) -> str:
@@ -806,7 +781,7 @@ def rebuild_counters(
     while start <= last:
         end = min(start + dt.timedelta(days=chunk_days - 1), last)
         rows = _counter_rows(start, end)
-        with _single_writer(alias), transaction.atomic(using=alias):
+        with single_writer(alias), transaction.atomic(using=alias):
             SpendCounter.objects.filter(day__gte=start, day__lte=end).delete()
             SpendCounter.objects.bulk_create(rows, batch_size=1000)
         result.counters += len(rows)
@@ -814,7 +789,7 @@ def rebuild_counters(
         if progress is not None:
             progress(result)
         start = end + dt.timedelta(days=1)
-    with _single_writer(alias), transaction.atomic(using=alias):
+    with single_writer(alias), transaction.atomic(using=alias):
         outside = SpendCounter.objects.filter(day__gt=last)
         if since is None:
             outside = outside | SpendCounter.objects.filter(day__lt=first)

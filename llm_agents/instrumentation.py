@@ -40,8 +40,6 @@ import logging
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -49,11 +47,13 @@ from typing import Any
 from django.db import close_old_connections
 from django.utils import timezone
 
-from . import budgets, recording, tracing
+from . import budgets, context
 from .conf import app_settings
+from .context import provider_call
 from .errors import BudgetExceededError
 from .pricing import Cost
-from .recording import ExecutionRecord, SpanRecord, elapsed_ms
+from .tracking import lifecycle
+from .tracking.records import ExecutionRecord, SpanRecord, elapsed_ms
 
 logger = logging.getLogger("llm_agents")
 
@@ -86,22 +86,6 @@ ENTRY_POINTS = (
 _MARK = "_llm_agents_instrumented"
 _RAW_RESPONSE_HEADER = "x-stainless-raw-response"
 _install_lock = threading.Lock()
-
-# -- our own providers ----------------------------------------------------------------------------
-
-_provider_call: ContextVar[bool] = ContextVar("llm_agents_provider_call", default=False)
-
-
-@contextmanager
-def provider_call() -> Iterator[None]:
-    """Mark the SDK calls made inside the block as our providers' own: the agent records them, so the
-    wrappers let them through untracked. Keep the block around the ``create`` call itself."""
-    token = _provider_call.set(True)
-    try:
-        yield
-    finally:
-        _provider_call.reset(token)
-
 
 # -- installing -----------------------------------------------------------------------------------
 
@@ -144,7 +128,7 @@ def installed() -> list[str]:
 
 
 def _tracking_wanted(kwargs: dict[str, Any]) -> bool:
-    if _provider_call.get():
+    if context.in_provider_call():
         return False
     try:
         if not app_settings.AUTO_INSTRUMENT:
@@ -184,7 +168,7 @@ def _async_wrapper(create: Callable[..., Any], entry: EntryPoint) -> Callable[..
     async def create_tracked(self: Any, *args: Any, **kwargs: Any) -> Any:
         if not _tracking_wanted(kwargs):
             return await create(self, *args, **kwargs)
-        if tracing.current_execution() is None:  # an execution of its own: its start row is a write
+        if context.current_execution() is None:  # an execution of its own: its start row is a write
             call = await _off_loop(_safely, _begin, entry, kwargs)
         else:
             call = _safely(_begin, entry, kwargs)
@@ -266,12 +250,14 @@ class TrackedCall:
         self.ended = False
         self.first_token_at: dt.datetime | None = None
         messages, system_prompt, user_prompt = request_messages(entry.api, kwargs)
-        execution = tracing.current_execution()
+        execution = context.current_execution()
         self.own: ExecutionRecord | None = None
         if execution is None:
-            execution = self.own = ExecutionRecord(kind="llm", agent_type=entry.name)
             temperature = kwargs.get("temperature")
-            execution.fields.update(
+            execution = self.own = lifecycle.begin_execution(
+                "llm",
+                entry.name,
+                write_start=False,  # written by start(), once the call is known to be tracked
                 status="running",
                 model_id=self.model,
                 chosen_model_id=self.model,
@@ -282,13 +268,13 @@ class TrackedCall:
                 system_prompt=system_prompt,
                 user_prompt=user_prompt,
                 fallback_chain=[self.model],
-                tenant_id=tracing.current_tenant_id() if app_settings.MULTI_TENANCY else None,
+                tenant_id=context.current_tenant_id() if app_settings.MULTI_TENANCY else None,
             )
         self.execution = execution
         self.span = SpanRecord(
             name=self.model,
             kind="llm",
-            parent=tracing.current_span() if self.own is None else None,
+            parent=context.current_span() if self.own is None else None,
             model_id=self.model,
             provider=entry.provider,
             input=messages,
@@ -333,7 +319,7 @@ class TrackedCall:
 
     def start(self) -> None:
         if self.own is not None:
-            recording.start(self.own)
+            lifecycle.start(self.own)
 
     def observe(self, item: Any) -> None:
         """Read one chunk or event of a stream."""
@@ -411,7 +397,7 @@ class TrackedCall:
             record.fields["time_to_first_token_ms"] = elapsed_ms(record.started_at, self.first_token_at)
         if outcome.model:
             record.fields.setdefault("metadata", {})["response_model"] = outcome.model
-        recording.complete(record, error=error)
+        lifecycle.complete(record, error=error)
 
 
 def provider_error(provider: str, error: BaseException | None) -> Any:

@@ -14,7 +14,9 @@ import logging
 from typing import Any
 
 from . import __version__
-from .recording import ExecutionRecord, Persistence, SpanRecord
+from .conf import app_settings
+from .tracking.records import ExecutionRecord, SpanRecord
+from .tracking.rows import Persistence
 
 logger = logging.getLogger("llm_agents")
 
@@ -23,6 +25,17 @@ OPERATIONS = {"agent": "invoke_agent", "trace": "invoke_agent", "llm": "chat", "
 
 def nanoseconds(moment: dt.datetime | None) -> int | None:
     return int(moment.timestamp() * 1_000_000_000) if moment is not None else None
+
+
+def export_completed(record: ExecutionRecord) -> None:
+    """The completion hook (registered by the app while ``OTEL_EXPORT`` is on): :func:`export` each
+    completed root execution, its failures logged."""
+    if record.parent is not None or not app_settings.OTEL_EXPORT:
+        return
+    try:
+        export(record)
+    except Exception:
+        logger.exception("llm_agents could not export execution %s to OpenTelemetry", record.id)
 
 
 def export(record: ExecutionRecord) -> None:

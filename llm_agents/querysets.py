@@ -263,7 +263,7 @@ class ExecutionQuerySet(models.QuerySet):
 
     def for_current_tenant(self) -> ExecutionQuerySet:
         """The current tenant's executions (``tenant()`` block, else TENANT_RESOLVER); none without one."""
-        from .tracing import current_tenant_id
+        from .context import current_tenant_id
 
         tenant_id = current_tenant_id()
         return self.none() if tenant_id is None else self.filter(tenant_id=tenant_id)

@@ -1,40 +1,20 @@
-"""Celery tasks: thin wrappers around plain functions (which tests and commands call too)."""
+"""Celery tasks: thin wrappers around plain functions (which tests and commands call too).
+
+``record_executions`` lives with the rest of the tracking transport and is registered under this
+module's name (``llm_agents.tasks.record_executions``), where Celery's autodiscovery finds it.
+"""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from celery import shared_task
 from celery.schedules import crontab
-from django.db import DatabaseError
 
-from . import recording, retention
-from .spool import spool
+from . import retention
+from .tracking.transport import record_executions
 
-
-@shared_task(acks_late=True, ignore_result=True)
-def record_executions(payload: str | dict[str, list[dict[str, Any]]]) -> int:
-    """Write finished executions and their spans; idempotent by UUID, so a redelivery is harmless.
-
-    ``payload`` is ``{"executions": [...], "spans": [...]}`` of JSON-safe rows, or that document as a
-    JSON string with every field of every row (what ``ASYNC_LOGGING`` sends: see
-    ``recording.encode_message``), which goes to PostgreSQL undecoded.
-
-    If the database cannot be reached, the payload goes to this worker's local spool (and the
-    message is acknowledged); every later run drains the spool once the database is back.
-    """
-    try:
-        if isinstance(payload, str):
-            written = recording.write_document(payload)
-        else:
-            recording.write_payload(payload)
-            written = len(payload.get("executions", []))
-    except DatabaseError as exc:
-        spool.save(json.loads(payload) if isinstance(payload, str) else payload, exc)
-        return 0
-    spool.maybe_drain()
-    return written
+__all__ = ["beat_schedule", "flush_batches", "poll_batches", "purge_executions", "record_executions"]
 
 
 @shared_task(ignore_result=True)

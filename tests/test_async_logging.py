@@ -11,9 +11,10 @@ from django.test import override_settings
 
 from llm_agents import Agent, Param, trace
 from llm_agents.models import Execution, Span
-from llm_agents.recording import payload_for, publisher, to_message
 from llm_agents.tasks import record_executions
 from llm_agents.testing import fake_llm
+from llm_agents.tracking.rows import payload_for, to_message
+from llm_agents.tracking.transport import publisher
 
 pytestmark = pytest.mark.django_db
 
@@ -67,7 +68,7 @@ def test_a_trace_and_its_nested_runs_travel_in_one_message(monkeypatch):
 def test_the_task_is_idempotent():
     with override_settings(LLM_AGENTS={"TRACK_EXECUTIONS": False}):
         pass
-    from llm_agents.recording import ExecutionRecord, SpanRecord
+    from llm_agents.tracking.records import ExecutionRecord, SpanRecord
 
     record = ExecutionRecord(kind="agent", agent_type="Replayed")
     record.fields.update(status="success", model_id="fake/x")

@@ -15,9 +15,9 @@ from django.utils import timezone
 
 import llm_agents
 from llm_agents import batches, signals, tasks
+from llm_agents.context import tenant
 from llm_agents.models import Batch, BatchRequest, Budget, CostConfig, Execution, Prompt, Span
 from llm_agents.pricing import calculate_cost
-from llm_agents.tracing import tenant
 
 from .fake_servers import BatchLineError, openai_error
 

@@ -14,8 +14,8 @@ from django.test import override_settings
 
 from llm_agents import Agent, Param
 from llm_agents.models import Execution, Span
-from llm_agents.spool import spool
 from llm_agents.tasks import record_executions
+from llm_agents.tracking.transport import spool
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -100,7 +100,8 @@ def test_drain_spool_fails_clearly_while_the_database_is_still_down(spool_folder
 
 
 def test_a_worker_whose_database_is_down_spools_and_drains_on_its_next_run(spool_folder):
-    from llm_agents.recording import ExecutionRecord, payload_for, to_message
+    from llm_agents.tracking.records import ExecutionRecord
+    from llm_agents.tracking.rows import payload_for, to_message
 
     first, second = (ExecutionRecord(kind="agent", agent_type="Queued") for _ in range(2))
     for record in (first, second):

@@ -14,7 +14,7 @@ from django.test import override_settings
 
 from llm_agents import Agent, Param
 from llm_agents.models import Execution, Span
-from llm_agents.recording import publisher
+from llm_agents.tracking.transport import publisher
 from tests.workers import CeleryWorker, RedisServer, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]

@@ -9,9 +9,9 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
+from llm_agents.context import tenant
 from llm_agents.models import Execution
 from llm_agents.querysets import ExecutionQuerySet
-from llm_agents.tracing import tenant
 
 from .factories import ExecutionFactory, local_datetime, local_today
 

@@ -16,13 +16,14 @@ from django.core.cache import caches
 from django.db import close_old_connections
 from django.utils import timezone
 
-from .. import budgets, recording, signals, tracing
+from .. import budgets, context, signals, tracing
 from ..conf import app_settings
 from ..errors import AllModelsExhaustedError, AuthenticationError, ProviderError, RateLimitError
 from ..events import emit
 from ..providers import get_provider, provider_name_for
 from ..providers.base import ProviderRequest, ProviderResponse, ToolCall
-from ..recording import ExecutionRecord, SpanRecord, elapsed_ms
+from ..tracking import lifecycle
+from ..tracking.records import SpanRecord, elapsed_ms
 from .params import bind_params, collect_params
 from .result import AgentResult
 from .tools import tool_for
@@ -189,9 +190,11 @@ class Run:
     def execute(self) -> Generator[str, None, AgentResult]:
         messages = self.build_messages()
         tenant_id = self.resolve_tenant()
-        parent = tracing.current_execution()
-        record = ExecutionRecord(kind="agent", agent_type=self.cls.agent_type, parent=parent)
-        record.fields.update(
+        parent = context.current_execution()
+        record = lifecycle.begin_execution(
+            "agent",
+            self.cls.agent_type,
+            parent=parent,
             status="running",
             agent_version=str(self.cls.version),
             model_id=self.model,
@@ -209,18 +212,17 @@ class Run:
         agent_span = None
         if parent is not None:
             agent_span = SpanRecord(
-                name=self.cls.agent_type, kind="agent", parent=tracing.current_span(),
+                name=self.cls.agent_type, kind="agent", parent=context.current_span(),
                 metadata={"execution_id": str(record.id)},
             )  # fmt: skip
             parent.add_span(agent_span)
-        recording.start(record)
         emit(
             signals.execution_started, sender=self.cls, agent_type=self.cls.agent_type, model=self.model,
             tenant_id=tenant_id, execution_id=record.id,
         )  # fmt: skip
         error: BaseException | None = None
         try:
-            with tracing.activate(record):
+            with context.activate(record):
                 result = yield from self.answer(messages, tenant_id)
             return result
         except BaseException as exc:
@@ -255,7 +257,7 @@ class Run:
             emit(signals.cache_miss, sender=self.cls, agent_type=self.cls.agent_type, cache_key=cache_key)
 
         # Budgets: a hard stop raises BudgetExceededError here, before any provider is asked. The
-        # reservation is settled with the call's spend when the record completes (recording.complete).
+        # reservation is settled with the call's spend when the record completes (lifecycle.complete).
         self.record.budget_reservation = budgets.check_call(
             agent_type=self.cls.agent_type, tenant_id=tenant_id, model=self.model, messages=messages,
             max_tokens=self.max_tokens, at=self.record.started_at, sender=self.cls,
@@ -339,7 +341,7 @@ class Run:
             tools=[tool.definition() for tool in self.tools.values()],
             params=dict(self.extra_params),
         )
-        span = SpanRecord(name=model, kind="llm", parent=tracing.current_span(), model_id=model,
+        span = SpanRecord(name=model, kind="llm", parent=context.current_span(), model_id=model,
                           provider=provider_name, input=[dict(m) for m in messages])  # fmt: skip
         self.record.add_span(span)
         first_token_at = None
@@ -398,7 +400,7 @@ class Run:
     def attempt(span: SpanRecord, error: ProviderError | None) -> dict[str, Any]:
         return {
             "model_id": span.model_id,
-            "status": "success" if error is None else recording.failure_status(error),
+            "status": "success" if error is None else lifecycle.failure_status(error),
             "error_class": type(error).__name__ if error else "",
             "error_message": str(error) if error else "",
             "duration_ms": span.duration_ms,
@@ -466,7 +468,7 @@ class Run:
         )
         if error is not None and not self.chosen_model:
             fields["chosen_model_id"] = self.model
-        recording.complete(record, error=error)
+        lifecycle.complete(record, error=error)
         payload = {
             "agent_type": self.cls.agent_type, "execution_id": record.id, "model": self.model,
             "model_used": fields["chosen_model_id"], "tenant_id": fields.get("tenant_id"),
@@ -535,7 +537,7 @@ class Run:
         if not app_settings.MULTI_TENANCY:
             return None
         try:
-            return tracing.current_tenant_id()
+            return context.current_tenant_id()
         except Exception:
             logger.exception("TENANT_RESOLVER raised; the call is recorded without a tenant")
             return None

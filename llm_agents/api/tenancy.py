@@ -15,7 +15,7 @@ from django.http import HttpRequest
 from rest_framework.request import Request
 
 from ..conf import app_settings
-from ..tracing import resolve_tenant_id
+from ..context import resolve_tenant_id
 
 _QuerySetT = TypeVar("_QuerySetT", bound=QuerySet[Any])
 

@@ -1,41 +1,28 @@
-"""Claims: the rows that say "these requests are being submitted", and the single-writer path of SQLite.
+"""Claims: the rows that say "these requests are being submitted".
 
 A claim is a Batch with status ``pending`` and no ``provider_batch_id`` whose requests are ``submitted``.
 Flush makes one per group of requests, submits it, and then fills in the provider's ids; a claim that
 never got them (a crashed flusher) is released by poll once older than ``BATCH_STALE_CLAIM_AFTER``.
+On SQLite (no row locks, one writer at a time) flush and poll take the process's single writer lock
+(:func:`~llm_agents.db.isolation.single_writer`); on PostgreSQL they run concurrently on row locks.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-from django.db import connections, router, transaction
+from django.db import router, transaction
 from django.utils import timezone
 
 from ..conf import app_settings
+from ..db.isolation import single_writer
 from ..models import Batch, BatchRequest
 
 __all__ = ["db_alias", "release_claim", "release_stale_claims", "single_writer"]
 
-_sqlite_writer = threading.RLock()
-
 
 def db_alias() -> str:
     return router.db_for_write(BatchRequest)
-
-
-@contextmanager
-def single_writer(alias: str) -> Iterator[None]:
-    """On SQLite (no row locks, one writer at a time), flush and poll run one at a time per process;
-    on PostgreSQL they run concurrently and rely on row locks."""
-    if connections[alias].vendor == "sqlite":
-        with _sqlite_writer:
-            yield
-    else:
-        yield
 
 
 def release_claim(batch_id: int, *, reason: str = "claim released") -> bool:

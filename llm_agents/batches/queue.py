@@ -9,8 +9,8 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from ..conf import app_settings
+from ..context import current_tenant_id
 from ..models import BatchRequest
-from ..tracing import current_tenant_id
 from .schema import normalize_schema
 
 __all__ = ["enqueue", "retry_failed"]

@@ -30,8 +30,11 @@ from ..conf import app_settings
 from ..events import emit
 from ..models import Batch, BatchRequest
 from ..pricing import Cost, calculate_cost
-from ..recording import ExecutionRecord, SpanRecord, payload_for, write_payload
 from ..redaction import redact_error
+from ..tracking.lifecycle import begin_execution
+from ..tracking.records import ExecutionRecord, SpanRecord
+from ..tracking.rows import payload_for
+from ..tracking.writer import write_payload
 from .claims import db_alias, release_stale_claims, single_writer
 from .client import batch_client
 from .formats import ParsedLine, parse_line
@@ -335,13 +338,12 @@ class _Reconciler:
         payload = request.payload or {}
         failed = isinstance(outcome, BatchRequestError)
         user_input = payload.get("input")
-        record = ExecutionRecord(
-            kind="batch",
-            agent_type=request.purpose,
+        record = begin_execution(
+            "batch",
+            request.purpose,
             id=uuid.uuid5(RECORD_NAMESPACE, f"{request.pk}:{self.batch.pk}"),
             started_at=self.priced_at,
-        )
-        record.fields.update(
+            write_start=False,  # a result recorded after the fact, finished and written with its batch
             status="error" if failed else "success",
             model_id=request.model,
             chosen_model_id=line.model or request.model,

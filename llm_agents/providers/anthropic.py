@@ -22,6 +22,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
+from ..context import provider_call
 from ..errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -29,7 +30,6 @@ from ..errors import (
     ProviderTimeoutError,
     RateLimitError,
 )
-from ..instrumentation import provider_call
 from .base import (
     Deadline,
     Provider,

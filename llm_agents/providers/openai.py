@@ -32,6 +32,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
+from ..context import provider_call
 from ..errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -39,7 +40,6 @@ from ..errors import (
     ProviderTimeoutError,
     RateLimitError,
 )
-from ..instrumentation import provider_call
 from .base import (
     Deadline,
     Provider,

@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
-from ...spool import spool
+from ...tracking.transport import spool
 
 
 class Command(BaseCommand):

@@ -1,0 +1,118 @@
+"""The context of the code running now, kept in context variables (correct across threads and
+asyncio tasks): the tenant, the execution and span being recorded, and whether an SDK call is one
+of our providers' own. The bottom of the package: it imports nothing of it but the settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from django.utils.module_loading import import_string
+
+from .conf import app_settings
+
+__all__ = [
+    "activate",
+    "current_execution",
+    "current_span",
+    "current_tenant_id",
+    "in_provider_call",
+    "provider_call",
+    "resolve_tenant_id",
+    "set_current_span",
+    "tenant",
+]
+
+_tenant: ContextVar[str | None] = ContextVar("llm_agents_tenant", default=None)
+_execution: ContextVar[Any] = ContextVar("llm_agents_execution", default=None)
+_span: ContextVar[Any] = ContextVar("llm_agents_span", default=None)
+_provider_call: ContextVar[bool] = ContextVar("llm_agents_provider_call", default=False)
+
+
+# -- the tenant -----------------------------------------------------------------------------------
+
+
+@contextmanager
+def tenant(tenant_id: Any) -> Iterator[str]:
+    """Record and scope everything inside the block under ``tenant_id``::
+
+    with tenant("acme"):
+        SearchAgent.call(query="x")
+    """
+    value = str(tenant_id)
+    token = _tenant.set(value)
+    try:
+        yield value
+    finally:
+        _tenant.reset(token)
+
+
+def resolve_tenant_id(*args: Any) -> str | None:
+    """Call ``TENANT_RESOLVER`` (with the request in API views, with no argument elsewhere)."""
+    path = app_settings.TENANT_RESOLVER
+    if not path:
+        return None
+    value = import_string(path)(*args)
+    return None if value is None or value == "" else str(value)
+
+
+def current_tenant_id() -> str | None:
+    """The tenant of an enclosing ``tenant()`` block, else what ``TENANT_RESOLVER`` returns."""
+    value = _tenant.get()
+    return value if value is not None else resolve_tenant_id()
+
+
+# -- the execution and span being recorded ----------------------------------------------------------
+
+
+def current_execution() -> Any:
+    """The :class:`~llm_agents.tracking.records.ExecutionRecord` being recorded here, if any."""
+    return _execution.get()
+
+
+def current_span() -> Any:
+    """The :class:`~llm_agents.tracking.records.SpanRecord` open here, if any."""
+    return _span.get()
+
+
+@contextmanager
+def activate(record: Any) -> Iterator[Any]:
+    """Make ``record`` the current execution (its spans start at the top level)."""
+    execution_token = _execution.set(record)
+    span_token = _span.set(None)
+    try:
+        yield record
+    finally:
+        _span.reset(span_token)
+        _execution.reset(execution_token)
+
+
+@contextmanager
+def set_current_span(record: Any) -> Iterator[Any]:
+    """Make ``record`` the current span inside the block."""
+    token = _span.set(record)
+    try:
+        yield record
+    finally:
+        _span.reset(token)
+
+
+# -- our providers' own SDK calls -------------------------------------------------------------------
+
+
+@contextmanager
+def provider_call() -> Iterator[None]:
+    """Mark the SDK calls made inside the block as our providers' own: the agent records them, so
+    AUTO_INSTRUMENT lets them through untracked. Keep the block around the ``create`` call itself."""
+    token = _provider_call.set(True)
+    try:
+        yield
+    finally:
+        _provider_call.reset(token)
+
+
+def in_provider_call() -> bool:
+    return _provider_call.get()
