@@ -26,7 +26,7 @@ from ..tracking import lifecycle
 from ..tracking.records import SpanRecord, elapsed_ms
 from .params import bind_params, collect_params
 from .result import AgentResult
-from .tools import tool_for
+from .tools import AgentTool, Tool
 
 logger = logging.getLogger("llm_agents")
 
@@ -568,3 +568,12 @@ class Run:
             default=str,
         )
         return "llm_agents:response:" + hashlib.sha256(material.encode()).hexdigest()
+
+
+def tool_for(item: Any) -> Any:
+    """The tool object for an entry of ``Agent.tools`` (a Tool subclass or an Agent subclass)."""
+    if isinstance(item, type) and issubclass(item, Agent):
+        return AgentTool(item)
+    if isinstance(item, type) and issubclass(item, Tool):
+        return item
+    raise TypeError(f"{item!r} in Agent.tools is neither a Tool nor an Agent subclass.")

@@ -67,13 +67,3 @@ class AgentTool:
     def invoke(self, arguments: dict[str, Any]) -> Any:
         return self.agent_class.call(**arguments).content
 
-
-def tool_for(item: Any) -> Any:
-    """The tool object for an entry of ``Agent.tools`` (a Tool subclass or an Agent subclass)."""
-    from .base import Agent
-
-    if isinstance(item, type) and issubclass(item, Agent):
-        return AgentTool(item)
-    if isinstance(item, type) and issubclass(item, Tool):
-        return item
-    raise TypeError(f"{item!r} in Agent.tools is neither a Tool nor an Agent subclass.")
