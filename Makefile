@@ -61,9 +61,11 @@ audit: $(VENV)/.installed-dev
 	test -x $(AUDIT_VENV)/bin/pip-audit || { $(PY) -m venv $(AUDIT_VENV) && $(AUDIT_VENV)/bin/pip install --quiet pip-audit; }
 	PIPAPI_PYTHON_LOCATION=$(PY) $(AUDIT_VENV)/bin/pip-audit --strict --skip-editable --progress-spinner off $(AUDIT_ARGS)
 
+## lint: ruff, and import-linter's contracts of the package's layers (pyproject.toml, docs/architecture.md)
 lint: $(VENV)/.installed-dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports
 
 ## typing: mypy with django-stubs and djangorestframework-stubs on llm_agents/ (config in pyproject.toml)
 typing: $(VENV)/.installed-dev
