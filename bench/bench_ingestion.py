@@ -35,10 +35,11 @@ def make_messages(total: int, per_message: int) -> list[str]:
     for start in range(0, total, per_message):
         records = []
         for _ in range(min(per_message, total - start)):
-            record = ExecutionRecord(kind="agent", agent_type="IngestAgent")
-            record.fields.update(status="success", model_id="gpt-4o-mini", chosen_model_id="gpt-4o-mini",
-                                 provider="openai", input_tokens=120, output_tokens=40, total_tokens=160,
-                                 duration_ms=850, parameters={"query": "benchmark"}, response="x" * 200)  # fmt: skip
+            record = ExecutionRecord(
+                kind="agent", agent_type="IngestAgent", status="success", model_id="gpt-4o-mini",
+                chosen_model_id="gpt-4o-mini", provider="openai", input_tokens=120, output_tokens=40,
+                total_tokens=160, duration_ms=850, parameters={"query": "benchmark"}, response="x" * 200,
+            )  # fmt: skip
             retrieval = SpanRecord(name="retrieval", kind="retriever", status="ok", output=["doc"] * 3)
             llm = SpanRecord(name="gpt-4o-mini", kind="llm", status="ok", input_tokens=120, output_tokens=40)
             tool = SpanRecord(
@@ -76,8 +77,7 @@ def ingest(messages: list[str], total: int, pool: list[str], env: dict[str, str]
     # Everything is queued before the worker starts, so the publishing does not share the machine
     # with it; the clock starts once the worker has written the first message, a warm-up of one
     # execution (its start-up is not ingestion), and stops when the last row is there.
-    warm_up = ExecutionRecord(kind="agent", agent_type="WarmUpAgent")
-    warm_up.fields.update(status="success")
+    warm_up = ExecutionRecord(kind="agent", agent_type="WarmUpAgent", status="success")
     record_executions.apply_async(args=[encode_message(payload_for([warm_up]))])
     for message in messages:
         record_executions.apply_async(args=[message])

@@ -44,9 +44,10 @@ class Writer(threading.Thread):
 
         try:
             while not self.stopping.is_set():
-                record = ExecutionRecord(kind="agent", agent_type="WriterAgent")
-                record.fields.update(status="success", model_id="gpt-4o-mini", input_tokens=120,
-                                     output_tokens=40, total_tokens=160, duration_ms=850)  # fmt: skip
+                record = ExecutionRecord(
+                    kind="agent", agent_type="WriterAgent", status="success", model_id="gpt-4o-mini",
+                    input_tokens=120, output_tokens=40, total_tokens=160, duration_ms=850,
+                )  # fmt: skip
                 llm = SpanRecord(
                     name="gpt-4o-mini", kind="llm", status="ok", input_tokens=120, output_tokens=40
                 )

@@ -503,18 +503,17 @@ def settle_execution(record: ExecutionRecord) -> None:
         if reservation is not None:
             reservation.release()
         return
-    fields = record.fields
     settled = [span for span in record.spans if span.kind == "llm" and span.budget_settled]
-    cost = fields["total_cost"] - sum((child.fields["total_cost"] for child in record.children), ZERO)
+    cost = record.total_cost - sum((child.total_cost for child in record.children), ZERO)
     cost -= sum((span.total_cost for span in settled), ZERO)
-    tokens = fields["total_tokens"] - sum(child.fields["total_tokens"] for child in record.children)
+    tokens = record.total_tokens - sum(child.total_tokens for child in record.children)
     tokens -= sum(span.input_tokens + span.output_tokens for span in settled)
     cost, tokens = max(cost, ZERO), max(tokens, 0)
     by_model = spend_by_model(record, cost, tokens)
     if reservation is not None:
         reservation.settle(cost, tokens, models=[], at=record.started_at, by_model=by_model)
     elif cost or tokens:
-        _spend(record.agent_type, fields.get("tenant_id"), [], cost, tokens, record.started_at, sender=None,
+        _spend(record.agent_type, record.tenant_id, [], cost, tokens, record.started_at, sender=None,
                by_model=by_model)  # fmt: skip
 
 
@@ -526,10 +525,10 @@ def settle_executions(records: Iterable[ExecutionRecord]) -> None:
         return
     groups: dict[tuple[str, str | None, dt.date], tuple[dt.datetime, list[Any], dict[str, list[Any]]]] = {}
     for record in records:
-        cost, tokens = max(record.fields["total_cost"], ZERO), max(record.fields["total_tokens"], 0)
+        cost, tokens = max(record.total_cost, ZERO), max(record.total_tokens, 0)
         if not (cost or tokens):
             continue
-        key = (record.agent_type, record.fields.get("tenant_id"), local_day(record.started_at))
+        key = (record.agent_type, record.tenant_id, local_day(record.started_at))
         _, totals, models = groups.setdefault(key, (record.started_at, [ZERO, 0], {}))
         totals[0] += cost
         totals[1] += tokens
@@ -546,8 +545,7 @@ def spend_by_model(record: ExecutionRecord, cost: Decimal, tokens: int) -> dict[
     """``{model: (cost, tokens)}`` of an execution's own spend ``cost``/``tokens``: each llm span's spend
     goes to its model (a span without one to the execution's), and what the spans do not cover to
     the execution's ``chosen_model_id``, else its ``model_id`` (the same rule as ``cost_by_model``)."""
-    fields = record.fields
-    own_model = fields.get("chosen_model_id") or fields.get("model_id") or ""
+    own_model = record.chosen_model_id or record.model_id
     found: dict[str, list[Any]] = {}
     covered, covered_tokens = ZERO, 0
     for span in record.spans:

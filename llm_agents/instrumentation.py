@@ -302,7 +302,7 @@ class TrackedCall:
         try:
             self.reservation = budgets.check_call(
                 agent_type=execution.agent_type,
-                tenant_id=execution.fields.get("tenant_id"),
+                tenant_id=execution.tenant_id,
                 model=self.model,
                 messages=[m for m in self.span.input or [] if isinstance(m, dict)],
                 max_tokens=self.max_tokens,
@@ -371,32 +371,28 @@ class TrackedCall:
         record = self.own
         assert record is not None
         mapped = provider_error(self.entry.provider, error)
-        record.fields.update(
-            response=outcome.content,
-            finish_reason=outcome.finish_reason,
-            pricing_source=cost.source,
-            tool_calls=outcome.tool_calls,
-            tool_calls_count=len(outcome.tool_calls),
-            rate_limited=type(mapped).__name__ == "RateLimitError",
-            retryable=bool(getattr(mapped, "retryable", False)) if error is not None else False,
-            attempts=[
-                {
-                    "model_id": self.model,
-                    "status": "success" if error is None else "error",
-                    "error_class": type(error).__name__ if error is not None else "",
-                    "error_message": str(error) if error is not None else "",
-                    "duration_ms": self.span.duration_ms,
-                    "input_tokens": outcome.input_tokens,
-                    "output_tokens": outcome.output_tokens,
-                    "started_at": self.span.started_at.isoformat(),
-                }
-            ],
-            attempts_count=1,
-        )
+        record.response, record.finish_reason = outcome.content, outcome.finish_reason
+        record.pricing_source = cost.source
+        record.tool_calls, record.tool_calls_count = outcome.tool_calls, len(outcome.tool_calls)
+        record.rate_limited = type(mapped).__name__ == "RateLimitError"
+        record.retryable = bool(getattr(mapped, "retryable", False)) if error is not None else False
+        record.attempts = [
+            {
+                "model_id": self.model,
+                "status": "success" if error is None else "error",
+                "error_class": type(error).__name__ if error is not None else "",
+                "error_message": str(error) if error is not None else "",
+                "duration_ms": self.span.duration_ms,
+                "input_tokens": outcome.input_tokens,
+                "output_tokens": outcome.output_tokens,
+                "started_at": self.span.started_at.isoformat(),
+            }
+        ]
+        record.attempts_count = 1
         if self.first_token_at is not None:
-            record.fields["time_to_first_token_ms"] = elapsed_ms(record.started_at, self.first_token_at)
+            record.time_to_first_token_ms = elapsed_ms(record.started_at, self.first_token_at)
         if outcome.model:
-            record.fields.setdefault("metadata", {})["response_model"] = outcome.model
+            record.metadata["response_model"] = outcome.model
         lifecycle.complete(record, error=error)
 
 

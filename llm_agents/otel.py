@@ -68,26 +68,25 @@ def _end(span: Any, error_class: str, error_message: str, end: dt.datetime | Non
 
 
 def _execution(tracer: Any, record: ExecutionRecord, parent: Any, persistence: Persistence) -> None:
-    fields = record.fields
     operation = OPERATIONS.get(record.kind, "invoke_agent")
-    model = fields.get("model_id", "")
+    model = record.model_id
     name = f"{operation} {record.agent_type}" if operation == "invoke_agent" else f"{operation} {model}"
     attributes = {
         "gen_ai.operation.name": operation,
         "gen_ai.agent.name": record.agent_type if operation == "invoke_agent" else None,
-        "gen_ai.provider.name": fields.get("provider"),
+        "gen_ai.provider.name": record.provider,
         "gen_ai.request.model": model,
-        "gen_ai.response.model": fields.get("chosen_model_id"),
-        "gen_ai.request.temperature": fields.get("temperature"),
-        "gen_ai.usage.input_tokens": fields.get("input_tokens", 0),
-        "gen_ai.usage.output_tokens": fields.get("output_tokens", 0),
-        "gen_ai.usage.cache_read.input_tokens": fields.get("cached_tokens", 0),
-        "gen_ai.usage.cache_creation.input_tokens": fields.get("cache_write_tokens", 0),
-        "gen_ai.response.finish_reasons": [fields["finish_reason"]] if fields.get("finish_reason") else None,
+        "gen_ai.response.model": record.chosen_model_id,
+        "gen_ai.request.temperature": record.temperature,
+        "gen_ai.usage.input_tokens": record.input_tokens,
+        "gen_ai.usage.output_tokens": record.output_tokens,
+        "gen_ai.usage.cache_read.input_tokens": record.cached_tokens,
+        "gen_ai.usage.cache_creation.input_tokens": record.cache_write_tokens,
+        "gen_ai.response.finish_reasons": [record.finish_reason] if record.finish_reason else None,
         "llm_agents.execution_id": str(record.id),
         "llm_agents.kind": record.kind,
-        "llm_agents.total_cost_usd": float(fields.get("total_cost", 0)),
-        "llm_agents.tenant_id": fields.get("tenant_id"),
+        "llm_agents.total_cost_usd": float(record.total_cost),
+        "llm_agents.tenant_id": record.tenant_id,
     }
     otel_span = _start(tracer, name, parent, record.started_at, attributes)
     by_parent: dict[Any, list[SpanRecord]] = {}
@@ -110,8 +109,8 @@ def _execution(tracer: Any, record: ExecutionRecord, parent: Any, persistence: P
         emit(top, otel_span)
     for child in children_by_agent_span.values():
         _execution(tracer, child, otel_span, persistence)
-    message = persistence.redactor.error(fields.get("error_message", ""))
-    _end(otel_span, fields.get("error_class", ""), message, fields.get("completed_at"))
+    message = persistence.redactor.error(record.error_message)
+    _end(otel_span, record.error_class, message, record.completed_at)
 
 
 def _span(tracer: Any, span: SpanRecord, parent: Any, persistence: Persistence) -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 from .conf import app_settings
 from .context import activate, current_execution, current_span, current_tenant_id, set_current_span, tenant
 from .tracking import lifecycle
-from .tracking.records import SpanRecord
+from .tracking.records import ExecutionRecord, SpanRecord
 
 __all__ = ["Trace", "current_tenant_id", "span", "tenant", "trace", "traced"]
 
@@ -47,7 +47,7 @@ class Trace:
     and ``execution`` the enclosing execution.
     """
 
-    def __init__(self, record: Any, span: Any = None) -> None:
+    def __init__(self, record: ExecutionRecord, span: SpanRecord | None = None) -> None:
         self.record = record
         self.span = span
 
@@ -65,7 +65,7 @@ class Trace:
     def metadata(self) -> dict[str, Any]:
         if self.span is not None:
             return self.span.metadata
-        return self.record.fields.setdefault("metadata", {})
+        return self.record.metadata
 
 
 @contextmanager

@@ -70,8 +70,7 @@ def test_the_task_is_idempotent():
         pass
     from llm_agents.tracking.records import ExecutionRecord, SpanRecord
 
-    record = ExecutionRecord(kind="agent", agent_type="Replayed")
-    record.fields.update(status="success", model_id="fake/x")
+    record = ExecutionRecord(kind="agent", agent_type="Replayed", status="success", model_id="fake/x")
     record.spans.append(SpanRecord(name="fake/x", kind="llm", status="ok"))
     payload = to_message(payload_for([record]))
     record_executions.apply(args=[payload])

@@ -103,9 +103,10 @@ def test_a_worker_whose_database_is_down_spools_and_drains_on_its_next_run(spool
     from llm_agents.tracking.records import ExecutionRecord
     from llm_agents.tracking.rows import payload_for, to_message
 
-    first, second = (ExecutionRecord(kind="agent", agent_type="Queued") for _ in range(2))
-    for record in (first, second):
-        record.fields.update(status="success", model_id="fake/x")
+    first, second = (
+        ExecutionRecord(kind="agent", agent_type="Queued", status="success", model_id="fake/x")
+        for _ in range(2)
+    )
     with database_unreachable():
         assert record_executions.apply(args=[to_message(payload_for([first]))]).get() == 0
     assert len(spool.files()) == 1

@@ -231,12 +231,12 @@ class Run:
         finally:
             self.finish(error)
             if agent_span is not None:
-                agent_span.total_cost = record.fields["total_cost"]
-                agent_span.input_tokens = record.fields["input_tokens"]
-                agent_span.output_tokens = record.fields["output_tokens"]
-                agent_span.cached_tokens = record.fields["cached_tokens"]
-                agent_span.cache_write_tokens = record.fields["cache_write_tokens"]
-                agent_span.reasoning_tokens = record.fields["reasoning_tokens"]
+                agent_span.total_cost = record.total_cost
+                agent_span.input_tokens = record.input_tokens
+                agent_span.output_tokens = record.output_tokens
+                agent_span.cached_tokens = record.cached_tokens
+                agent_span.cache_write_tokens = record.cache_write_tokens
+                agent_span.reasoning_tokens = record.reasoning_tokens
                 agent_span.model_id = self.chosen_model or self.model
                 agent_span.finish(error)
 
@@ -248,8 +248,9 @@ class Run:
             hit = caches[app_settings.CACHE_ALIAS].get(cache_key)
             if hit is not None:
                 emit(signals.cache_hit, sender=self.cls, agent_type=self.cls.agent_type, cache_key=cache_key)
-                self.record.fields.update(cache_hit=True, chosen_model_id=self.model, response=hit["content"],
-                                          finish_reason=hit.get("finish_reason", ""))  # fmt: skip
+                record = self.record
+                record.cache_hit, record.chosen_model_id = True, self.model
+                record.response, record.finish_reason = hit["content"], hit.get("finish_reason", "")
                 self.chosen_model = self.model
                 if self.streaming and hit["content"]:
                     yield hit["content"]
@@ -265,7 +266,7 @@ class Run:
 
         response = yield from self.first_response(messages)
         response = yield from self.tool_loop(messages, response)
-        self.record.fields.update(response=response.content, finish_reason=response.finish_reason)
+        self.record.response, self.record.finish_reason = response.content, response.finish_reason
         result = self.result(response.content, response.finish_reason, cached=False)
         if cache_key is not None:
             caches[app_settings.CACHE_ALIAS].set(
@@ -367,7 +368,7 @@ class Run:
             if streamed:
                 self.partial_response = "".join(streamed)
                 span.output = {"content": self.partial_response, "tool_calls": [], "partial": True}
-                self.record.fields["response"] = self.partial_response
+                self.record.response = self.partial_response
             span.finish(exc)
             if count_attempts:
                 self.attempts.append(self.attempt(span, exc))
@@ -451,33 +452,27 @@ class Run:
     # -- bookkeeping --------------------------------------------------------------------------
 
     def finish(self, error: BaseException | None) -> None:
-        record, fields = self.record, self.record.fields
-        fields.update(
-            chosen_model_id=self.chosen_model or self.model,
-            provider=self.provider_name or provider_name_for(self.model),
-            attempts=self.attempts,
-            attempts_count=len(self.attempts),
-            fallback_chain=self.fallback_chain if len(self.fallback_chain) > 1 else [],
-            fallback_reason=self.fallback_reason if len(self.fallback_chain) > 1 else "",
-            tool_calls=self.tool_calls,
-            tool_calls_count=len(self.tool_calls),
-            rate_limited=self.rate_limited,
-            retryable=bool(getattr(error, "retryable", False)) if error else False,
-            pricing_source=self.pricing_source,
-            time_to_first_token_ms=self.time_to_first_token_ms,
-        )
-        if error is not None and not self.chosen_model:
-            fields["chosen_model_id"] = self.model
+        record = self.record
+        record.chosen_model_id = self.chosen_model or self.model
+        record.provider = self.provider_name or provider_name_for(self.model)
+        record.attempts, record.attempts_count = self.attempts, len(self.attempts)
+        record.fallback_chain = self.fallback_chain if len(self.fallback_chain) > 1 else []
+        record.fallback_reason = self.fallback_reason if len(self.fallback_chain) > 1 else ""
+        record.tool_calls, record.tool_calls_count = self.tool_calls, len(self.tool_calls)
+        record.rate_limited = self.rate_limited
+        record.retryable = bool(getattr(error, "retryable", False)) if error else False
+        record.pricing_source = self.pricing_source
+        record.time_to_first_token_ms = self.time_to_first_token_ms
         lifecycle.complete(record, error=error)
         payload = {
             "agent_type": self.cls.agent_type, "execution_id": record.id, "model": self.model,
-            "model_used": fields["chosen_model_id"], "tenant_id": fields.get("tenant_id"),
-            "status": fields["status"], "duration_ms": fields["duration_ms"],
-            "input_tokens": fields["input_tokens"], "output_tokens": fields["output_tokens"],
-            "total_tokens": fields["total_tokens"], "input_cost": fields["input_cost"],
-            "output_cost": fields["output_cost"], "total_cost": fields["total_cost"],
-            "cached": bool(fields.get("cache_hit")), "attempts_made": len(self.attempts),
-            "finish_reason": fields.get("finish_reason", ""),
+            "model_used": record.chosen_model_id, "tenant_id": record.tenant_id,
+            "status": record.status, "duration_ms": record.duration_ms,
+            "input_tokens": record.input_tokens, "output_tokens": record.output_tokens,
+            "total_tokens": record.total_tokens, "input_cost": record.input_cost,
+            "output_cost": record.output_cost, "total_cost": record.total_cost,
+            "cached": record.cache_hit, "attempts_made": len(self.attempts),
+            "finish_reason": record.finish_reason,
             "time_to_first_token_ms": self.time_to_first_token_ms,
         }  # fmt: skip
         if error is None:
@@ -487,7 +482,7 @@ class Run:
                  error_message=str(error), **payload)  # fmt: skip
 
     def result(self, content: str, finish_reason: str, *, cached: bool) -> AgentResult:
-        fields = self.record.fields
+        record = self.record
         now = timezone.now()
         return AgentResult(
             content=content,
@@ -495,10 +490,10 @@ class Run:
             execution_id=self.record.id,
             model_id=self.model,
             chosen_model_id=self.chosen_model or self.model,
-            input_tokens=fields["input_tokens"],
-            output_tokens=fields["output_tokens"],
-            total_tokens=fields["total_tokens"],
-            total_cost=fields["total_cost"],
+            input_tokens=record.input_tokens,
+            output_tokens=record.output_tokens,
+            total_tokens=record.total_tokens,
+            total_cost=record.total_cost,
             duration_ms=elapsed_ms(self.record.started_at, now),
             cached=cached,
             tool_calls=list(self.tool_calls),

@@ -321,7 +321,7 @@ class _Reconciler:
             outcome.execution_id = record.id if app_settings.TRACK_EXECUTIONS else None
         request.input_tokens = line.input_tokens
         request.output_tokens = line.output_tokens
-        request.total_cost = record.fields["total_cost"]
+        request.total_cost = record.total_cost
         return request, outcome, record
 
     def _cost(self, model: str, line: ParsedLine) -> Cost:
@@ -380,8 +380,8 @@ class _Reconciler:
             output_tokens=line.output_tokens,
             cached_tokens=line.cached_tokens,
             reasoning_tokens=line.reasoning_tokens,
-            error_class=record.fields["error_class"],
-            error_message=record.fields["error_message"],
+            error_class=record.error_class,
+            error_message=record.error_message,
             metadata={"custom_id": request.custom_id, "request_id": line.request_id},
             started_at=self.priced_at,
             completed_at=self.finished_at,
@@ -390,7 +390,7 @@ class _Reconciler:
         if line.input_tokens or line.output_tokens:
             cost = self._cost(request.model, line)
             span.total_cost = cost.total_cost
-            record.fields["pricing_source"] = cost.source
+            record.pricing_source = cost.source
             record.add_usage(
                 input_tokens=line.input_tokens, output_tokens=line.output_tokens, cached_tokens=line.cached_tokens,
                 reasoning_tokens=line.reasoning_tokens, input_cost=cost.input_cost, output_cost=cost.output_cost,

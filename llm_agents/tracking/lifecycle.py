@@ -19,7 +19,7 @@ from typing import Any
 from django.utils import timezone
 
 from ..conf import app_settings
-from .records import ExecutionRecord, elapsed_ms
+from .records import EXECUTION_VALUES, ExecutionRecord, elapsed_ms
 from .rows import execution_row, payload_for
 from .transport import send_async, write_or_spool
 from .writer import write_isolated
@@ -57,14 +57,20 @@ def begin_execution(
     **values: Any,
 ) -> ExecutionRecord:
     """A new execution record of ``kind`` named ``agent_type``, nested in ``parent``, with the given
-    Execution field ``values``; its ``running`` row is written unless ``write_start`` is False (a
-    record made after the fact, such as a batch result)."""
-    record = ExecutionRecord(kind=kind, agent_type=agent_type, parent=parent)
-    if id is not None:
-        record.id = id
-    if started_at is not None:
-        record.started_at = started_at
-    record.fields.update(values)
+    Execution column ``values`` (the record's attributes of those names; any other name is a
+    ``TypeError``); its ``running`` row is written unless ``write_start`` is False (a record made
+    after the fact, such as a batch result)."""
+    unknown = values.keys() - EXECUTION_VALUES
+    if unknown:
+        raise TypeError(f"begin_execution() got values for no Execution field: {', '.join(sorted(unknown))}")
+    record = ExecutionRecord(
+        kind=kind,
+        agent_type=agent_type,
+        parent=parent,
+        id=id if id is not None else uuid.uuid4(),
+        started_at=started_at if started_at is not None else timezone.now(),
+        **values,
+    )
     if write_start:
         start(record)
     return record
@@ -117,15 +123,14 @@ def complete(record: ExecutionRecord, error: BaseException | None = None) -> Non
     """Close ``record`` (status, completion time, duration), roll its totals into its parent, write
     it, then run the completion hooks."""
     now = timezone.now()
-    fields = record.fields
-    fields["completed_at"] = now
-    fields["duration_ms"] = elapsed_ms(record.started_at, now)
+    record.completed_at = now
+    record.duration_ms = elapsed_ms(record.started_at, now)
     if error is None:
-        fields["status"] = "success"
+        record.status = "success"
     else:
-        fields["status"] = failure_status(error)
-        fields["error_class"] = type(error).__name__
-        fields["error_message"] = str(error)
+        record.status = failure_status(error)
+        record.error_class = type(error).__name__
+        record.error_message = str(error)
     if record.parent is not None:
         record.parent.add_child_totals(record)
     finish(record)

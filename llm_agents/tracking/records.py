@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Any
 
@@ -19,16 +19,6 @@ from ..db.isolation import on_event_loop, on_worker
 from ..pricing import ZERO, Cost, calculate_cost
 
 logger = logging.getLogger("llm_agents")
-
-EXECUTION_TOTALS = (
-    "input_tokens",
-    "output_tokens",
-    "cached_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "total_tokens",
-)
-COST_FIELDS = ("input_cost", "output_cost", "total_cost")
 
 
 @dataclass(frozen=True)
@@ -162,7 +152,7 @@ class SpanRecord:
                 output_cost=usage.output_cost - previous.output_cost,
             )
             if input_tokens or output_tokens:
-                self.execution.fields["pricing_source"] = cost.source
+                self.execution.pricing_source = cost.source
         self.counted = usage
         return cost
 
@@ -192,27 +182,66 @@ def price_call(model_id: str, input_tokens: int, output_tokens: int, cached_toke
     return on_worker(run)
 
 
-@dataclass
+@dataclass(slots=True)
 class ExecutionRecord:
-    """An execution being recorded, with its spans and the executions nested in it."""
+    """An execution being recorded, with its spans and the executions nested in it.
+
+    Its attributes after ``kind`` and ``agent_type`` (up to ``spans``) are the Execution columns of the
+    same names, written as they stand whenever the record is (:func:`~llm_agents.tracking.rows.execution_row`);
+    their defaults are the columns' defaults. ``id``, ``started_at`` and the parent's id complete the row.
+    """
 
     kind: str
     agent_type: str
     parent: ExecutionRecord | None = None
     id: uuid.UUID = field(default_factory=uuid.uuid4)
-    fields: dict[str, Any] = field(default_factory=dict)
+    started_at: dt.datetime = field(default_factory=timezone.now)
+    status: str = "running"
+    agent_version: str = ""
+    model_id: str = ""
+    chosen_model_id: str = ""
+    provider: str = ""
+    temperature: float | None = None
+    finish_reason: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    total_tokens: int = 0
+    input_cost: Decimal = Decimal("0")
+    output_cost: Decimal = Decimal("0")
+    total_cost: Decimal = Decimal("0")
+    pricing_source: str = "unknown"
+    duration_ms: int | None = None
+    time_to_first_token_ms: int | None = None
+    completed_at: dt.datetime | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    system_prompt: str = ""
+    user_prompt: str = ""
+    response: str = ""
+    error_class: str = ""
+    error_message: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    streaming: bool = False
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    tool_calls_count: int = 0
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    attempts_count: int = 0
+    fallback_chain: list[str] = field(default_factory=list)
+    fallback_reason: str = ""
+    cache_hit: bool = False
+    retryable: bool = False
+    rate_limited: bool = False
+    tenant_id: str | None = None
+    prompt_version_id: int | None = None
     spans: list[SpanRecord] = field(default_factory=list)
     children: list[ExecutionRecord] = field(default_factory=list)
-    started_at: dt.datetime = field(default_factory=timezone.now)
     written: bool = False
     #: The budgets.Reservation of an agent call, settled when the record completes.
     budget_reservation: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        for name in (*EXECUTION_TOTALS, "tool_calls_count", "attempts_count"):
-            self.fields.setdefault(name, 0)
-        for name in COST_FIELDS:
-            self.fields.setdefault(name, Decimal("0"))
         if self.parent is not None:
             self.parent.children.append(self)
 
@@ -232,27 +261,26 @@ class ExecutionRecord:
     def add_usage(self, *, input_tokens: int = 0, output_tokens: int = 0, cached_tokens: int = 0,
                   cache_write_tokens: int = 0, reasoning_tokens: int = 0, input_cost: Decimal = Decimal("0"),
                   output_cost: Decimal = Decimal("0")) -> None:  # fmt: skip
-        fields = self.fields
-        fields["input_tokens"] += input_tokens
-        fields["output_tokens"] += output_tokens
-        fields["cached_tokens"] += cached_tokens
-        fields["cache_write_tokens"] += cache_write_tokens
-        fields["reasoning_tokens"] += reasoning_tokens
-        fields["total_tokens"] += input_tokens + output_tokens
-        fields["input_cost"] += input_cost
-        fields["output_cost"] += output_cost
-        fields["total_cost"] += input_cost + output_cost
+        self.input_tokens += input_tokens
+        self.output_tokens += output_tokens
+        self.cached_tokens += cached_tokens
+        self.cache_write_tokens += cache_write_tokens
+        self.reasoning_tokens += reasoning_tokens
+        self.total_tokens += input_tokens + output_tokens
+        self.input_cost += input_cost
+        self.output_cost += output_cost
+        self.total_cost += input_cost + output_cost
 
     def add_child_totals(self, child: ExecutionRecord) -> None:
         """Roll a nested execution's totals into this one, so root executions count everything once."""
         self.add_usage(
-            input_tokens=child.fields["input_tokens"],
-            output_tokens=child.fields["output_tokens"],
-            cached_tokens=child.fields["cached_tokens"],
-            cache_write_tokens=child.fields["cache_write_tokens"],
-            reasoning_tokens=child.fields["reasoning_tokens"],
-            input_cost=child.fields["input_cost"],
-            output_cost=child.fields["output_cost"],
+            input_tokens=child.input_tokens,
+            output_tokens=child.output_tokens,
+            cached_tokens=child.cached_tokens,
+            cache_write_tokens=child.cache_write_tokens,
+            reasoning_tokens=child.reasoning_tokens,
+            input_cost=child.input_cost,
+            output_cost=child.output_cost,
         )
 
     def walk(self) -> list[ExecutionRecord]:
@@ -261,6 +289,13 @@ class ExecutionRecord:
         for child in self.children:
             records.extend(child.walk())
         return records
+
+
+#: The Execution columns of a record that :func:`~llm_agents.tracking.lifecycle.begin_execution` takes
+#: as keyword values (all but those it has parameters for, and the record's own bookkeeping).
+EXECUTION_VALUES = frozenset(item.name for item in fields(ExecutionRecord)) - {
+    "kind", "agent_type", "parent", "id", "started_at", "spans", "children", "written", "budget_reservation",
+}  # fmt: skip
 
 
 def elapsed_ms(start: dt.datetime, end: dt.datetime) -> int:

@@ -34,32 +34,58 @@ class Persistence:
 
 
 def execution_row(record: ExecutionRecord, persistence: Persistence | None = None) -> dict[str, Any]:
-    """The Execution field values of ``record``, redacted and trimmed by the PERSIST settings."""
+    """The Execution row of ``record``: every column but ``created_at``, redacted and trimmed by the
+    PERSIST settings. A write of it sets every column, so the row always matches the record."""
     persistence = persistence or Persistence.current()
     redactor = persistence.redactor
-    row = dict(record.fields)
-    row.update(
-        id=record.id,
-        kind=record.kind,
-        agent_type=record.agent_type,
-        parent_id=record.parent.id if record.parent is not None else None,
-        root_id=record.root.id,
-        started_at=record.started_at,
-    )
-    for name in ("parameters", "metadata", "tool_calls"):
-        if name in row:
-            row[name] = redactor.value(row[name])
-    if "attempts" in row:
-        row["attempts"] = redacted_attempts(row["attempts"], redactor)
-    for name, kept in (("system_prompt", persistence.prompts), ("user_prompt", persistence.prompts),
-                       ("response", persistence.responses)):  # fmt: skip
-        if not kept:
-            row[name] = ""
-        elif name in row:
-            row[name] = redactor.text(row[name])
-    if "error_message" in row:
-        row["error_message"] = redactor.error(row["error_message"])
-    return row
+    prompts, responses = persistence.prompts, persistence.responses
+    return {
+        "id": record.id,
+        "kind": record.kind,
+        "agent_type": record.agent_type,
+        "agent_version": record.agent_version,
+        "model_id": record.model_id,
+        "chosen_model_id": record.chosen_model_id,
+        "provider": record.provider,
+        "temperature": record.temperature,
+        "status": record.status,
+        "finish_reason": record.finish_reason,
+        "input_tokens": record.input_tokens,
+        "output_tokens": record.output_tokens,
+        "cached_tokens": record.cached_tokens,
+        "cache_write_tokens": record.cache_write_tokens,
+        "reasoning_tokens": record.reasoning_tokens,
+        "total_tokens": record.total_tokens,
+        "input_cost": record.input_cost,
+        "output_cost": record.output_cost,
+        "total_cost": record.total_cost,
+        "pricing_source": record.pricing_source,
+        "duration_ms": record.duration_ms,
+        "time_to_first_token_ms": record.time_to_first_token_ms,
+        "started_at": record.started_at,
+        "completed_at": record.completed_at,
+        "parameters": redactor.value(record.parameters),
+        "system_prompt": redactor.text(record.system_prompt) if prompts and record.system_prompt else "",
+        "user_prompt": redactor.text(record.user_prompt) if prompts and record.user_prompt else "",
+        "response": redactor.text(record.response) if responses and record.response else "",
+        "error_class": record.error_class,
+        "error_message": redactor.error(record.error_message),
+        "metadata": redactor.value(record.metadata),
+        "streaming": record.streaming,
+        "tool_calls": redactor.value(record.tool_calls),
+        "tool_calls_count": record.tool_calls_count,
+        "attempts": redacted_attempts(record.attempts, redactor),
+        "attempts_count": record.attempts_count,
+        "fallback_chain": record.fallback_chain,
+        "fallback_reason": record.fallback_reason,
+        "cache_hit": record.cache_hit,
+        "retryable": record.retryable,
+        "rate_limited": record.rate_limited,
+        "tenant_id": record.tenant_id,
+        "parent_id": record.parent.id if record.parent is not None else None,
+        "root_id": record.root.id,
+        "prompt_version_id": record.prompt_version_id,
+    }
 
 
 def redacted_attempts(attempts: Any, redactor: Redactor) -> Any:
