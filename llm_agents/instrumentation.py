@@ -19,7 +19,9 @@ With it on, a call becomes one ``llm`` span of the execution being recorded (a `
 an agent run) whose tokens and cost are added to that execution, or, outside any execution, an
 Execution of kind ``llm`` of its own holding that one span. A streamed call (``stream=True``) is
 recorded when its stream ends (exhausted, closed or failed): time to first token, and usage from the
-final chunk or event. Calls made by our own providers are recorded by the agent and not again here.
+final chunk or event. Answers and streams are read by the provider modules' readers
+(:mod:`llm_agents.providers.openai`, :mod:`llm_agents.providers.anthropic`), as the providers' own are.
+Calls made by our own providers are recorded by the agent and not again here.
 Tracking failures are logged on the ``llm_agents`` logger; the SDK's result and exceptions reach
 the caller unchanged.
 
@@ -40,8 +42,7 @@ import logging
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
-from types import SimpleNamespace
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import close_old_connections
@@ -52,6 +53,7 @@ from .conf import app_settings
 from .context import provider_call
 from .errors import BudgetExceededError
 from .pricing import Cost
+from .providers.base import ProviderResponse, StreamReader
 from .tracking import lifecycle
 from .tracking.records import ExecutionRecord, SpanRecord, elapsed_ms
 
@@ -215,25 +217,6 @@ async def _off_loop(function: Callable[..., Any], *args: Any, **kwargs: Any) -> 
 # -- one call -------------------------------------------------------------------------------------
 
 
-@dataclass
-class Outcome:
-    """What an answer said: text, tool calls, finish reason, usage and the model that answered."""
-
-    content: str = ""
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)
-    finish_reason: str = ""
-    model: str = ""
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_tokens: int = 0
-    cache_write_tokens: int = 0
-    reasoning_tokens: int = 0
-
-
-class ResponseFailedError(Exception):
-    """A streamed response that ended with ``response.failed`` or an ``error`` event."""
-
-
 def _begin(entry: EntryPoint, kwargs: dict[str, Any]) -> TrackedCall:
     call = TrackedCall(entry, kwargs)
     call.start()
@@ -281,7 +264,7 @@ class TrackedCall:
             metadata={"sdk_method": entry.name},
         )
         execution.add_span(self.span)
-        self.reader = STREAM_READERS[entry.api]() if self.streaming else None
+        self.reader = stream_reader(entry.api, self.model) if self.streaming else None
         self.max_tokens = next(
             (
                 value
@@ -323,7 +306,10 @@ class TrackedCall:
 
     def observe(self, item: Any) -> None:
         """Read one chunk or event of a stream."""
-        if self.reader is not None and self.reader.add(item) and self.first_token_at is None:
+        if self.reader is None:
+            return
+        self.reader.add(item)
+        if self.reader.output_started and self.first_token_at is None:
             self.first_token_at = timezone.now()
 
     def end(self, *, response: Any = None, error: BaseException | None = None) -> None:
@@ -332,16 +318,19 @@ class TrackedCall:
             return
         self.ended = True
         if self.reader is not None:
-            outcome = self.reader.outcome(self.model)
+            outcome = self.reader.response()
             error = error or self.reader.failure
         elif response is not None:
-            outcome = OUTCOME_READERS[self.entry.api](response, self.model)
+            outcome = read_answer(self.entry.api, response, self.model)
         else:
-            outcome = Outcome()
+            outcome = ProviderResponse()
         span = self.span
         cost = self.account(outcome)
         if error is None or outcome.content or outcome.tool_calls:
-            span.output = {"content": outcome.content, "tool_calls": outcome.tool_calls}
+            span.output = {
+                "content": outcome.content,
+                "tool_calls": [vars(call) for call in outcome.tool_calls],
+            }
         if outcome.model:
             span.metadata["response_model"] = outcome.model
         if self.first_token_at is not None:
@@ -353,27 +342,29 @@ class TrackedCall:
             # In an enclosing execution: this call's spend counts now, not again when that one ends.
             self.reservation.settle(
                 cost.total_cost,
-                outcome.input_tokens + outcome.output_tokens,
+                outcome.usage.total_tokens,
                 models=[self.model],
                 at=self.execution.started_at,
             )
             span.budget_settled = True
 
-    def account(self, outcome: Outcome) -> Cost:
+    def account(self, outcome: ProviderResponse) -> Cost:
         """Price the answer's usage on the span and add it to the execution (the span's own path)."""
-        input_tokens = max(outcome.input_tokens, 0)
-        cached_tokens = min(max(outcome.cached_tokens, 0), input_tokens)
-        cache_write_tokens = min(max(outcome.cache_write_tokens, 0), input_tokens - cached_tokens)
-        return self.span.account(input_tokens, max(outcome.output_tokens, 0), cached_tokens, cache_write_tokens,
-                                 max(outcome.reasoning_tokens, 0))  # fmt: skip
+        usage = outcome.usage
+        input_tokens = max(usage.input_tokens, 0)
+        cached_tokens = min(max(usage.cached_tokens, 0), input_tokens)
+        cache_write_tokens = min(max(usage.cache_write_tokens, 0), input_tokens - cached_tokens)
+        return self.span.account(input_tokens, max(usage.output_tokens, 0), cached_tokens, cache_write_tokens,
+                                 max(usage.reasoning_tokens, 0))  # fmt: skip
 
-    def complete_own(self, outcome: Outcome, cost: Cost, error: BaseException | None) -> None:
+    def complete_own(self, outcome: ProviderResponse, cost: Cost, error: BaseException | None) -> None:
         record = self.own
         assert record is not None
         mapped = provider_error(self.entry.provider, error)
         record.response, record.finish_reason = outcome.content, outcome.finish_reason
         record.pricing_source = cost.source
-        record.tool_calls, record.tool_calls_count = outcome.tool_calls, len(outcome.tool_calls)
+        record.tool_calls = [vars(call) for call in outcome.tool_calls]
+        record.tool_calls_count = len(outcome.tool_calls)
         record.rate_limited = type(mapped).__name__ == "RateLimitError"
         record.retryable = bool(getattr(mapped, "retryable", False)) if error is not None else False
         record.attempts = [
@@ -383,8 +374,8 @@ class TrackedCall:
                 "error_class": type(error).__name__ if error is not None else "",
                 "error_message": str(error) if error is not None else "",
                 "duration_ms": self.span.duration_ms,
-                "input_tokens": outcome.input_tokens,
-                "output_tokens": outcome.output_tokens,
+                "input_tokens": outcome.usage.input_tokens,
+                "output_tokens": outcome.usage.output_tokens,
                 "started_at": self.span.started_at.isoformat(),
             }
         ]
@@ -482,179 +473,31 @@ async def _end_off_loop(call: TrackedCall, error: BaseException | None = None) -
         logger.warning("llm_agents could not record the end of an SDK stream", exc_info=True)
 
 
-class ChatStreamReader:
-    """Chat completion chunks: text and tool calls assembled, usage from the last chunk (sent when the
-    caller asks with ``stream_options={"include_usage": True}``)."""
-
-    failure: BaseException | None = None
-
-    def __init__(self) -> None:
-        from .providers.openai import StreamAccumulator
-
-        self.accumulator = StreamAccumulator("")
-
-    def add(self, chunk: Any) -> bool:
-        text = self.accumulator.add(chunk)
-        if text:
-            return True
-        return any(
-            getattr(choice.delta, "tool_calls", None) or getattr(choice.delta, "refusal", None)
-            for choice in chunk.choices or []
-            if choice.delta is not None
-        )
-
-    def outcome(self, model: str) -> Outcome:
-        return _outcome_of(self.accumulator.response(), model)
-
-
-class ResponsesStreamReader:
-    """Responses API events: deltas for the first token, the final response for usage and output."""
-
-    def __init__(self) -> None:
-        self.parts: list[str] = []
-        self.final: Any = None
-        self.failure: BaseException | None = None
-
-    def add(self, event: Any) -> bool:
-        kind = getattr(event, "type", "") or ""
-        if kind == "response.output_text.delta":
-            self.parts.append(event.delta or "")
-        if kind in ("response.completed", "response.incomplete", "response.failed"):
-            self.final = event.response
-            if kind == "response.failed":
-                error = getattr(event.response, "error", None)
-                self.failure = ResponseFailedError(getattr(error, "message", None) or "The response failed.")
-        elif kind == "error":
-            self.failure = ResponseFailedError(
-                getattr(event, "message", None) or "The response stream failed."
-            )
-        return kind.endswith(".delta")
-
-    def outcome(self, model: str) -> Outcome:
-        if self.final is not None:
-            outcome = responses_outcome(self.final, model)
-            outcome.content = outcome.content or "".join(self.parts)
-            return outcome
-        return Outcome(content="".join(self.parts), model=model)
-
-
-class MessagesStreamReader:
-    """Anthropic message events: input usage from ``message_start``, deltas, then the stop reason and
-    the cumulative usage of ``message_delta``."""
-
-    failure: BaseException | None = None
-
-    def __init__(self) -> None:
-        self.model = ""
-        self.parts: list[str] = []
-        self.tools: dict[int, dict[str, Any]] = {}
-        self.stop_reason = ""
-        self.usage: dict[str, Any] = {}
-
-    def add(self, event: Any) -> bool:
-        kind = getattr(event, "type", "")
-        if kind == "message_start":
-            self.model = event.message.model or ""
-            self.merge_usage(event.message.usage)
-        elif kind == "content_block_start":
-            block = event.content_block
-            if block.type == "tool_use":
-                self.tools[event.index] = {"id": block.id, "name": block.name, "json": ""}
-            elif block.type == "text" and block.text:
-                self.parts.append(block.text)
-                return True
-        elif kind == "content_block_delta":
-            delta = event.delta
-            if delta.type == "text_delta":
-                self.parts.append(delta.text)
-            elif delta.type == "input_json_delta" and event.index in self.tools:
-                self.tools[event.index]["json"] += delta.partial_json
-            return True
-        elif kind == "message_delta":
-            self.stop_reason = event.delta.stop_reason or self.stop_reason
-            self.merge_usage(event.usage)
-        return False
-
-    def merge_usage(self, usage: Any) -> None:
-        for name in (
-            "input_tokens",
-            "output_tokens",
-            "cache_read_input_tokens",
-            "cache_creation_input_tokens",
-        ):
-            value = getattr(usage, name, None)
-            if value is not None:
-                self.usage[name] = value
-
-    def outcome(self, model: str) -> Outcome:
-        from .providers.anthropic import finish_reason, usage_from
-        from .providers.openai import parse_arguments
-
-        usage = usage_from(SimpleNamespace(**{"input_tokens": 0, "output_tokens": 0, **self.usage}))
-        return Outcome(
-            content="".join(self.parts),
-            tool_calls=[
-                {"id": tool["id"], "name": tool["name"], "arguments": parse_arguments(tool["json"] or "{}")}
-                for _, tool in sorted(self.tools.items())
-            ],
-            finish_reason=finish_reason(self.stop_reason),
-            model=self.model or model,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cached_tokens=usage.cached_tokens,
-            cache_write_tokens=usage.cache_write_tokens,
-        )
-
-
-STREAM_READERS: dict[str, Callable[[], Any]] = {
-    "chat": ChatStreamReader,
-    "responses": ResponsesStreamReader,
-    "messages": MessagesStreamReader,
-}
-
-
 # -- answers --------------------------------------------------------------------------------------
 
 
-def _outcome_of(response: Any, model: str) -> Outcome:
-    """From a provider's ``ProviderResponse``."""
-    usage = response.usage
-    return Outcome(
-        content=response.content,
-        tool_calls=[vars(call) for call in response.tool_calls],
-        finish_reason=response.finish_reason,
-        model=response.model or model,
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cached_tokens=usage.cached_tokens,
-        cache_write_tokens=usage.cache_write_tokens,
-        reasoning_tokens=usage.reasoning_tokens,
-    )
+def stream_reader(api: str, model: str) -> StreamReader:
+    """The provider module's reader of a stream of ``api`` (chat, responses or messages)."""
+    if api == "messages":
+        from .providers import anthropic
+
+        return anthropic.MessageStreamReader(model)
+    from .providers import openai
+
+    return openai.ChatStreamReader(model) if api == "chat" else openai.ResponsesStreamReader(model)
 
 
-def chat_outcome(completion: Any, model: str) -> Outcome:
-    from .providers.openai import response_from
+def read_answer(api: str, answer: Any, model: str) -> ProviderResponse:
+    """The provider module's reading of a whole answer of ``api`` (chat, responses or messages)."""
+    if api == "messages":
+        from .providers import anthropic
 
-    return _outcome_of(response_from(completion, model), model)
+        return anthropic.response_from(answer, model)
+    from .providers import openai
 
-
-def messages_outcome(message: Any, model: str) -> Outcome:
-    from .providers.anthropic import response_from
-
-    return _outcome_of(response_from(message, model), model)
-
-
-def responses_outcome(response: Any, model: str) -> Outcome:
-    from .providers.openai import responses_response_from
-
-    return _outcome_of(responses_response_from(response, model), model)
-
-
-OUTCOME_READERS: dict[str, Callable[[Any, str], Outcome]] = {
-    "chat": chat_outcome,
-    "responses": responses_outcome,
-    "messages": messages_outcome,
-}
+    if api == "chat":
+        return openai.response_from(answer, model)
+    return openai.responses_response_from(answer, model)
 
 
 # -- requests -------------------------------------------------------------------------------------

@@ -1,13 +1,13 @@
-"""The JSONL lines of a batch input file, and the reading of output and error file lines, for the
-two endpoints the Batch API serves here: ``/v1/responses`` and ``/v1/chat/completions``."""
+"""The JSONL lines of a batch input file, for the two endpoints the Batch API serves here:
+``/v1/responses`` and ``/v1/chat/completions``. The lines of its output and error files are read by the
+OpenAI provider module (:func:`llm_agents.providers.openai.read_batch_line`), as every OpenAI answer is."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ENDPOINTS", "ParsedLine", "parse_line", "request_body", "request_line"]
+__all__ = ["ENDPOINTS", "request_body", "request_line"]
 
 RESPONSES = "/v1/responses"
 CHAT_COMPLETIONS = "/v1/chat/completions"
@@ -68,62 +68,3 @@ def request_line(custom_id: str, endpoint: str, model: str, payload: dict[str, A
         "body": request_body(endpoint, model, payload),
     }
     return json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
-
-
-@dataclass
-class ParsedLine:
-    """One line of an output or error file: the answer, or why there is none."""
-
-    custom_id: str
-    ok: bool
-    content: str = ""
-    model: str = ""
-    finish_reason: str = ""
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_tokens: int = 0
-    reasoning_tokens: int = 0
-    status_code: int | None = None
-    error_code: str = ""
-    error_message: str = ""
-    request_id: str = ""
-    body: dict[str, Any] = field(default_factory=dict)
-
-
-def parse_line(raw: bytes | str) -> ParsedLine:
-    """Read one output/error file line (``{"custom_id", "response": {"status_code", "body"}, "error"}``)."""
-    line = json.loads(raw)
-    custom_id = str(line.get("custom_id", ""))
-    response = line.get("response") or {}
-    body = response.get("body") or {}
-    status_code = response.get("status_code")
-    error = line.get("error") or (body.get("error") if isinstance(body, dict) else None)
-    if error or (status_code is not None and status_code != 200):
-        error = error or {}
-        return ParsedLine(
-            custom_id=custom_id,
-            ok=False,
-            status_code=status_code,
-            error_code=str(error.get("code") or error.get("type") or ""),
-            error_message=str(error.get("message") or f"the request answered HTTP {status_code}"),
-            request_id=str(response.get("request_id") or ""),
-            body=body if isinstance(body, dict) else {},
-        )
-    from ..providers.openai import body_response_from  # the reader of OpenAI's answers; needs the SDK
-
-    answer = body_response_from(body)
-    usage = answer.usage
-    return ParsedLine(
-        custom_id=custom_id,
-        ok=True,
-        content=answer.content,
-        model=str(body.get("model") or ""),
-        finish_reason=answer.finish_reason,
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cached_tokens=usage.cached_tokens,
-        reasoning_tokens=usage.reasoning_tokens,
-        status_code=status_code,
-        request_id=str(response.get("request_id") or ""),
-        body=body,
-    )

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db import connections, transaction
 from django.db.models import Field
@@ -37,9 +37,12 @@ from ..tracking.rows import payload_for
 from ..tracking.writer import write_payload
 from .claims import db_alias, release_stale_claims, single_writer
 from .client import batch_client
-from .formats import ParsedLine, parse_line
 from .handlers import BatchRequestError, BatchResult, call_handler, failure_callback, get_handler
 from .schema import SchemaValidationError, parse_structured
+
+if TYPE_CHECKING:
+    from ..providers.base import Usage
+    from ..providers.openai import BatchOutputLine
 
 __all__ = ["CHUNK_SIZE", "PollReport", "poll"]
 
@@ -152,13 +155,15 @@ def _refresh(client: Any, batch: Batch, report: PollReport, progress: Progress |
         progress(f"batch {batch.pk} ({batch.provider_batch_id}) is {status}")
 
 
-def _lines(client: Any, file_id: str) -> Iterator[ParsedLine]:
+def _lines(client: Any, file_id: str) -> Iterator[BatchOutputLine]:
+    from ..providers.openai import read_batch_line  # the reader of OpenAI's answers; needs the SDK
+
     with client.files.with_streaming_response.content(file_id) as response:
         for raw in response.iter_lines():
             if not raw.strip():
                 continue
             try:
-                yield parse_line(raw)
+                yield read_batch_line(raw)
             except (ValueError, AttributeError):
                 logger.error("llm_agents skipped an unreadable line of batch file %s: %.200s", file_id, raw)
 
@@ -244,7 +249,7 @@ class _Reconciler:
             request.batch = self.batch
         return requests
 
-    def results(self, lines: dict[str, ParsedLine]) -> None:
+    def results(self, lines: dict[str, BatchOutputLine]) -> None:
         try:
             with transaction.atomic(using=self.alias):
                 requests = self._lock(list(lines))
@@ -288,54 +293,57 @@ class _Reconciler:
 
     # -- one request ----------------------------------------------------------------------------------
 
-    def _outcome(self, request: BatchRequest, line: ParsedLine) -> tuple[BatchRequest, Any, ExecutionRecord]:
+    def _outcome(
+        self, request: BatchRequest, line: BatchOutputLine
+    ) -> tuple[BatchRequest, Any, ExecutionRecord]:
         """The handler's input (a BatchResult, or the BatchRequestError for on_failure) and the record."""
         outcome: BatchResult | BatchRequestError
         payload = request.payload or {}
+        answer, usage = line.response, line.response.usage
         if not line.ok:
             outcome = BatchRequestError(
                 line.error_message, code=line.error_code, status_code=line.status_code
             )
         else:
-            usage = {
-                "input_tokens": line.input_tokens,
-                "output_tokens": line.output_tokens,
-                "total_tokens": line.input_tokens + line.output_tokens,
-            }
             outcome = BatchResult(
                 custom_id=request.custom_id,
-                content=line.content,
-                usage=usage,
-                model=line.model,
-                finish_reason=line.finish_reason,
+                content=answer.content,
+                usage={
+                    "input_tokens": usage.input_tokens,
+                    "output_tokens": usage.output_tokens,
+                    "total_tokens": usage.total_tokens,
+                },
+                model=answer.model,
+                finish_reason=answer.finish_reason,
                 raw=line.body,
             )
             schema = payload.get("schema")
             if schema:
                 try:
-                    outcome.parsed = parse_structured(line.content, schema)
+                    outcome.parsed = parse_structured(answer.content, schema)
                 except SchemaValidationError as exc:
                     outcome = BatchRequestError(str(exc), code="invalid_output", status_code=line.status_code)
         record = self._record(request, line, outcome)
         if isinstance(outcome, BatchResult):
             outcome.execution_id = record.id if app_settings.TRACK_EXECUTIONS else None
-        request.input_tokens = line.input_tokens
-        request.output_tokens = line.output_tokens
+        request.input_tokens = usage.input_tokens
+        request.output_tokens = usage.output_tokens
         request.total_cost = record.total_cost
         return request, outcome, record
 
-    def _cost(self, model: str, line: ParsedLine) -> Cost:
-        key = (model, line.input_tokens, line.output_tokens, line.cached_tokens)
+    def _cost(self, model: str, usage: Usage) -> Cost:
+        key = (model, usage.input_tokens, usage.output_tokens, usage.cached_tokens)
         cost = self.costs.get(key)
         if cost is None:
             cost = self.costs[key] = calculate_cost(
-                model, line.input_tokens, line.output_tokens, line.cached_tokens,
+                model, usage.input_tokens, usage.output_tokens, usage.cached_tokens,
                 at=self.priced_at, provider=self.batch.provider, batch=True,
             )  # fmt: skip
         return cost
 
-    def _record(self, request: BatchRequest, line: ParsedLine, outcome: Any) -> ExecutionRecord:
+    def _record(self, request: BatchRequest, line: BatchOutputLine, outcome: Any) -> ExecutionRecord:
         payload = request.payload or {}
+        answer, usage = line.response, line.response.usage
         failed = isinstance(outcome, BatchRequestError)
         user_input = payload.get("input")
         record = begin_execution(
@@ -346,17 +354,17 @@ class _Reconciler:
             write_start=False,  # a result recorded after the fact, finished and written with its batch
             status="error" if failed else "success",
             model_id=request.model,
-            chosen_model_id=line.model or request.model,
+            chosen_model_id=answer.model or request.model,
             provider=self.batch.provider,
             temperature=payload.get("temperature"),
-            finish_reason=line.finish_reason,
+            finish_reason=answer.finish_reason,
             completed_at=self.finished_at,
             duration_ms=None,
             tenant_id=payload.get("tenant_id"),
             parameters={"temperature": payload.get("temperature"), **(payload.get("params") or {})},
             system_prompt=payload.get("instructions") or "",
             user_prompt=user_input if isinstance(user_input, str) else json.dumps(user_input),
-            response=line.content,
+            response=answer.content,
             metadata={
                 "batch_id": self.batch.pk,
                 "provider_batch_id": self.batch.provider_batch_id,
@@ -372,14 +380,14 @@ class _Reconciler:
             kind="llm",
             id=uuid.uuid5(RECORD_NAMESPACE, f"{request.pk}:{self.batch.pk}:span"),
             status="error" if failed else "ok",
-            model_id=line.model or request.model,
+            model_id=answer.model or request.model,
             provider=self.batch.provider,
             input={"instructions": payload.get("instructions") or "", "input": user_input},
-            output={"content": line.content} if line.ok else None,
-            input_tokens=line.input_tokens,
-            output_tokens=line.output_tokens,
-            cached_tokens=line.cached_tokens,
-            reasoning_tokens=line.reasoning_tokens,
+            output={"content": answer.content} if line.ok else None,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cached_tokens=usage.cached_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
             error_class=record.error_class,
             error_message=record.error_message,
             metadata={"custom_id": request.custom_id, "request_id": line.request_id},
@@ -387,13 +395,13 @@ class _Reconciler:
             completed_at=self.finished_at,
         )
         record.spans.append(span)
-        if line.input_tokens or line.output_tokens:
-            cost = self._cost(request.model, line)
+        if usage.input_tokens or usage.output_tokens:
+            cost = self._cost(request.model, usage)
             span.total_cost = cost.total_cost
             record.pricing_source = cost.source
             record.add_usage(
-                input_tokens=line.input_tokens, output_tokens=line.output_tokens, cached_tokens=line.cached_tokens,
-                reasoning_tokens=line.reasoning_tokens, input_cost=cost.input_cost, output_cost=cost.output_cost,
+                input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cached_tokens=usage.cached_tokens,
+                reasoning_tokens=usage.reasoning_tokens, input_cost=cost.input_cost, output_cost=cost.output_cost,
             )  # fmt: skip
         return record
 

@@ -10,6 +10,10 @@ The API version the SDK speaks by default (2026-10-21) rejects ``temperature``, 
 is not sent unless ``send_temperature`` is true (for a client pinned to ``anthropic-version: 2023-06-01``
 through ``default_headers``). Any other option goes to the SDK client's constructor. The SDK's own retries
 are switched off: the agent runtime retries.
+
+This module reads every Anthropic message, wherever it comes from (the provider or a raw SDK call), as a
+:class:`~llm_agents.providers.base.ProviderResponse`: :func:`response_from` a whole message, and
+:class:`MessageStreamReader` a stream of message events (the provider's own streams and the raw SDK's).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import inspect
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from types import SimpleNamespace
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -40,6 +45,7 @@ from .base import (
     ToolCall,
     Usage,
     attempt_deadline,
+    parse_arguments,
 )
 
 try:
@@ -53,6 +59,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 __all__ = [
     "FINISH_REASONS",
     "AnthropicProvider",
+    "MessageStreamReader",
     "finish_reason",
     "map_error",
     "response_from",
@@ -116,17 +123,19 @@ class AnthropicProvider(Provider):
         return response_from(message, request.model)
 
     def stream(self, request: ProviderRequest) -> Iterator[StreamEvent]:
+        reader = MessageStreamReader(request.model)
         with self.deadline(request) as deadline, translated_errors():
-            with self.client.messages.stream(**self.create_arguments(request)) as stream:
-                deadline.watch(stream.response)
-                for text in stream.text_stream:
+            with provider_call():
+                events = self.client.messages.create(**self.create_arguments(request), stream=True)
+            with events:
+                deadline.watch(events.response)
+                for event in events:
                     deadline.check()
-                    if text:
+                    if text := reader.add(event):
                         yield StreamEvent(delta=text)
                 deadline.check()  # hung up, a stream may just end
-                message = stream.get_final_message()
                 deadline.release()
-        yield StreamEvent(response=response_from(message, request.model))
+        yield StreamEvent(response=reader.response())
 
     async def acomplete(self, request: ProviderRequest) -> ProviderResponse:
         with self.deadline(request, hang_up=False) as deadline, translated_errors(), provider_call():
@@ -136,22 +145,25 @@ class AnthropicProvider(Provider):
         return response_from(message, request.model)
 
     async def astream(self, request: ProviderRequest) -> AsyncIterator[StreamEvent]:
+        reader = MessageStreamReader(request.model)
         with self.deadline(request, hang_up=False) as deadline, translated_errors():
-            async with self.async_client.messages.stream(**self.create_arguments(request)) as stream:
-                texts = aiter(stream.text_stream)
-                while (text := await deadline.before(anext(texts, None))) is not None:
-                    if text:
+            arguments = self.create_arguments(request)
+            with provider_call():
+                events = await deadline.before(self.async_client.messages.create(**arguments, stream=True))
+            async with events:
+                iterator = aiter(events)
+                while (event := await deadline.before(anext(iterator, None))) is not None:
+                    if text := reader.add(event):
                         yield StreamEvent(delta=text)
-                message = await deadline.before(stream.get_final_message())
-        yield StreamEvent(response=response_from(message, request.model))
+        yield StreamEvent(response=reader.response())
 
     def deadline(self, request: ProviderRequest, *, hang_up: bool = True) -> AbstractContextManager[Deadline]:
         """The wall-clock bound of one request (see :func:`~llm_agents.providers.base.attempt_deadline`)."""
         return attempt_deadline(request.timeout, provider="anthropic", label="Anthropic", hang_up=hang_up)
 
     def create_arguments(self, request: ProviderRequest) -> dict[str, Any]:
-        """The keyword arguments of ``messages.create`` / ``messages.stream`` for ``request``. Parameters
-        the SDK method does not name travel in ``extra_body``."""
+        """The keyword arguments of ``messages.create`` for ``request``. Parameters the SDK method does not
+        name travel in ``extra_body``."""
         system, messages = to_anthropic_messages(request.messages)
         arguments: dict[str, Any] = {
             "model": api_model(request.model),
@@ -181,8 +193,8 @@ class AnthropicProvider(Provider):
 
     def _known_parameters(self) -> set[str]:
         if self._create_parameters is None:
-            stream = anthropic.resources.messages.Messages.stream
-            self._create_parameters = set(inspect.signature(stream).parameters) - {"self"}
+            create = anthropic.resources.messages.Messages.create
+            self._create_parameters = set(inspect.signature(create).parameters) - {"self"}
         return self._create_parameters
 
 
@@ -309,6 +321,72 @@ def response_from(message: Any, requested_model: str) -> ProviderResponse:
         usage=usage_from(message.usage),
         model=message.model or api_model(requested_model),
     )
+
+
+class MessageStreamReader:
+    """Reads a stream of message events: the model and input usage from ``message_start``, text and
+    tool calls from the content blocks, then the stop reason and the cumulative usage of
+    ``message_delta``."""
+
+    def __init__(self, requested_model: str) -> None:
+        self.requested_model = requested_model
+        self.model = ""
+        self.parts: list[str] = []
+        self.tools: dict[int, dict[str, Any]] = {}
+        self.stop_reason = ""
+        self.usage: dict[str, Any] = {}
+        self.output_started = False
+        self.failure: BaseException | None = None
+
+    def add(self, event: Any) -> str:
+        """Read one event; returns the text it carried."""
+        kind = getattr(event, "type", "")
+        if kind == "message_start":
+            self.model = event.message.model or ""
+            self.merge_usage(event.message.usage)
+        elif kind == "content_block_start":
+            block = event.content_block
+            if block.type == "tool_use":
+                self.tools[event.index] = {"id": block.id, "name": block.name, "json": ""}
+            elif block.type == "text" and block.text:
+                self.parts.append(block.text)
+                self.output_started = True
+                return str(block.text)
+        elif kind == "content_block_delta":
+            self.output_started = True
+            delta = event.delta
+            if delta.type == "text_delta":
+                self.parts.append(delta.text)
+                return str(delta.text)
+            if delta.type == "input_json_delta" and event.index in self.tools:
+                self.tools[event.index]["json"] += delta.partial_json
+        elif kind == "message_delta":
+            self.stop_reason = event.delta.stop_reason or self.stop_reason
+            self.merge_usage(event.usage)
+        return ""
+
+    def merge_usage(self, usage: Any) -> None:
+        for name in (
+            "input_tokens",
+            "output_tokens",
+            "cache_read_input_tokens",
+            "cache_creation_input_tokens",
+        ):
+            value = getattr(usage, name, None)
+            if value is not None:
+                self.usage[name] = value
+
+    def response(self) -> ProviderResponse:
+        return ProviderResponse(
+            content="".join(self.parts),
+            tool_calls=[
+                ToolCall(id=tool["id"], name=tool["name"], arguments=parse_arguments(tool["json"] or "{}"))
+                for _, tool in sorted(self.tools.items())
+            ],
+            finish_reason=finish_reason(self.stop_reason),
+            usage=usage_from(SimpleNamespace(**{"input_tokens": 0, "output_tokens": 0, **self.usage})),
+            model=self.model or self.requested_model,
+        )
 
 
 # Error types of Anthropic's error bodies, for errors that arrive inside a 200 stream.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import json
 import math
 import socket
 import threading
@@ -24,7 +25,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from ..errors import ProviderError, ProviderTimeoutError
 
@@ -66,11 +67,41 @@ class ProviderRequest:
 
 @dataclass
 class ProviderResponse:
+    """What an answer said, however it came (a provider's call, a raw SDK call, streamed or not, a batch
+    result line): text, tool calls, finish reason (in the chat API's words), usage and the model that
+    answered. The provider modules' readers build it; nothing else reads a provider's answer."""
+
     content: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: str = ""
     usage: Usage = field(default_factory=Usage)
     model: str = ""  # the model id the provider reports
+
+
+def parse_arguments(raw: str | None) -> dict[str, Any]:
+    """Tool call arguments sent as JSON text, as a dict; arguments that are not a JSON object are kept
+    under ``_raw``."""
+    if not raw:
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return {"_raw": raw}
+    return parsed if isinstance(parsed, dict) else {"_raw": raw}
+
+
+class StreamReader(Protocol):
+    """Reads one streamed answer, chunk by chunk or event by event (each provider module has one per
+    stream shape): :meth:`add` returns the text the item carried; ``output_started`` turns true with the
+    first item that carried any output (text, tool calls, a refusal), ``failure`` is set by a stream that
+    reported its own failure; :meth:`response` is the answer read so far."""
+
+    output_started: bool
+    failure: BaseException | None
+
+    def add(self, item: Any) -> str: ...
+
+    def response(self) -> ProviderResponse: ...
 
 
 @dataclass

@@ -14,8 +14,10 @@ OpenAI's reasoning models (the o1, o3 and o4 families and gpt-5…) reject any t
 agent's temperature is not sent to them (see :func:`accepts_temperature`).
 
 This module reads every answer of OpenAI's APIs, wherever it comes from (the provider, a raw SDK call, a
-batch result): chat completions (:func:`response_from`, streamed through :class:`StreamAccumulator`) and
-the Responses API (:func:`responses_response_from`), SDK objects or JSON bodies (:func:`body_response_from`).
+batch result), as a :class:`~llm_agents.providers.base.ProviderResponse`: chat completions
+(:func:`response_from`, streamed through :class:`ChatStreamReader`), the Responses API
+(:func:`responses_response_from`, streamed through :class:`ResponsesStreamReader`), JSON bodies of either
+(:func:`body_response_from`) and the lines of a Batch API output or error file (:func:`read_batch_line`).
 Finish reasons are given in the chat API's words (``stop``, ``length``, ``tool_calls``, ``content_filter``),
 which every provider and path reports.
 """
@@ -28,6 +30,7 @@ import os
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -50,6 +53,7 @@ from .base import (
     ToolCall,
     Usage,
     attempt_deadline,
+    parse_arguments,
 )
 
 try:
@@ -61,12 +65,17 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 __all__ = [
+    "BatchOutputLine",
+    "ChatStreamReader",
     "OpenAIProvider",
-    "StreamAccumulator",
+    "ResponseFailedError",
+    "ResponsesStreamReader",
     "accepts_temperature",
     "body_response_from",
     "chat_finish_reason",
     "map_error",
+    "parse_arguments",
+    "read_batch_line",
     "response_from",
     "responses_finish_reason",
     "responses_response_from",
@@ -122,7 +131,7 @@ class OpenAIProvider(Provider):
         return response_from(completion, request.model)
 
     def stream(self, request: ProviderRequest) -> Iterator[StreamEvent]:
-        accumulator = StreamAccumulator(request.model)
+        reader = ChatStreamReader(request.model)
         with self.deadline(request) as deadline, translated_errors():
             with provider_call():
                 chunks = self.client.chat.completions.create(**self.create_arguments(request, stream=True))
@@ -130,11 +139,11 @@ class OpenAIProvider(Provider):
                 deadline.watch(chunks.response)
                 for chunk in chunks:
                     deadline.check()
-                    if delta := accumulator.add(chunk):
+                    if delta := reader.add(chunk):
                         yield StreamEvent(delta=delta)
                 deadline.check()  # hung up, a stream may just end
                 deadline.release()
-        yield StreamEvent(response=accumulator.response())
+        yield StreamEvent(response=reader.response())
 
     async def acomplete(self, request: ProviderRequest) -> ProviderResponse:
         with self.deadline(request, hang_up=False) as deadline, translated_errors(), provider_call():
@@ -143,7 +152,7 @@ class OpenAIProvider(Provider):
         return response_from(completion, request.model)
 
     async def astream(self, request: ProviderRequest) -> AsyncIterator[StreamEvent]:
-        accumulator = StreamAccumulator(request.model)
+        reader = ChatStreamReader(request.model)
         with self.deadline(request, hang_up=False) as deadline, translated_errors():
             arguments = self.create_arguments(request, stream=True)
             with provider_call():
@@ -151,9 +160,9 @@ class OpenAIProvider(Provider):
             async with chunks:
                 iterator = aiter(chunks)
                 while (chunk := await deadline.before(anext(iterator, None))) is not None:
-                    if delta := accumulator.add(chunk):
+                    if delta := reader.add(chunk):
                         yield StreamEvent(delta=delta)
-        yield StreamEvent(response=accumulator.response())
+        yield StreamEvent(response=reader.response())
 
     def deadline(self, request: ProviderRequest, *, hang_up: bool = True) -> AbstractContextManager[Deadline]:
         """The wall-clock bound of one request (see :func:`~llm_agents.providers.base.attempt_deadline`)."""
@@ -261,17 +270,6 @@ def _text(message: dict[str, Any]) -> str:
     return content if isinstance(content, str) else json.dumps(content)
 
 
-def parse_arguments(raw: str | None) -> dict[str, Any]:
-    """Tool call arguments as a dict; arguments that are not a JSON object are kept under ``_raw``."""
-    if not raw:
-        return {}
-    try:
-        parsed = json.loads(raw)
-    except ValueError:
-        return {"_raw": raw}
-    return parsed if isinstance(parsed, dict) else {"_raw": raw}
-
-
 def usage_from(usage: Any) -> Usage:
     """OpenAI's usage: ``prompt_tokens`` already includes the cached ones."""
     if usage is None:
@@ -372,8 +370,10 @@ def body_response_from(body: dict[str, Any], requested_model: str = "") -> Provi
     return responses_response_from(openai.types.responses.Response.construct(**body), requested_model)
 
 
-class StreamAccumulator:
-    """Collects a chat completion stream (``ChatCompletionChunk``s): text, tool calls assembled from their fragments, usage."""
+class ChatStreamReader:
+    """Reads a chat completion stream (``ChatCompletionChunk``s): text, tool calls assembled from their
+    fragments, the finish reason, and usage from the last chunk (sent when the request asks with
+    ``stream_options={"include_usage": True}``, as the provider does)."""
 
     def __init__(self, requested_model: str) -> None:
         self.model = requested_model
@@ -382,8 +382,21 @@ class StreamAccumulator:
         self.tool_calls: dict[int, dict[str, Any]] = {}
         self.finish_reason = ""
         self.usage = Usage()
+        self.output_started = False
+        self.failure: BaseException | None = None
 
     def add(self, chunk: Any) -> str:
+        """Read one chunk; returns the text it carried."""
+        text = self._read(chunk)
+        if not self.output_started:
+            self.output_started = bool(text) or any(
+                getattr(choice.delta, "tool_calls", None) or getattr(choice.delta, "refusal", None)
+                for choice in chunk.choices or []
+                if choice.delta is not None
+            )
+        return text
+
+    def _read(self, chunk: Any) -> str:
         if chunk.model:
             self.model = chunk.model
         if chunk.usage is not None:
@@ -421,6 +434,96 @@ class StreamAccumulator:
             usage=self.usage,
             model=self.model,
         )
+
+
+class ResponseFailedError(Exception):
+    """A streamed Responses API answer that ended with ``response.failed`` or an ``error`` event."""
+
+
+class ResponsesStreamReader:
+    """Reads a Responses API stream: the text deltas, then the final response (``response.completed``,
+    ``response.incomplete`` or ``response.failed``) for the output, finish reason and usage. A
+    ``response.failed`` or ``error`` event sets ``failure`` (the SDK does not raise for those)."""
+
+    def __init__(self, requested_model: str) -> None:
+        self.model = requested_model
+        self.parts: list[str] = []
+        self.final: Any = None
+        self.output_started = False
+        self.failure: BaseException | None = None
+
+    def add(self, event: Any) -> str:
+        """Read one event; returns the output text it carried."""
+        kind = getattr(event, "type", "") or ""
+        text = ""
+        if kind == "response.output_text.delta":
+            text = event.delta or ""
+            self.parts.append(text)
+        if kind in ("response.completed", "response.incomplete", "response.failed"):
+            self.final = event.response
+            if kind == "response.failed":
+                error = getattr(event.response, "error", None)
+                self.failure = ResponseFailedError(getattr(error, "message", None) or "The response failed.")
+        elif kind == "error":
+            self.failure = ResponseFailedError(
+                getattr(event, "message", None) or "The response stream failed."
+            )
+        if kind.endswith(".delta"):
+            self.output_started = True
+        return text
+
+    def response(self) -> ProviderResponse:
+        if self.final is None:
+            return ProviderResponse(content="".join(self.parts), model=self.model)
+        answer = responses_response_from(self.final, self.model)
+        answer.content = answer.content or "".join(self.parts)
+        return answer
+
+
+@dataclass
+class BatchOutputLine:
+    """One line of a Batch API output or error file: the answer (``ok``), or why there is none (the
+    ``response`` is then empty)."""
+
+    custom_id: str
+    ok: bool
+    response: ProviderResponse = field(default_factory=ProviderResponse)
+    status_code: int | None = None
+    error_code: str = ""
+    error_message: str = ""
+    request_id: str = ""
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+def read_batch_line(raw: bytes | str) -> BatchOutputLine:
+    """Read one output/error file line (``{"custom_id", "response": {"status_code", "request_id", "body"},
+    "error"}``); its body is a chat completion or a Responses API answer, read as the live API's is."""
+    line = json.loads(raw)
+    custom_id = str(line.get("custom_id", ""))
+    answer = line.get("response") or {}
+    body = answer.get("body") or {}
+    status_code = answer.get("status_code")
+    request_id = str(answer.get("request_id") or "")
+    error = line.get("error") or (body.get("error") if isinstance(body, dict) else None)
+    if error or (status_code is not None and status_code != 200):
+        error = error or {}
+        return BatchOutputLine(
+            custom_id=custom_id,
+            ok=False,
+            status_code=status_code,
+            error_code=str(error.get("code") or error.get("type") or ""),
+            error_message=str(error.get("message") or f"the request answered HTTP {status_code}"),
+            request_id=request_id,
+            body=body if isinstance(body, dict) else {},
+        )
+    return BatchOutputLine(
+        custom_id=custom_id,
+        ok=True,
+        response=body_response_from(body),
+        status_code=status_code,
+        request_id=request_id,
+        body=body,
+    )
 
 
 @contextmanager
