@@ -34,7 +34,8 @@ from ..querysets import (
     ExecutionQuerySet,
     error_category,
 )
-from .dashboard import dashboard_view, format_cost, format_ms
+from .dashboard import dashboard_view
+from .formatting import format_cost, format_ms
 from .mixins import ReadOnlyAdminMixin
 from .tenancy import TenantScopedAdminMixin
 
