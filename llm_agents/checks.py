@@ -19,6 +19,7 @@ from django.utils.module_loading import import_string
 from .batches.formats import ENDPOINTS as BATCH_ENDPOINTS
 from .conf import DEFAULTS
 from .db import SUPPORTED_VENDORS
+
 BOOLEAN_KEYS = (
     "TRACK_EXECUTIONS",
     "DURABLE_TRACKING_WRITES",
