@@ -6,8 +6,8 @@ from typing import Any
 
 from django.db import connections
 
+from .models.querysets import ExecutionQuerySet
 from .periods import Period
-from .querysets import ExecutionQuerySet
 
 LATENCY_PERCENTS = (50, 95, 99)
 

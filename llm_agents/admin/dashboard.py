@@ -20,8 +20,8 @@ from django.utils.translation import gettext as _
 
 from ..analytics import LATENCY_PERCENTS, overview
 from ..models import Execution
+from ..models.querysets import ERROR_CATEGORIES, FAILED_STATUSES, error_category
 from ..periods import Period, resolve_period
-from ..querysets import ERROR_CATEGORIES, FAILED_STATUSES, error_category
 from .charts import Bar, Column, Segment, bar_list_chart, column_chart, stacked_column_chart
 from .formatting import change, format_cost, format_count, format_ms
 from .tenancy import admin_tenant_scope

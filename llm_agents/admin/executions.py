@@ -27,7 +27,7 @@ from django.utils.translation import gettext_lazy as _
 
 from ..api.export import csv_response
 from ..models import Execution, PromptVersion, Span
-from ..querysets import (
+from ..models.querysets import (
     ERROR_CATEGORIES,
     FAILED_STATUSES,
     SEARCH_COLUMNS,

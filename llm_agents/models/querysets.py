@@ -18,9 +18,9 @@ from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Coalesce, TruncDate, TruncDay, TruncHour
 from django.utils import timezone
 
-from .conf import app_settings
-from .money import money
-from .periods import Period, day_range, last_day_of_month, local_now, resolve_period, start_of_day
+from ..conf import app_settings
+from ..money import money
+from ..periods import Period, day_range, last_day_of_month, local_now, resolve_period, start_of_day
 
 FAILED_STATUSES = ("error", "timeout")
 ZERO = Decimal("0")
@@ -263,7 +263,7 @@ class ExecutionQuerySet(models.QuerySet):
 
     def for_current_tenant(self) -> ExecutionQuerySet:
         """The current tenant's executions (``tenant()`` block, else TENANT_RESOLVER); none without one."""
-        from .context import current_tenant_id
+        from ..context import current_tenant_id
 
         tenant_id = current_tenant_id()
         return self.none() if tenant_id is None else self.filter(tenant_id=tenant_id)
@@ -960,8 +960,8 @@ class ExecutionQuerySet(models.QuerySet):
         executions started since the earliest root, so an index bounds the read. None when this
         queryset can match no row (``none()``, an empty ``__in``).
         """
-        from .models import Execution, Span
-
+        execution_model = self.model._meta.concrete_model
+        span_model = execution_model._meta.get_field("spans").related_model
         connection = connections[self.db]
         quote = connection.ops.quote_name
         try:
@@ -982,7 +982,7 @@ class ExecutionQuerySet(models.QuerySet):
             )
         except EmptyResultSet:
             return None
-        execution, span = quote(Execution._meta.db_table), quote(Span._meta.db_table)
+        execution, span = quote(execution_model._meta.db_table), quote(span_model._meta.db_table)
         sql = f"""
         WITH roots (id, status, duration_ms, started_at, total_cost, total_tokens, model_id, chosen_model_id)
             AS ({roots_sql}),
