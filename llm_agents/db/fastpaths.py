@@ -8,13 +8,20 @@ cast columns, a budget check under lock, a purge of thousands of ids); each says
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
+import operator
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from django.db import connections, transaction
+from django.core.exceptions import EmptyResultSet, FullResultSet
+from django.db import connections, models, transaction
+from django.db.models import Count, ExpressionWrapper, F, FloatField, IntegerField, Q, QuerySet, Value, Window
 from django.db.models.constants import OnConflict
+from django.db.models.functions import Floor, RowNumber
 from django.db.models.sql import InsertQuery
+from django.utils import timezone
 
 from .statements import run_bound, run_prepared
 
@@ -298,5 +305,280 @@ def delete_executions_portable(
 
 
 # -- analytics ------------------------------------------------------------------------------------
+# PostgreSQL computes continuous percentiles (``percentile_cont``) and full-text matches in the
+# query; elsewhere the same figures come from reading only the rows around each percentile, and
+# search is a substring match. Also the admin's PostgreSQL-only probes of the executions list.
 
-# (section: analytics)
+
+class PercentileCont(models.Aggregate):
+    """PostgreSQL's ``percentile_cont(fraction) WITHIN GROUP (ORDER BY expression)``: ORM queries use
+    it where :func:`is_postgresql`; the portable twins are :func:`percentiles_portable` and
+    :func:`grouped_percentile_portable`."""
+
+    function = "PERCENTILE_CONT"
+    name = "PercentileCont"
+    output_field = FloatField()
+    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+
+    def __init__(self, expression: Any, fraction: float, **extra: Any) -> None:
+        super().__init__(expression, fraction=f"{float(fraction):.10f}", **extra)
+
+
+def percentiles(queryset: QuerySet[Any], field: str, percents: Sequence[float]) -> list[float | None]:
+    """Continuous percentiles of ``field`` over ``queryset``'s rows (the rows with no value left out
+    by the caller), rounded to 2 places; None where there is no row."""
+    if is_postgresql(connections[queryset.db]):
+        return percentiles_postgresql(queryset, field, percents)
+    return percentiles_portable(queryset, field, percents)
+
+
+def percentiles_postgresql(
+    queryset: QuerySet[Any], field: str, percents: Sequence[float]
+) -> list[float | None]:
+    """:func:`percentiles` in one aggregate query (``percentile_cont``). Twin: :func:`percentiles_portable`."""
+    keys = [f"p{index}" for index in range(len(percents))]
+    row = queryset.aggregate(
+        **{key: PercentileCont(field, percent / 100) for key, percent in zip(keys, percents, strict=True)}
+    )
+    return [None if row[key] is None else round(row[key], 2) for key in keys]
+
+
+def percentiles_portable(
+    queryset: QuerySet[Any], field: str, percents: Iterable[float]
+) -> list[float | None]:
+    """Exact continuous percentiles where the database has no percentile_cont: one count, then the
+    (at most two) neighbouring values of each percentile, fetched by offset."""
+    count = queryset.count()
+    values: list[float | None] = []
+    ordered = queryset.order_by(field).values_list(field, flat=True)
+    for percent in percents:
+        if not count:
+            values.append(None)
+            continue
+        position = (count - 1) * percent / 100
+        lower = int(position)
+        pair = [float(value) for value in ordered[lower : lower + 2]]
+        upper_value = pair[1] if len(pair) > 1 else pair[0]
+        values.append(round(pair[0] + (upper_value - pair[0]) * (position - lower), 2))
+    return values
+
+
+def grouped_percentile_portable(
+    queryset: QuerySet[Any], group: str, field: str, percent: float
+) -> dict[Any, float]:
+    """``{group value: continuous percentile of field}`` in one query where the database has no
+    percentile_cont (on PostgreSQL, :class:`PercentileCont` annotated on the grouped query): each
+    group's rows are ranked by a window function and only the (at most two) rows around the
+    percentile's position are read."""
+    ranked = (
+        queryset.filter(**{f"{field}__isnull": False})
+        .order_by()
+        .annotate(
+            position=Window(RowNumber(), partition_by=F(group), order_by=F(field).asc()),
+            group_size=Window(Count("pk"), partition_by=F(group)),
+        )
+        .annotate(
+            lower=ExpressionWrapper(
+                Floor((F("group_size") - 1) * Value(percent / 100)) + 1, output_field=IntegerField()
+            )
+        )
+        .filter(position__gte=F("lower"), position__lte=F("lower") + 1)
+        .values_list(group, field, "position", "group_size")
+    )
+    found: dict[Any, dict[int, float]] = {}
+    sizes: dict[Any, int] = {}
+    for key, value, position, size in ranked:
+        found.setdefault(key, {})[position] = float(value)
+        sizes[key] = size
+    result = {}
+    for key, values in found.items():
+        exact = (sizes[key] - 1) * percent / 100
+        lower = int(exact) + 1
+        low = values[lower]
+        high = values.get(lower + 1, low)
+        result[key] = low + (high - low) * (exact - int(exact))
+    return result
+
+
+#: The p95 of the durations of the ``used`` rows counted for a model, as a column of the query over
+#: ``used`` that groups them by model (``ExecutionQuerySet.compare_models``). Twin: :func:`used_p95_portable`.
+USED_P95_POSTGRESQL = "PERCENTILE_CONT(0.95) WITHIN GROUP (ORDER BY duration_ms) FILTER (WHERE counted = 1)"
+
+
+def used_p95_portable(connection: Any, sql: str, params: list[Any]) -> dict[str, float]:
+    """``{model_id: continuous p95 of duration_ms}`` over the ``used`` rows counted for each model
+    (``sql`` defines ``used`` as common table expressions), where the database has no
+    percentile_cont: only the (at most two) rows around each model's percentile position are read,
+    ranked by a window function."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql
+            + """
+            SELECT model_id, duration_ms, position, size FROM (
+                SELECT model_id, duration_ms,
+                    ROW_NUMBER() OVER (PARTITION BY model_id ORDER BY duration_ms) AS position,
+                    COUNT(*) OVER (PARTITION BY model_id) AS size
+                FROM used
+                WHERE counted = 1 AND duration_ms IS NOT NULL
+            ) ranked
+            WHERE position >= CAST((size - 1) * 0.95 AS INTEGER) + 1
+                AND position <= CAST((size - 1) * 0.95 AS INTEGER) + 2
+            """,
+            params,
+        )
+        rows = cursor.fetchall()
+    found: dict[str, dict[int, float]] = {}
+    sizes: dict[str, int] = {}
+    for model_id, value, position, size in rows:
+        found.setdefault(model_id, {})[position] = float(value)
+        sizes[model_id] = size
+    result = {}
+    for model_id, values in found.items():
+        exact = (sizes[model_id] - 1) * 0.95
+        low = values[int(exact) + 1]
+        high = values.get(int(exact) + 2, low)
+        result[model_id] = low + (high - low) * (exact - int(exact))
+    return result
+
+
+class SearchMatch(models.Func):
+    """PostgreSQL: text columns as a ``simple`` full-text document of at most ``document_chars``
+    characters, matched by ``websearch_to_tsquery(text)``. For the executions the document is
+    written out exactly as in the ``llm_exec_search_idx`` index (migration 0009), so that
+    PostgreSQL answers it from the index."""
+
+    output_field = models.BooleanField()
+
+    def __init__(self, text: str, columns: Sequence[str], document_chars: int) -> None:
+        super().__init__(*(F(column) for column in columns), Value(text))
+        self.document_chars = int(document_chars)
+
+    def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:  # type: ignore[override]
+        *columns, text = self.get_source_expressions()
+        parts = []
+        for column in columns:
+            sql, _ = compiler.compile(column)
+            parts.append(f"COALESCE({sql}, '')" if column.target.null else sql)
+        text_sql, text_params = compiler.compile(text)
+        joined = " || ' ' || ".join(parts)
+        document = f"to_tsvector('simple'::regconfig, left({joined}, {self.document_chars}))"
+        return f"{document} @@ websearch_to_tsquery('simple'::regconfig, {text_sql})", list(text_params)
+
+
+def search_condition(connection: Any, text: str, columns: Sequence[str], *, document_chars: int) -> Q:
+    """The rows whose ``columns`` hold every word of ``text`` (stripped, not empty)."""
+    if is_postgresql(connection):
+        return search_condition_postgresql(text, columns, document_chars=document_chars)
+    return search_condition_portable(text, columns)
+
+
+def search_condition_postgresql(text: str, columns: Sequence[str], *, document_chars: int) -> Q:
+    """:func:`search_condition` as a full-text match (:class:`SearchMatch`) a GIN index answers: whole
+    words, case-insensitive, in any order, with web-search syntax (``"a phrase"``, ``or``,
+    ``-word``). Twin: :func:`search_condition_portable` (the same rows for plain words)."""
+    return Q(SearchMatch(text, columns, document_chars))
+
+
+def search_condition_portable(text: str, columns: Sequence[str]) -> Q:
+    """Each word of ``text`` a case-insensitive substring of one of ``columns``."""
+    condition = Q()
+    for word in text.split():
+        condition &= functools.reduce(
+            operator.or_, (Q(**{f"{column}__icontains": word}) for column in columns)
+        )
+    return condition
+
+
+def distinct_values_postgresql(queryset: QuerySet[Any], column: str) -> list[Any]:
+    """The distinct values of ``column`` in the table of ``queryset``, in order, with None last when
+    a row has none: a loose index scan, one probe of the column's index per distinct value (a
+    recursive query) instead of reading every row as ``SELECT DISTINCT`` does (the admin's filters
+    of an unscoped executions list). Twin: :func:`distinct_values_portable`."""
+    connection = connections[queryset.db]
+    table, column = (
+        connection.ops.quote_name(queryset.model._meta.db_table),
+        connection.ops.quote_name(column),
+    )
+    sql = f"""
+        WITH RECURSIVE found(value) AS (
+            (SELECT {column} FROM {table} WHERE {column} IS NOT NULL ORDER BY {column} LIMIT 1)
+            UNION ALL
+            SELECT (SELECT {column} FROM {table} WHERE {column} > found.value ORDER BY {column} LIMIT 1)
+            FROM found WHERE found.value IS NOT NULL
+        )
+        SELECT value FROM found WHERE value IS NOT NULL
+        UNION ALL
+        SELECT NULL WHERE EXISTS (SELECT 1 FROM {table} WHERE {column} IS NULL)
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return [value for (value,) in cursor.fetchall()]
+
+
+def distinct_values_portable(queryset: QuerySet[Any], field_name: str) -> list[Any]:
+    """The distinct values of field ``field_name`` over the whole table of ``queryset``, in order,
+    None last (what Django's ``AllValuesFieldListFilter`` asks with ``SELECT DISTINCT``)."""
+    values = list(
+        queryset.model._default_manager.using(queryset.db)
+        .order_by(field_name)
+        .values_list(field_name, flat=True)
+        .distinct()
+    )
+    return [value for value in values if value is not None] + [None] * (None in values)
+
+
+def row_estimate_postgresql(queryset: QuerySet[Any]) -> int | None:
+    """The planner's estimate of the number of rows of ``queryset``'s table (``pg_class.reltuples``),
+    None when there is none: counting a table of millions exactly reads all of it. Twin: the exact
+    ``queryset.count()`` of an unfiltered queryset (the same after ``ANALYZE``)."""
+    with connections[queryset.db].cursor() as cursor:
+        cursor.execute(
+            "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
+            [queryset.model._meta.db_table],
+        )
+        row = cursor.fetchone()
+    return None if not row or row[0] is None else int(row[0])
+
+
+def datetimes_postgresql(queryset: QuerySet[Any], field_name: str, kind: str, zone: Any) -> list[dt.datetime]:
+    """The starts of the years, months or days (``kind``) in time zone ``zone`` that hold a row of
+    ``queryset`` (ascending; ``QuerySet.datetimes`` of a queryset over one table, ``USE_TZ`` on):
+    each candidate between the first and the last row is probed through the field's index, in one
+    query, instead of truncating every row as ``SELECT DISTINCT`` does. Twin:
+    :func:`datetimes_portable`."""
+    connection = connections[queryset.db]
+    query = queryset.query
+    zone_name = getattr(zone, "key", None) or str(zone)
+    table = connection.ops.quote_name(queryset.model._meta.db_table)
+    column = f"{table}.{connection.ops.quote_name(queryset.model._meta.get_field(field_name).column)}"
+    try:
+        where, params = ("", ()) if not query.where else query.get_compiler(queryset.db).compile(query.where)
+    except EmptyResultSet:
+        return []  # a queryset of nothing (e.g. a user who may see no tenant)
+    except FullResultSet:
+        where, params = "", ()
+    condition = f"({where}) AND " if where else ""
+    sql = f"""
+        WITH bounds AS (
+            SELECT date_trunc(%s, MIN({column}) AT TIME ZONE %s) AS first,
+                   date_trunc(%s, MAX({column}) AT TIME ZONE %s) AS last
+            FROM {table} {"WHERE " + where if where else ""}
+        )
+        SELECT start FROM bounds, generate_series(bounds.first, bounds.last, %s::interval) AS start
+        WHERE EXISTS (
+            SELECT 1 FROM {table} WHERE {condition}{column} >= (start AT TIME ZONE %s)
+            AND {column} < ((start + %s::interval) AT TIME ZONE %s)
+        )
+        ORDER BY start
+    """
+    step = f"1 {kind}"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql, [kind, zone_name, kind, zone_name, *params, step, *params, zone_name, step, zone_name]
+        )
+        return [timezone.make_aware(start, zone) for (start,) in cursor.fetchall()]
+
+
+def datetimes_portable(queryset: QuerySet[Any], field_name: str, kind: str, zone: Any) -> list[dt.datetime]:
+    """Portable twin of :func:`datetimes_postgresql`: Django's ``QuerySet.datetimes``."""
+    return list(models.QuerySet.datetimes(queryset, field_name, kind, "ASC", zone))  # type: ignore[arg-type]
