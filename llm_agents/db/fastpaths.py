@@ -409,7 +409,7 @@ def used_p95_portable(connection: Any, sql: str, params: list[Any]) -> dict[str,
     """``{model_id: continuous p95 of duration_ms}`` over the ``used`` rows counted for each model
     (``sql`` defines ``used`` as common table expressions), where the database has no
     percentile_cont: only the (at most two) rows around each model's percentile position are read,
-    ranked by a window function."""
+    ranked by a window function. (FLOOR, not a bare CAST: PostgreSQL's cast rounds, SQLite's truncates.)"""
     with connection.cursor() as cursor:
         cursor.execute(
             sql
@@ -421,8 +421,8 @@ def used_p95_portable(connection: Any, sql: str, params: list[Any]) -> dict[str,
                 FROM used
                 WHERE counted = 1 AND duration_ms IS NOT NULL
             ) ranked
-            WHERE position >= CAST((size - 1) * 0.95 AS INTEGER) + 1
-                AND position <= CAST((size - 1) * 0.95 AS INTEGER) + 2
+            WHERE position >= CAST(FLOOR((size - 1) * 0.95) AS INTEGER) + 1
+                AND position <= CAST(FLOOR((size - 1) * 0.95) AS INTEGER) + 2
             """,
             params,
         )
