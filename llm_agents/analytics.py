@@ -6,8 +6,9 @@ from typing import Any
 
 from django.db import connections
 
+from .db import fastpaths
+from .models.querysets import ExecutionQuerySet
 from .periods import Period
-from .querysets import ExecutionQuerySet
 
 LATENCY_PERCENTS = (50, 95, 99)
 
@@ -20,7 +21,7 @@ def overview(executions: ExecutionQuerySet, period: Period, *, forecast: bool = 
     percentiles are one pass over the period's rows, and the forecast a second query.
     """
     scoped = executions.for_period(period)
-    if connections[scoped.db].vendor == "postgresql":
+    if fastpaths.is_postgresql(connections[scoped.db]):
         summary = scoped._summary(LATENCY_PERCENTS)
         latency = summary["percentiles"]
     else:

@@ -8,14 +8,18 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
+from django.db import router
+from django.db.utils import load_backend
 from django.utils.module_loading import import_string
 
+from .batches.formats import ENDPOINTS as BATCH_ENDPOINTS
 from .conf import DEFAULTS
+from .db import SUPPORTED_VENDORS
 
-BATCH_ENDPOINTS = ("/v1/responses", "/v1/chat/completions")
 BOOLEAN_KEYS = (
     "TRACK_EXECUTIONS",
     "DURABLE_TRACKING_WRITES",
@@ -196,3 +200,37 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
         for code, key, message in _problems(user)
     ]
     return messages
+
+
+def _vendor(engine: str) -> str:
+    """The vendor of a database backend (``DatabaseWrapper.vendor``), read without connecting; the
+    last part of the ENGINE path when the backend cannot be loaded (its driver is not installed)."""
+    try:
+        return str(load_backend(engine).DatabaseWrapper.vendor)
+    except (ImportError, ImproperlyConfigured, AttributeError):
+        return engine.rsplit(".", 1)[-1]
+
+
+@register(Tags.compatibility)
+def check_database_backends(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """``llm_agents.E025``: each database the router reads or writes this app's models on must be
+    SQLite or PostgreSQL (``llm_agents.db.SUPPORTED_VENDORS``); found here rather than by the first
+    query that fails. Reads the settings only: no connection is opened."""
+    aliases: set[str] = set()
+    for model in apps.get_app_config("llm_agents").get_models():
+        aliases.update(alias for alias in (router.db_for_write(model), router.db_for_read(model)) if alias)
+    errors = []
+    for alias in sorted(aliases):
+        engine = str(settings.DATABASES.get(alias, {}).get("ENGINE", ""))
+        vendor = _vendor(engine)
+        if vendor not in SUPPORTED_VENDORS:
+            errors.append(
+                Error(
+                    f"Database {alias!r} uses the {vendor!r} backend ({engine}), which llm_agents does "
+                    "not support: its models need SQLite or PostgreSQL.",
+                    hint="Route the llm_agents app to a SQLite or PostgreSQL database (DATABASE_ROUTERS).",
+                    obj=alias,
+                    id="llm_agents.E025",
+                )
+            )
+    return errors

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from django.db import connections, router, transaction
 from django.utils import timezone
 
 from .conf import app_settings
+from .db import fastpaths
 
 DEFAULT_BATCH_SIZE = 10_000
 
@@ -32,81 +32,23 @@ def cutoff_for(days: int | None) -> dt.datetime | None:
     return timezone.now() - dt.timedelta(days=days)
 
 
-def _slices(ids: list, alias: str) -> Iterator[list]:
-    """``ids`` in pieces small enough for one ``IN (...)`` on the database."""
-    size = connections[alias].features.max_query_params or len(ids) or 1
-    for start in range(0, len(ids), size):
-        yield ids[start : start + size]
-
-
-def _uuid_array(ids: list) -> str:
-    """``ids`` as one PostgreSQL array literal: one parameter for a whole chunk, cheap to send."""
-    return "{" + ",".join(str(pk) for pk in ids) + "}"
-
-
-def _children(ids: list, alias: str) -> list:
+def _with_descendants(ids: list, alias: str) -> list:
     from .models import Execution
 
     connection = connections[alias]
-    if connection.vendor == "postgresql":
-        quote, meta = connection.ops.quote_name, Execution._meta
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT {quote(str(meta.pk.column))} FROM {quote(meta.db_table)} "
-                f"WHERE {quote(meta.get_field('parent').column)} = ANY(%s::uuid[])",
-                [_uuid_array(ids)],
-            )
-            return [pk for (pk,) in cursor.fetchall()]
-    executions = Execution.objects.using(alias)
-    return [
-        pk
-        for piece in _slices(ids, alias)
-        for pk in executions.filter(parent_id__in=piece).values_list("pk", flat=True)
-    ]
-
-
-def _with_descendants(ids: list, alias: str) -> list:
     found, level = list(ids), list(ids)
     while level:
-        level = _children(level, alias)
+        level = fastpaths.child_ids(connection, Execution, level)
         found.extend(level)
     return found
 
 
 def _delete(ids: list, alias: str) -> tuple[int, int]:
-    """Delete the executions ``ids`` and their spans; returns how many of each. Executions go first:
-    a writer re-recording one of them either committed before (its spans are then seen and deleted
-    here) or waits for this transaction and writes the execution anew, with its spans."""
+    """Delete the executions ``ids`` and their spans; returns how many of each
+    (:func:`~llm_agents.db.fastpaths.delete_executions`)."""
     from .models import BatchRequest, Execution, Span
 
-    connection = connections[alias]
-    if connection.vendor == "postgresql":
-        # One statement a table for the whole chunk, the ids sent as one array.
-        quote = connection.ops.quote_name
-
-        def names(model: Any, column: str) -> tuple[str, str]:
-            return quote(model._meta.db_table), quote(model._meta.get_field(column).column)
-
-        requests, request_execution = names(BatchRequest, "execution")
-        executions, execution_id = names(Execution, "id")
-        spans, span_execution = names(Span, "execution")
-        array = _uuid_array(ids)
-        counts = []
-        with connection.cursor() as cursor:
-            for sql in (
-                f"UPDATE {requests} SET {request_execution} = NULL WHERE {request_execution} = ANY(%s::uuid[])",
-                f"DELETE FROM {executions} WHERE {execution_id} = ANY(%s::uuid[])",
-                f"DELETE FROM {spans} WHERE {span_execution} = ANY(%s::uuid[])",
-            ):
-                cursor.execute(sql, [array])
-                counts.append(cursor.rowcount)
-        return counts[1], counts[2]
-    deleted_executions = deleted_spans = 0
-    for piece in _slices(ids, alias):
-        BatchRequest.objects.using(alias).filter(execution_id__in=piece).update(execution=None)
-        deleted_executions += Execution.objects.using(alias).filter(pk__in=piece)._raw_delete(alias)
-        deleted_spans += Span.objects.using(alias).filter(execution_id__in=piece)._raw_delete(alias)
-    return deleted_executions, deleted_spans
+    return fastpaths.delete_executions(connections[alias], Execution, Span, BatchRequest, ids)
 
 
 def purge(
@@ -136,7 +78,7 @@ def purge(
         ids = _with_descendants(list(old_roots.values_list("pk", flat=True)), alias)
         result.executions = len(ids)
         result.spans = sum(Span.objects.using(alias).filter(execution_id__in=piece).count()
-                           for piece in _slices(ids, alias))  # fmt: skip
+                           for piece in fastpaths.id_slices(connections[alias], ids))  # fmt: skip
         return result
     reached = None  # the start of the last chunk's newest root: the next chunk starts there
     while True:

@@ -23,7 +23,7 @@ from llm_agents.admin.charts import (
     nice_ceiling,
     stacked_column_chart,
 )
-from llm_agents.admin.dashboard import change, format_cost, format_ms
+from llm_agents.admin.formatting import change, format_cost, format_ms
 from llm_agents.analytics import overview
 from llm_agents.models import Execution
 from llm_agents.periods import Period, resolve_period

@@ -18,9 +18,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 
 from llm_agents import Agent, Param, trace
-from llm_agents.costs import recompute_costs, sync_costs
 from llm_agents.models import CostConfig, Execution
-from llm_agents.pricing import calculate_cost
+from llm_agents.pricing import calculate_cost, recompute_costs, sync_costs
 from llm_agents.testing import fake_llm
 from tests.api_support import API
 from tests.fake_servers import FakeServer, anthropic_message, anthropic_message_stream

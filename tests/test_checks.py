@@ -248,3 +248,32 @@ def test_w002_a_provider_set_without_its_sdk(without_the_openai_sdk):
     assert message.id == "llm_agents.W002"
     assert isinstance(message, Warning)
     assert "'openai'" in message.msg and "pip install" in message.msg
+
+
+class OtherDatabaseRouter:
+    """Sends the llm_agents models' reads and writes to the ``warehouse`` database."""
+
+    def db_for_read(self, model, **hints):
+        return "warehouse" if model._meta.app_label == "llm_agents" else None
+
+    db_for_write = db_for_read
+
+
+@pytest.mark.parametrize(
+    ("engine", "vendor"), [("django.db.backends.mysql", "mysql"), ("django.db.backends.oracle", "oracle")]
+)
+def test_an_unsupported_database_backend_is_refused_by_name(settings, engine, vendor):
+    warehouse = {"ENGINE": engine, "NAME": "warehouse", "HOST": "db.invalid"}
+    with pytest.warns(UserWarning, match="DATABASES"):
+        settings.DATABASES = {**settings.DATABASES, "warehouse": warehouse}
+    settings.DATABASE_ROUTERS = ["tests.test_checks.OtherDatabaseRouter"]
+
+    errors = [message for message in llm_agents_messages() if message.id == "llm_agents.E025"]
+
+    assert len(errors) == 1
+    assert "'warehouse'" in errors[0].msg and f"'{vendor}'" in errors[0].msg
+    assert "SQLite or PostgreSQL" in errors[0].msg
+
+
+def test_the_supported_database_backends_pass_the_backend_check():
+    assert not [message for message in llm_agents_messages() if message.id == "llm_agents.E025"]

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from llm_agents.context import tenant
 from llm_agents.models import Execution
-from llm_agents.querysets import ExecutionQuerySet
+from llm_agents.models.querysets import ExecutionQuerySet
 
 from .factories import ExecutionFactory, local_datetime, local_today
 

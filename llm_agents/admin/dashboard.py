@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlencode
 
+from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
@@ -19,49 +20,15 @@ from django.utils.translation import gettext as _
 
 from ..analytics import LATENCY_PERCENTS, overview
 from ..models import Execution
+from ..models.querysets import ERROR_CATEGORIES, FAILED_STATUSES, error_category
 from ..periods import Period, resolve_period
-from ..querysets import ERROR_CATEGORIES, FAILED_STATUSES, error_category
 from .charts import Bar, Column, Segment, bar_list_chart, column_chart, stacked_column_chart
+from .formatting import change, format_cost, format_count, format_ms
 from .tenancy import admin_tenant_scope
-
-if TYPE_CHECKING:
-    from .executions import ExecutionAdmin
 
 DASHBOARD_PERIODS = (("24h", "24 hours"), ("7d", "7 days"), ("30d", "30 days"), ("90d", "90 days"))
 DEFAULT_PERIOD = "7d"
 STATUSES = ("success", "error", "timeout", "running")
-
-
-# -- formatting -------------------------------------------------------------------------------
-
-
-def format_cost(value: Decimal | float | None) -> str:
-    value = float(value or 0)
-    places = 2 if abs(value) >= 10 or value == 0 else 4
-    return "$" + number_format(value, places, force_grouping=True)
-
-
-def format_ms(value: float | None) -> str:
-    if value is None:
-        return "–"
-    if value >= 10_000:
-        return f"{value / 1000:.1f} s"
-    return f"{number_format(round(value), 0, force_grouping=True)} ms"
-
-
-def format_count(value: float | None) -> str:
-    value = float(value or 0)
-    for limit, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= limit * 10:
-            return f"{value / limit:.1f}{suffix}".replace(".0", "")
-    return number_format(round(value), 0, force_grouping=True)
-
-
-def change(current: float | Decimal | None, previous: float | Decimal | None) -> float | None:
-    """Percentage change from ``previous`` to ``current``; None when there is nothing to compare."""
-    if current is None or previous is None or not previous:
-        return None
-    return round((float(current) - float(previous)) * 100 / float(previous), 1)
 
 
 # -- links --------------------------------------------------------------------------------------
@@ -271,7 +238,7 @@ def recent_errors(executions: Any, links: Links) -> list[dict[str, Any]]:
     return sorted(groups, key=lambda group: -group["count"])
 
 
-def dashboard_view(model_admin: ExecutionAdmin, request: HttpRequest) -> TemplateResponse:
+def dashboard_view(model_admin: admin.ModelAdmin, request: HttpRequest) -> TemplateResponse:
     if not model_admin.has_view_permission(request):
         raise PermissionDenied
     name = selected_period(request)

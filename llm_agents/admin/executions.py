@@ -12,7 +12,7 @@ from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ERROR_FLAG, PAGE_VAR, ChangeList
-from django.core.exceptions import EmptyResultSet, FullResultSet, PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import connections, transaction
 from django.db.models import F, Q, QuerySet
@@ -26,15 +26,17 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from ..api.export import csv_response
+from ..db import fastpaths
 from ..models import Execution, PromptVersion, Span
-from ..querysets import (
+from ..models.querysets import (
     ERROR_CATEGORIES,
     FAILED_STATUSES,
     SEARCH_COLUMNS,
     ExecutionQuerySet,
     error_category,
 )
-from .dashboard import dashboard_view, format_cost, format_ms
+from .dashboard import dashboard_view
+from .formatting import format_cost, format_ms
 from .mixins import ReadOnlyAdminMixin
 from .tenancy import TenantScopedAdminMixin
 
@@ -173,33 +175,9 @@ class IndexedValuesFilter(admin.AllValuesFieldListFilter):
                  field_path: str) -> None:  # fmt: skip
         super().__init__(field, request, params, model, model_admin, field_path)
         queryset = model_admin.get_queryset(request)
-        if connections[queryset.db].vendor == "postgresql" and not queryset.query.where:
+        if fastpaths.is_postgresql(connections[queryset.db]) and not queryset.query.where:
             # choices() only iterates over the values; a list serves as the queryset does
-            self.lookup_choices = distinct_values(queryset, field.column)  # type: ignore[assignment]
-
-
-def distinct_values(queryset: QuerySet[Any], column: str) -> list[Any]:
-    """The distinct values of ``column`` in the table of ``queryset`` (PostgreSQL), in order, with
-    None last when a row has none: a loose index scan."""
-    connection = connections[queryset.db]
-    table, column = (
-        connection.ops.quote_name(queryset.model._meta.db_table),
-        connection.ops.quote_name(column),
-    )
-    sql = f"""
-        WITH RECURSIVE found(value) AS (
-            (SELECT {column} FROM {table} WHERE {column} IS NOT NULL ORDER BY {column} LIMIT 1)
-            UNION ALL
-            SELECT (SELECT {column} FROM {table} WHERE {column} > found.value ORDER BY {column} LIMIT 1)
-            FROM found WHERE found.value IS NOT NULL
-        )
-        SELECT value FROM found WHERE value IS NOT NULL
-        UNION ALL
-        SELECT NULL WHERE EXISTS (SELECT 1 FROM {table} WHERE {column} IS NULL)
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(sql)
-        return [value for (value,) in cursor.fetchall()]
+            self.lookup_choices = fastpaths.distinct_values_postgresql(queryset, field.column)  # type: ignore[assignment]
 
 
 class EstimatedCountPaginator(Paginator):
@@ -212,15 +190,10 @@ class EstimatedCountPaginator(Paginator):
     def count(self) -> int:
         queryset = cast("QuerySet[Any]", self.object_list)
         query = getattr(queryset, "query", None)
-        if query is not None and not query.where and connections[queryset.db].vendor == "postgresql":
-            with connections[queryset.db].cursor() as cursor:
-                cursor.execute(
-                    "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
-                    [queryset.model._meta.db_table],
-                )
-                row = cursor.fetchone()
-            if row and row[0] is not None and row[0] > self.estimate_above:
-                return int(row[0])
+        if query is not None and not query.where and fastpaths.is_postgresql(connections[queryset.db]):
+            estimate = fastpaths.row_estimate_postgresql(queryset)
+            if estimate is not None and estimate > self.estimate_above:
+                return estimate
         return super().count
 
 
@@ -232,43 +205,13 @@ class ListedExecutions(ExecutionQuerySet):
     and only iterates over the result, which is therefore a list."""
 
     def datetimes(self, field_name: str, kind: Any, order: Any = "ASC", tzinfo: Any = None) -> Any:
-        connection = connections[self.db]
-        query = self.query
         if (field_name != "started_at" or kind not in ("year", "month", "day") or order != "ASC"
-                or connection.vendor != "postgresql" or not settings.USE_TZ or len(query.alias_map) > 1):  # fmt: skip
+                or not fastpaths.is_postgresql(connections[self.db]) or not settings.USE_TZ
+                or len(self.query.alias_map) > 1):  # fmt: skip
             return super().datetimes(field_name, kind, order, tzinfo)
-        zone = tzinfo or timezone.get_current_timezone()
-        zone_name = getattr(zone, "key", None) or str(zone)
-        table = connection.ops.quote_name(self.model._meta.db_table)
-        column = (
-            f"{table}.{connection.ops.quote_name(cast(Any, self.model._meta.get_field(field_name)).column)}"
+        return fastpaths.datetimes_postgresql(
+            self, field_name, kind, tzinfo or timezone.get_current_timezone()
         )
-        try:
-            where, params = ("", ()) if not query.where else query.get_compiler(self.db).compile(query.where)
-        except EmptyResultSet:
-            return []  # a list scoped to nothing (a user who may see no tenant)
-        except FullResultSet:
-            where, params = "", ()
-        condition = f"({where}) AND " if where else ""
-        sql = f"""
-            WITH bounds AS (
-                SELECT date_trunc(%s, MIN({column}) AT TIME ZONE %s) AS first,
-                       date_trunc(%s, MAX({column}) AT TIME ZONE %s) AS last
-                FROM {table} {"WHERE " + where if where else ""}
-            )
-            SELECT start FROM bounds, generate_series(bounds.first, bounds.last, %s::interval) AS start
-            WHERE EXISTS (
-                SELECT 1 FROM {table} WHERE {condition}{column} >= (start AT TIME ZONE %s)
-                AND {column} < ((start + %s::interval) AT TIME ZONE %s)
-            )
-            ORDER BY start
-        """
-        step = f"1 {kind}"
-        with connection.cursor() as cursor:
-            cursor.execute(
-                sql, [kind, zone_name, kind, zone_name, *params, step, *params, zone_name, step, zone_name]
-            )
-            return [timezone.make_aware(start, zone) for (start,) in cursor.fetchall()]
 
 
 class ExecutionChangeList(ChangeList):

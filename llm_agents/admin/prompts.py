@@ -26,11 +26,12 @@ from ..models.prompts import (
     normalize_model_params,
     resolve_partials,
 )
+from ..models.querysets import prompt_performance
 from ..periods import resolve_period
 from ..prompts.diff import diff_versions
 from ..prompts.rendering import variable_names
-from ..querysets import prompt_performance
-from .dashboard import DASHBOARD_PERIODS, format_cost, format_ms
+from .dashboard import DASHBOARD_PERIODS
+from .formatting import format_cost, format_ms
 from .tenancy import admin_tenant_scope
 
 if TYPE_CHECKING:

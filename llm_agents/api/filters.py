@@ -20,11 +20,11 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 
 from ..models import Batch, Budget, Execution, Prompt
-from ..querysets import parse_metadata_condition
+from ..models.querysets import parse_metadata_condition
 
 if TYPE_CHECKING:
     from ..models.prompts import PromptQuerySet
-    from ..querysets import ExecutionQuerySet
+    from ..models.querysets import ExecutionQuerySet
 
 BOOLEAN_CHOICES = [("true", "true"), ("false", "false")]
 

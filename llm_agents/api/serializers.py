@@ -11,7 +11,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from ..models import Batch, BatchRequest, Budget, Execution, Prompt, PromptVersion, Span
-from ..querysets import ERROR_CATEGORIES
+from ..models.querysets import ERROR_CATEGORIES
 
 
 class DecimalString(serializers.DecimalField):

@@ -30,7 +30,7 @@ from .. import __version__
 from ..analytics import overview
 from ..errors import PromptError
 from ..models import Batch, Budget, Execution, Prompt, PromptVersion, Span
-from ..querysets import COST_GROUPS, prompt_performance
+from ..models.querysets import COST_GROUPS, prompt_performance
 from . import serializers as s
 from .export import csv_response, export_rows, json_lines
 from .filters import BatchFilterSet, BudgetFilterSet, ExecutionFilterSet, PromptFilterSet
@@ -41,8 +41,8 @@ from .schema import ApiAutoSchema, ApiSchemaGenerator, api_schema
 from .tenancy import tenant_scope
 
 if TYPE_CHECKING:
+    from ..models.querysets import ExecutionQuerySet
     from ..periods import Period
-    from ..querysets import ExecutionQuerySet
 
     # The mixin below is only ever combined with DRF's generic views: type-check it as one.
     _ApiViewBase = generics.GenericAPIView

@@ -1,6 +1,6 @@
 from django.db import migrations
 
-# The document must stay exactly what llm_agents.querysets.SearchMatch writes, or PostgreSQL will not
+# The document must stay exactly what llm_agents.db.fastpaths.SearchMatch writes, or PostgreSQL will not
 # use the index for search().
 SEARCH_INDEX = (
     "CREATE INDEX CONCURRENTLY llm_exec_search_idx ON llm_agents_execution USING gin "

@@ -16,7 +16,7 @@ from ..periods import day_range, last_day_of_month, local_now
 from .fields import money_field, token_field
 
 if TYPE_CHECKING:
-    from ..querysets import ExecutionQuerySet
+    from .querysets import ExecutionQuerySet
 
 
 @dataclass(frozen=True)

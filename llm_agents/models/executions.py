@@ -7,9 +7,9 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from ..querysets import ExecutionQuerySet
 from .fields import money_field, token_field
 from .indexes import CoveringIndex
+from .querysets import ExecutionQuerySet
 
 
 class Execution(models.Model):

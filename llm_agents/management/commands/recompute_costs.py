@@ -6,8 +6,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...budgets import rebuild_counters
-from ...costs import RecomputeResult, recompute_costs
 from ...periods import start_of_day
+from ...pricing.recompute import RecomputeResult, recompute_costs
 from ..arguments import parse_day
 
 

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ...costs import DEFAULT_SYNC_PROVIDERS, SyncResult, sync_costs
+from ...pricing.sync import DEFAULT_SYNC_PROVIDERS, SyncResult, sync_costs
 
 
 class Command(BaseCommand):

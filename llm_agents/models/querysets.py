@@ -7,20 +7,21 @@ import functools
 import json
 import operator
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import EmptyResultSet
 from django.db import connections, models
-from django.db.models import Avg, Case, Count, F, FloatField, Max, Q, Sum, Value, When
+from django.db.models import Avg, Case, Count, F, Max, Q, Sum, Value, When
 from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Coalesce, TruncDate, TruncDay, TruncHour
 from django.utils import timezone
 
-from .conf import app_settings
-from .money import money
-from .periods import Period, day_range, last_day_of_month, local_now, resolve_period, start_of_day
+from ..conf import app_settings
+from ..db import fastpaths
+from ..money import money
+from ..periods import Period, day_range, last_day_of_month, local_now, resolve_period, start_of_day
 
 FAILED_STATUSES = ("error", "timeout")
 ZERO = Decimal("0")
@@ -128,45 +129,11 @@ def _money(value: Any) -> Decimal:
     return money(None if value is None else Decimal(str(value)))
 
 
-class PercentileCont(models.Aggregate):
-    """PostgreSQL's ``percentile_cont(fraction) WITHIN GROUP (ORDER BY expression)``."""
-
-    function = "PERCENTILE_CONT"
-    name = "PercentileCont"
-    output_field = FloatField()
-    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
-
-    def __init__(self, expression: Any, fraction: float, **extra: Any) -> None:
-        super().__init__(expression, fraction=f"{float(fraction):.10f}", **extra)
-
-
 class CountOf(models.Subquery):
     """The number of rows a queryset returns, as a scalar subquery."""
 
     template = "(SELECT COUNT(*) FROM (%(subquery)s) AS counted)"
     output_field = models.IntegerField()
-
-
-class SearchMatch(models.Func):
-    """PostgreSQL: the execution's text columns (``SEARCH_COLUMNS``) as a ``simple`` full-text
-    document, matched by ``websearch_to_tsquery(text)``. The document is written out exactly as in
-    the ``llm_exec_search_idx`` index (migration 0009), so that PostgreSQL answers it from the index."""
-
-    output_field = models.BooleanField()
-
-    def __init__(self, text: str) -> None:
-        super().__init__(*(F(column) for column in SEARCH_COLUMNS), Value(text))
-
-    def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:  # type: ignore[override]
-        *columns, text = self.get_source_expressions()
-        parts = []
-        for column in columns:
-            sql, _ = compiler.compile(column)
-            parts.append(f"COALESCE({sql}, '')" if column.target.null else sql)
-        text_sql, text_params = compiler.compile(text)
-        joined = " || ' ' || ".join(parts)
-        document = f"to_tsvector('simple'::regconfig, left({joined}, {SEARCH_DOCUMENT_CHARS}))"
-        return f"{document} @@ websearch_to_tsquery('simple'::regconfig, {text_sql})", list(text_params)
 
 
 def error_category() -> Case:
@@ -263,7 +230,7 @@ class ExecutionQuerySet(models.QuerySet):
 
     def for_current_tenant(self) -> ExecutionQuerySet:
         """The current tenant's executions (``tenant()`` block, else TENANT_RESOLVER); none without one."""
-        from .context import current_tenant_id
+        from ..context import current_tenant_id
 
         tenant_id = current_tenant_id()
         return self.none() if tenant_id is None else self.filter(tenant_id=tenant_id)
@@ -284,14 +251,9 @@ class ExecutionQuerySet(models.QuerySet):
         text = text.strip()
         if not text:
             return self
-        if connections[self.db].vendor == "postgresql":
-            condition = Q(SearchMatch(text))
-        else:
-            condition = Q()
-            for word in text.split():
-                condition &= functools.reduce(
-                    operator.or_, (Q(**{f"{column}__icontains": word}) for column in SEARCH_COLUMNS)
-                )
+        condition = fastpaths.search_condition(
+            connections[self.db], text, SEARCH_COLUMNS, document_chars=SEARCH_DOCUMENT_CHARS
+        )
         try:
             condition |= Q(pk=uuid.UUID(text))
         except ValueError:
@@ -395,10 +357,10 @@ class ExecutionQuerySet(models.QuerySet):
         # the aggregates after it (Avg("total_cost") would then refer to Sum("total_cost")).
         roots = self.root_executions()
         extra = {
-            f"percentile_{index}": PercentileCont("duration_ms", percent / 100)
+            f"percentile_{index}": fastpaths.PercentileCont("duration_ms", percent / 100)
             for index, percent in enumerate(duration_percents)
         }
-        if extra and connections[self.db].vendor != "postgresql":
+        if extra and not fastpaths.is_postgresql(connections[self.db]):
             raise ValueError("duration percentiles in the summary query need PostgreSQL's percentile_cont")
         aggregated = roots.aggregate(
             **extra,
@@ -650,35 +612,7 @@ class ExecutionQuerySet(models.QuerySet):
                 raise ValueError(f"Percentiles must be numbers from 0 to 100, not {percent!r}.")
         keys = [f"p{percent:g}" for percent in percents]
         queryset = self.root_executions().filter(**{f"{field}__isnull": False}).order_by()
-        if connections[self.db].vendor == "postgresql":
-            row = queryset.aggregate(
-                **{
-                    key: PercentileCont(field, percent / 100)
-                    for key, percent in zip(keys, percents, strict=True)
-                }
-            )
-            return {key: None if row[key] is None else round(row[key], 2) for key in keys}
-        return dict(zip(keys, self._percentiles_by_offset(queryset, field, percents), strict=True))
-
-    @staticmethod
-    def _percentiles_by_offset(
-        queryset: ExecutionQuerySet, field: str, percents: Iterable[float]
-    ) -> list[float | None]:
-        """Exact continuous percentiles where the database has no percentile_cont: one count, then
-        the (at most two) neighbouring values of each percentile, fetched by offset."""
-        count = queryset.count()
-        values: list[float | None] = []
-        ordered = queryset.order_by(field).values_list(field, flat=True)
-        for percent in percents:
-            if not count:
-                values.append(None)
-                continue
-            position = (count - 1) * percent / 100
-            lower = int(position)
-            pair = [float(value) for value in ordered[lower : lower + 2]]
-            upper_value = pair[1] if len(pair) > 1 else pair[0]
-            values.append(round(pair[0] + (upper_value - pair[0]) * (position - lower), 2))
-        return values
+        return dict(zip(keys, fastpaths.percentiles(queryset, field, percents), strict=True))
 
     def cost_forecast(self) -> dict[str, Decimal]:
         """``{month_to_date, projected_month_total, daily_average}`` for the current calendar month."""
@@ -722,10 +656,10 @@ class ExecutionQuerySet(models.QuerySet):
             "avg_total_cost": Avg("total_cost"),
             "avg_duration": Avg("duration_ms"),
         }
-        postgres = connections[self.db].vendor == "postgresql"
+        postgres = fastpaths.is_postgresql(connections[self.db])
         if postgres:
-            aggregates["p50"] = PercentileCont("duration_ms", 0.50)
-            aggregates["p95"] = PercentileCont("duration_ms", 0.95)
+            aggregates["p50"] = fastpaths.PercentileCont("duration_ms", 0.50)
+            aggregates["p95"] = fastpaths.PercentileCont("duration_ms", 0.95)
         rows = list(
             roots.values("prompt_version", "prompt_version__prompt__slug", "prompt_version__number")
             .annotate(**aggregates)
@@ -735,8 +669,8 @@ class ExecutionQuerySet(models.QuerySet):
             p50 = {row["prompt_version"]: row["p50"] for row in rows}
             p95 = {row["prompt_version"]: row["p95"] for row in rows}
         elif rows:
-            p50 = roots._grouped_percentile("prompt_version", "duration_ms", 50)
-            p95 = roots._grouped_percentile("prompt_version", "duration_ms", 95)
+            p50 = fastpaths.grouped_percentile_portable(roots, "prompt_version", "duration_ms", 50)
+            p95 = fastpaths.grouped_percentile_portable(roots, "prompt_version", "duration_ms", 95)
         else:
             p50 = p95 = {}
         return [
@@ -842,12 +776,9 @@ class ExecutionQuerySet(models.QuerySet):
         if spend is None:
             return []
         sql, params = spend
-        postgres = connections[self.db].vendor == "postgresql"
-        p95_column = (
-            "PERCENTILE_CONT(0.95) WITHIN GROUP (ORDER BY duration_ms) FILTER (WHERE counted = 1)"
-            if postgres
-            else "NULL"
-        )
+        connection = connections[self.db]
+        postgres = fastpaths.is_postgresql(connection)
+        p95_column = fastpaths.USED_P95_POSTGRESQL if postgres else "NULL"
         rows = self._run(
             sql
             + f"""
@@ -858,7 +789,11 @@ class ExecutionQuerySet(models.QuerySet):
             """,
             params,
         )
-        p95 = {row[0]: row[4] for row in rows} if postgres else self._model_p95(sql, params)
+        p95 = (
+            {row[0]: row[4] for row in rows}
+            if postgres
+            else fastpaths.used_p95_portable(connection, sql, params)
+        )
         result = [
             {
                 "model_id": model_id,
@@ -872,74 +807,6 @@ class ExecutionQuerySet(models.QuerySet):
             for model_id, n, successful, avg_duration, _, cost, tokens in rows
         ]
         result.sort(key=lambda row: (-row["executions"], row["model_id"]))
-        return result
-
-    def _grouped_percentile(self, group: str, field: str, percent: float) -> dict[Any, float]:
-        """``{group value: continuous percentile of field}`` in one query where the database has no
-        percentile_cont: each group's rows are ranked by a window function and only the (at most
-        two) rows around the percentile's position are read."""
-        from django.db.models import ExpressionWrapper, IntegerField, Window
-        from django.db.models.functions import Floor, RowNumber
-
-        ranked = (
-            self.filter(**{f"{field}__isnull": False})
-            .order_by()
-            .annotate(
-                position=Window(RowNumber(), partition_by=F(group), order_by=F(field).asc()),
-                group_size=Window(Count("pk"), partition_by=F(group)),
-            )
-            .annotate(
-                lower=ExpressionWrapper(
-                    Floor((F("group_size") - 1) * Value(percent / 100)) + 1, output_field=IntegerField()
-                )
-            )
-            .filter(position__gte=F("lower"), position__lte=F("lower") + 1)
-            .values_list(group, field, "position", "group_size")
-        )
-        found: dict[Any, dict[int, float]] = {}
-        sizes: dict[Any, int] = {}
-        for key, value, position, size in ranked:
-            found.setdefault(key, {})[position] = float(value)
-            sizes[key] = size
-        result = {}
-        for key, values in found.items():
-            exact = (sizes[key] - 1) * percent / 100
-            lower = int(exact) + 1
-            low = values[lower]
-            high = values.get(lower + 1, low)
-            result[key] = low + (high - low) * (exact - int(exact))
-        return result
-
-    def _model_p95(self, sql: str, params: list[Any]) -> dict[str, float]:
-        """``{model_id: continuous p95 of duration_ms}`` over the root executions that used each model,
-        where the database has no percentile_cont: only the (at most two) rows around each model's
-        percentile position are read, ranked by a window function."""
-        rows = self._run(
-            sql
-            + """
-            SELECT model_id, duration_ms, position, size FROM (
-                SELECT model_id, duration_ms,
-                    ROW_NUMBER() OVER (PARTITION BY model_id ORDER BY duration_ms) AS position,
-                    COUNT(*) OVER (PARTITION BY model_id) AS size
-                FROM used
-                WHERE counted = 1 AND duration_ms IS NOT NULL
-            ) ranked
-            WHERE position >= CAST((size - 1) * 0.95 AS INTEGER) + 1
-                AND position <= CAST((size - 1) * 0.95 AS INTEGER) + 2
-            """,
-            params,
-        )
-        found: dict[str, dict[int, float]] = {}
-        sizes: dict[str, int] = {}
-        for model_id, value, position, size in rows:
-            found.setdefault(model_id, {})[position] = float(value)
-            sizes[model_id] = size
-        result = {}
-        for model_id, values in found.items():
-            exact = (sizes[model_id] - 1) * 0.95
-            low = values[int(exact) + 1]
-            high = values.get(int(exact) + 2, low)
-            result[model_id] = low + (high - low) * (exact - int(exact))
         return result
 
     # -- spend by the model that answered (SPEC section 15) ------------------------------------
@@ -960,8 +827,8 @@ class ExecutionQuerySet(models.QuerySet):
         executions started since the earliest root, so an index bounds the read. None when this
         queryset can match no row (``none()``, an empty ``__in``).
         """
-        from .models import Execution, Span
-
+        execution_model: Any = self.model._meta.concrete_model
+        span_model: Any = execution_model._meta.get_field("spans").related_model
         connection = connections[self.db]
         quote = connection.ops.quote_name
         try:
@@ -982,7 +849,7 @@ class ExecutionQuerySet(models.QuerySet):
             )
         except EmptyResultSet:
             return None
-        execution, span = quote(Execution._meta.db_table), quote(Span._meta.db_table)
+        execution, span = quote(execution_model._meta.db_table), quote(span_model._meta.db_table)
         sql = f"""
         WITH roots (id, status, duration_ms, started_at, total_cost, total_tokens, model_id, chosen_model_id)
             AS ({roots_sql}),
