@@ -8,7 +8,7 @@ import threading
 import pytest
 from django.db import connection, transaction
 
-from llm_agents.db.isolation import in_callers_transaction, run_isolated
+from llm_agents.db.isolation import in_callers_transaction, run_isolated, single_writer
 
 pytestmark = pytest.mark.django_db
 
@@ -45,3 +45,21 @@ def test_work_asked_for_on_an_event_loop_runs_on_a_worker_thread():
 
     loop_thread, ran_on = asyncio.run(main())
     assert ran_on != loop_thread
+
+
+def test_work_sent_off_a_loop_by_a_caller_holding_the_writer_lock_does_not_wait_for_it():
+    """A batch poll holds the single writer lock and settles its spend on commit; from a thread
+    that runs an event loop (sync Playwright, ASGI) that work goes to a worker thread, which must
+    not wait for the lock its caller holds (it deadlocked on SQLite)."""
+
+    results = []
+
+    async def main():
+        with single_writer(connection.alias):
+            results.append(run_isolated(lambda: "done", connection.alias))
+
+    caller = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    caller.start()
+    caller.join(timeout=10)
+    assert not caller.is_alive(), "the work waited for the lock its caller holds"
+    assert results == ["done"]

@@ -66,4 +66,3 @@ class AgentTool:
 
     def invoke(self, arguments: dict[str, Any]) -> Any:
         return self.agent_class.call(**arguments).content
-

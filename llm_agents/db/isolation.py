@@ -84,11 +84,8 @@ def run_isolated(work: Callable[[], T], alias: str) -> T:
     """Run ``work`` (queries on database ``alias``) outside the caller's transaction and off an event
     loop's thread; on SQLite inside the caller's transaction, one writer at a time."""
     if on_event_loop() or (in_callers_transaction(alias) and connections[alias].vendor != "sqlite"):
-
-        def guarded() -> T:
-            with single_writer(alias):
-                return work()
-
-        return on_worker(guarded)
+        # Not under the single writer lock: the waiting caller may hold it (a batch poll settles
+        # its spend on commit, inside the lock, and a sync Playwright or ASGI caller is "on a loop").
+        return on_worker(work)
     with single_writer(alias):
         return work()
