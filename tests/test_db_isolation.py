@@ -54,9 +54,13 @@ def test_work_sent_off_a_loop_by_a_caller_holding_the_writer_lock_does_not_wait_
 
     results = []
 
+    def write():
+        with single_writer(connection.alias):  # as the budget counters' write does
+            return "done"
+
     async def main():
         with single_writer(connection.alias):
-            results.append(run_isolated(lambda: "done", connection.alias))
+            results.append(run_isolated(write, connection.alias))
 
     caller = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
     caller.start()

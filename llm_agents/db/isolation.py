@@ -26,6 +26,8 @@ T = TypeVar("T")
 
 _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="llm_agents_db")
 _sqlite_writer = threading.RLock()
+#: Per thread: how deep in single_writer it is; whether it works for a caller that holds the lock.
+_writer = threading.local()
 
 
 def on_event_loop() -> bool:
@@ -58,24 +60,33 @@ def in_callers_transaction(alias: str) -> bool:
 @contextlib.contextmanager
 def single_writer(alias: str) -> Iterator[None]:
     """On SQLite, this process's threads take turns writing (a shared-cache database, such as the
-    in-memory test one, reports a locked table at once instead of waiting for it). Re-entrant."""
-    if connections[alias].vendor != "sqlite":
+    in-memory test one, reports a locked table at once instead of waiting for it). Re-entrant, and
+    held on behalf of its caller by work the caller waits for on a worker (:func:`on_worker`)."""
+    if connections[alias].vendor != "sqlite" or getattr(_writer, "borrowed", False):
         yield
         return
     with _sqlite_writer:
-        yield
+        _writer.depth = getattr(_writer, "depth", 0) + 1
+        try:
+            yield
+        finally:
+            _writer.depth -= 1
 
 
 def on_worker(work: Callable[[], T]) -> T:
     """Run ``work`` on a worker thread with a connection of its own (closed after it, as at the end of
-    a request, honouring ``CONN_MAX_AGE``) and wait for its result."""
+    a request, honouring ``CONN_MAX_AGE``) and wait for its result. A caller holding the SQLite
+    writer lock lends it to the work: the caller only waits, so the two never write at once."""
+    borrowed = getattr(_writer, "depth", 0) > 0
 
     def run() -> T:
+        _writer.borrowed = borrowed
         close_old_connections()
         try:
             return work()
         finally:
             close_old_connections()
+            _writer.borrowed = False
 
     return _pool.submit(run).result()
 
@@ -84,8 +95,6 @@ def run_isolated(work: Callable[[], T], alias: str) -> T:
     """Run ``work`` (queries on database ``alias``) outside the caller's transaction and off an event
     loop's thread; on SQLite inside the caller's transaction, one writer at a time."""
     if on_event_loop() or (in_callers_transaction(alias) and connections[alias].vendor != "sqlite"):
-        # Not under the single writer lock: the waiting caller may hold it (a batch poll settles
-        # its spend on commit, inside the lock, and a sync Playwright or ASGI caller is "on a loop").
         return on_worker(work)
     with single_writer(alias):
         return work()
