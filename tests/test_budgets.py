@@ -405,6 +405,40 @@ def test_expired_reservations_do_not_count():
     assert budgets.rebuild_counters().expired_reservations == 1
 
 
+def test_reservations_are_held_released_once_and_expire():
+    now = timezone.now()
+    held = BudgetReservation.objects.hold(
+        BudgetReservation(
+            agent_type="a", amount=Decimal("1"), created_at=now, expires_at=now + dt.timedelta(hours=1)
+        )
+    )
+    lapsed = BudgetReservation.objects.create(agent_type="a", amount=Decimal("1"), expires_at=now)
+    assert list(BudgetReservation.objects.live(now)) == [held]
+    assert list(BudgetReservation.objects.expired(now)) == [lapsed]
+    assert BudgetReservation.objects.release(held.id) is True
+    assert BudgetReservation.objects.release(held.id) is False
+    assert list(BudgetReservation.objects.all()) == [lapsed]
+
+
+def test_the_budgets_applying_to_a_call():
+    applying = {
+        BudgetFactory(),
+        BudgetFactory(scope=Budget.Scope.AGENT, scope_value="PlanAgent"),
+        BudgetFactory(scope=Budget.Scope.TENANT, scope_value="acme"),
+        BudgetFactory(scope=Budget.Scope.MODEL, scope_value=MODEL),
+        BudgetFactory(enforcement=Budget.Enforcement.WARNING),
+    }
+    other_model = BudgetFactory(scope=Budget.Scope.MODEL, scope_value="gpt-other")
+    BudgetFactory(is_active=False)
+    BudgetFactory(scope=Budget.Scope.AGENT, scope_value="OtherAgent")
+    BudgetFactory(scope=Budget.Scope.TENANT, scope_value="beta")
+    found = Budget.objects.applying_to(agent_type="PlanAgent", tenant_id="acme", model=MODEL)
+    assert set(found) == applying
+    assert {b.scope for b in Budget.objects.applying_to(agent_type="PlanAgent")} == {"global", "agent"}
+    several = Budget.objects.applying_to(agent_type="PlanAgent", tenant_id="acme", model=[MODEL, "gpt-other"])
+    assert set(several) == applying | {other_model}
+
+
 # -- what counts --------------------------------------------------------------------------------
 
 

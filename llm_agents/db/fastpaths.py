@@ -152,7 +152,7 @@ def check_and_reserve_postgresql(
     One round trip: the check is a statement prepared once per session (planning it costs more than
     running it; :func:`~llm_agents.db.statements.run_prepared`), run after the lock in the same query
     string, which PostgreSQL runs as one transaction. It skips the WAL flush wait: a reservation
-    lives only as long as its call."""
+    lives only as long as its call. The estimate is one of its parameters, so it is always made."""
     from ..models import Budget, BudgetReservation, SpendCounter
     from ..models.budgets import spend_keys
 
