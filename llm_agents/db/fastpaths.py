@@ -33,10 +33,10 @@ if TYPE_CHECKING:
 
 # (section: budgets)
 # A hard-stop check locks the budgets that apply, sums their periods' spend and the reservations of
-# calls in flight, and reserves the call's estimated cost unless one of them is reached: five ORM
-# queries and a transaction, or, on PostgreSQL, one round trip of a statement prepared once per
-# session. Settling a call adds to its counters and drops its reservation: one round trip on
-# PostgreSQL, which skips the WAL flush wait for both (see each).
+# calls in flight, and reserves the call's estimated cost unless one of them is reached: six ORM
+# queries in a transaction, or, on PostgreSQL, one round trip of a statement prepared once per
+# session. Settling a call adds to its counters and drops its reservation: one query per counter,
+# or one round trip on PostgreSQL. Both PostgreSQL transactions skip the WAL flush wait (see each).
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ calendar (period, first_day, last_day) AS (
     VALUES ('daily', %s::date, %s::date), ('weekly', %s::date, %s::date), ('monthly', %s::date, %s::date)
 ),
 periods AS (
-    -- any other period is a rolling window of period_days days ending today (models.budgets.period_days)
+    -- any other period is a rolling window of period_days days ending today (models.budgets.days_of_period)
     SELECT b.id, b.scope, b.scope_value, b.limit_usd, b.token_limit,
         COALESCE(c.first_day, n.today - (COALESCE(b.period_days, 1) - 1)) AS first_day,
         COALESCE(c.last_day, n.today) AS last_day

@@ -43,10 +43,10 @@ def spend_keys(agent_type: str, tenant_id: str | None, models: Iterable[str | No
 # PostgreSQL budget check receives its days as parameters (llm_agents.db.fastpaths): SQL only sums.
 
 
-def period_days(period: str, rolling_days: int | None, today: dt.date) -> tuple[dt.date, dt.date]:
+def days_of_period(period: str, rolling_days: int | None, today: dt.date) -> tuple[dt.date, dt.date]:
     """The first and last local day of the period ``period`` that contains ``today``: a calendar
-    period of :func:`~llm_agents.periods.calendar_days`, or else a rolling window of ``rolling_days`` days (today and the
-    ``rolling_days - 1`` days before it)."""
+    period of :func:`~llm_agents.periods.calendar_days`, or else a rolling window of ``rolling_days``
+    days (today and the ``rolling_days - 1`` days before it)."""
     calendar = calendar_days(today)
     if period in calendar:
         return calendar[period]
@@ -182,9 +182,9 @@ class Budget(models.Model):
         """The first and last local day of the current period (both included).
 
         Weeks start on Monday; a rolling budget of N days covers today and the N - 1 days before
-        (:func:`period_days`).
+        (:func:`days_of_period`).
         """
-        return period_days(self.period, self.period_days, today or local_now().date())
+        return days_of_period(self.period, self.period_days, today or local_now().date())
 
     def period_bounds(self, now: dt.datetime | None = None) -> tuple[dt.datetime, dt.datetime]:
         """The current period as ``(start, end)``, half-open, in ``settings.TIME_ZONE``."""
