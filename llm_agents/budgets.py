@@ -47,13 +47,13 @@ from django.utils import timezone
 from . import signals
 from .conf import app_settings
 from .db.isolation import run_isolated, single_writer
-from .db.statements import run_prepared
 from .errors import BudgetExceededError
 from .events import emit
 from .periods import day_range, local_now
 
 if TYPE_CHECKING:
     from .models import Budget
+    from .models.budgets import Key
     from .tracking.records import ExecutionRecord
 
 __all__ = [
@@ -77,19 +77,7 @@ CHARS_PER_TOKEN = 4
 #: How long a reservation counts if its call is never settled (the process died mid-call).
 RESERVATION_TTL = dt.timedelta(hours=1)
 
-Key = tuple[str, str]
 T = TypeVar("T")
-
-
-def spend_keys(agent_type: str, tenant_id: str | None, models: Iterable[str | None]) -> list[Key]:
-    """The counter keys a call's spend goes to: global, its agent type, its tenant, each model named."""
-    keys: list[Key] = [("global", "")]
-    if agent_type:
-        keys.append(("agent", agent_type))
-    if tenant_id not in (None, ""):
-        keys.append(("tenant", str(tenant_id)))
-    keys.extend(("model", model) for model in dict.fromkeys(models) if model)
-    return sorted(keys)  # one order everywhere, so concurrent upserts of the same rows never deadlock
 
 
 def local_day(moment: dt.datetime) -> dt.date:
@@ -143,7 +131,7 @@ class Reservation:
         if self.held:
             from .models import BudgetReservation
 
-            _isolated(lambda: BudgetReservation.objects.filter(pk=self.id).delete())
+            _isolated(lambda: BudgetReservation.objects.release(self.id))
 
 
 def check(
@@ -224,9 +212,8 @@ def _check(
     emit(signals.budget_checked, sender=sender, agent_type=agent_type, tenant_id=tenant_id)
     now = timezone.now()
     reservation = Reservation(agent_type, tenant_id, model, at=at or now, sender=sender)
-    keys = spend_keys(agent_type, tenant_id, [model])
     try:
-        applies, refused = _isolated(lambda: _check_and_reserve(reservation, keys, estimate, now))
+        applies, refused = _isolated(lambda: _check_and_reserve(reservation, estimate, now))
     except DatabaseError:
         logger.exception("llm_agents could not check the budgets of %s; the call goes ahead", agent_type)
         return None
@@ -249,218 +236,30 @@ def _check(
 
 
 def _check_and_reserve(
-    reservation: Reservation, keys: list[Key], estimate: Callable[[], tuple[Decimal, int]], now: dt.datetime
+    reservation: Reservation, estimate: Callable[[], tuple[Decimal, int]], now: dt.datetime
 ) -> tuple[bool, list[tuple[Budget, Decimal, int, Decimal]]]:
-    """``(any budget applies, [(refusing budget, spend, tokens, reserved), ...])``; reserves when none refuses."""
-    from .models import Budget, BudgetReservation
+    """``(any budget applies, [(refusing budget, spend, tokens, reserved), ...])``; reserves when none
+    refuses (:mod:`llm_agents.db.fastpaths`: one round trip on PostgreSQL)."""
+    from .db.fastpaths import check_and_reserve, check_and_reserve_postgresql
+    from .models import BudgetReservation
 
     alias = router.db_for_write(BudgetReservation)
-    if connections[alias].vendor == "postgresql":
-        return _check_and_reserve_postgresql(reservation, keys, estimate, now, alias)
-    budgets = list(
-        Budget.objects.filter(_scope_filter(keys), is_active=True).values_list("pk", "enforcement")
+    tenant_id = "" if reservation.tenant_id in (None, "") else str(reservation.tenant_id)
+    row = BudgetReservation(
+        id=reservation.id,
+        agent_type=reservation.agent_type,
+        tenant_id=tenant_id,
+        model=reservation.model or "",
+        created_at=now,
+        expires_at=now + RESERVATION_TTL,
     )
-    hard = sorted(pk for pk, enforcement in budgets if enforcement == Budget.Enforcement.HARD_STOP)
-    if not hard:
-        return bool(budgets), []
-    reservation.amount, reservation.tokens = estimate()
-    with single_writer(alias), transaction.atomic(using=alias):
-        locked = _lock_hard_stops(hard, alias)
-        usage = _usage(locked, local_day(now), now, reservations=True)
-        refused = []
-        for budget in locked:
-            spend, tokens, reserved, reserved_tokens = usage[budget.pk]
-            if budget.is_over(spend + reserved, tokens + reserved_tokens):
-                refused.append((budget, spend, tokens, reserved))
-        if refused:
-            return True, refused
-        BudgetReservation.objects.using(alias).create(
-            id=reservation.id,
-            agent_type=reservation.agent_type,
-            tenant_id=reservation.tenant_id or "",
-            model=reservation.model or "",
-            amount=reservation.amount,
-            tokens=reservation.tokens,
-            created_at=now,
-            expires_at=now + RESERVATION_TTL,
-        )
-        reservation.held = True
-    return True, []
-
-
-_POSTGRESQL_LOCK = """
-SELECT id FROM {budget} WHERE is_active AND enforcement = 'hard_stop' AND ({keys}) ORDER BY id FOR UPDATE
-"""
-_POSTGRESQL_CHECK = """
-WITH now_ AS (
-    -- a reservation lives only as long as its call: this transaction's commit skips the WAL flush wait
-    SELECT %s::date AS today, %s::timestamptz AS moment, set_config('synchronous_commit', 'off', true)
-),
-periods AS (
-    SELECT b.id, b.scope, b.scope_value, b.limit_usd, b.token_limit,
-        CASE b.period
-            WHEN 'daily' THEN n.today
-            WHEN 'weekly' THEN n.today - (EXTRACT(ISODOW FROM n.today)::int - 1)
-            WHEN 'monthly' THEN date_trunc('month', n.today)::date
-            ELSE n.today - (COALESCE(b.period_days, 1) - 1)
-        END AS first_day,
-        CASE b.period
-            WHEN 'weekly' THEN n.today - (EXTRACT(ISODOW FROM n.today)::int - 1) + 6
-            WHEN 'monthly' THEN (date_trunc('month', n.today) + interval '1 month - 1 day')::date
-            ELSE n.today
-        END AS last_day
-    FROM {budget} b CROSS JOIN now_ n
-    WHERE b.is_active AND b.enforcement = 'hard_stop' AND ({keys})
-),
-usage AS (
-    SELECT p.id, p.limit_usd, p.token_limit, c.spend, c.tokens, r.reserved, r.reserved_tokens
-    FROM periods p
-    CROSS JOIN LATERAL (
-        SELECT COALESCE(SUM(spend), 0) AS spend, COALESCE(SUM(tokens), 0) AS tokens FROM {counter}
-        WHERE scope = p.scope AND scope_value = p.scope_value AND day >= p.first_day AND day <= p.last_day
-    ) c
-    CROSS JOIN LATERAL (
-        SELECT COALESCE(SUM(amount), 0) AS reserved, COALESCE(SUM(tokens), 0) AS reserved_tokens
-        FROM {reservation} x, now_ n
-        WHERE x.expires_at > n.moment AND (p.scope = 'global' OR (p.scope = 'agent' AND x.agent_type = p.scope_value)
-            OR (p.scope = 'tenant' AND x.tenant_id = p.scope_value) OR (p.scope = 'model' AND x.model = p.scope_value))
-    ) r
-),
-inserted AS (
-    INSERT INTO {reservation} (id, agent_type, tenant_id, model, amount, tokens, created_at, expires_at)
-    SELECT %s::uuid, %s::varchar, %s::varchar, %s::varchar, %s::numeric, %s::bigint, %s::timestamptz, %s::timestamptz
-    WHERE EXISTS (SELECT 1 FROM usage) AND NOT EXISTS (
-        SELECT 1 FROM usage u WHERE u.spend + u.reserved >= u.limit_usd
-            OR (u.token_limit IS NOT NULL AND u.tokens + u.reserved_tokens >= u.token_limit))
-    RETURNING id
-)
-SELECT u.id, u.spend, u.tokens, u.reserved, u.reserved_tokens, u.limit_usd, u.token_limit,
-    (SELECT count(*) FROM inserted), (SELECT count(*) FROM {budget} WHERE is_active AND ({keys}))
-FROM (SELECT 1) AS one LEFT JOIN usage u ON true
-"""
-
-
-def _check_and_reserve_postgresql(
-    reservation: Reservation,
-    keys: list[Key],
-    estimate: Callable[[], tuple[Decimal, int]],
-    now: dt.datetime,
-    alias: str,
-) -> tuple[bool, list[tuple[Budget, Decimal, int, Decimal]]]:
-    """Lock the hard-stop budgets that apply (primary key order), then, in a statement that sees every
-    reservation committed before the lock was granted, sum each one's period spend and reservations and
-    insert this call's reservation unless one of them is reached.
-
-    One round trip: the check is a statement prepared once per session (planning it costs more than
-    running it; :func:`~llm_agents.db.statements.run_prepared`), run after the lock in the same query
-    string, which PostgreSQL runs as one transaction. It skips the WAL flush wait: a reservation
-    lives only as long as its call."""
-    from .models import Budget, BudgetReservation, SpendCounter
-
-    connection = connections[alias]
-    quote = connection.ops.quote_name
-    tables = {"budget": quote(Budget._meta.db_table), "counter": quote(SpendCounter._meta.db_table),
-              "reservation": quote(BudgetReservation._meta.db_table),
-              "keys": " OR ".join(["(scope = %s AND scope_value = %s)"] * len(keys))}  # fmt: skip
-    key_params = [value for key in keys for value in key]
-    reservation.amount, reservation.tokens = estimate()
-    params = [
-        local_day(now), now, *key_params,
-        reservation.id, reservation.agent_type, reservation.tenant_id or "", reservation.model or "",
-        reservation.amount, reservation.tokens, now, now + RESERVATION_TTL,
-        *key_params,
-    ]  # fmt: skip
-    rows = run_prepared(
-        connection,
-        f"budget_check_{len(keys)}",
-        _POSTGRESQL_CHECK.format(**tables),
-        params,
-        before=[_POSTGRESQL_LOCK.format(**tables)],
-        before_params=key_params,
+    fast = connections[alias].vendor == "postgresql"
+    outcome = (check_and_reserve_postgresql if fast else check_and_reserve)(
+        alias, row, estimate, local_day(now)
     )
-    budget_ids = [row[0] for row in rows if row[0] is not None]
-    inserted, applies = rows[0][7], rows[0][8]
-    if inserted:
-        reservation.held = True
-        return True, []
-    if not budget_ids:
-        return bool(applies), []
-    over = {
-        row[0]: (row[1], int(row[2]), row[3])
-        for row in rows
-        if row[1] + row[3] >= row[5] or (row[6] is not None and row[2] + row[4] >= row[6])
-    }
-    found = Budget.objects.using(alias).in_bulk(list(over))
-    return True, [(found[pk], *over[pk]) for pk in sorted(over) if pk in found]
-
-
-def _lock_hard_stops(pks: list[int], alias: str) -> list[Budget]:
-    """The active hard-stop budgets among ``pks``, locked (in primary key order, so lockers never
-    deadlock) until the transaction ends, read fresh under the lock."""
-    from .models import Budget
-
-    queryset = Budget.objects.using(alias).filter(
-        pk__in=pks, is_active=True, enforcement=Budget.Enforcement.HARD_STOP
-    )
-    if not connections[alias].features.has_select_for_update:
-        # SQLite: a write first takes the database's single write lock for this transaction.
-        queryset.update(alerted_on=F("alerted_on"))
-        return list(queryset.order_by("pk"))
-    return list(queryset.select_for_update().order_by("pk"))
-
-
-def _scope_filter(keys: list[Key]) -> Q:
-    condition = Q()
-    for scope, value in keys:
-        condition |= Q(scope=scope, scope_value=value)
-    return condition
-
-
-def _usage(
-    budgets: list[Budget], today: dt.date, now: dt.datetime, *, reservations: bool
-) -> dict[int, tuple[Decimal, int, Decimal, int]]:
-    """``{budget pk: (spend, tokens, reserved, reserved tokens)}`` for the current periods: one query
-    for the counter rows (at most 31 per budget), one for the reservations of calls in flight."""
-    from .models import BudgetReservation, SpendCounter
-
-    if not budgets:
-        return {}
-    ranges = {budget.pk: budget.period_days_range(today) for budget in budgets}
-    condition = Q()
-    for budget in budgets:
-        first, last = ranges[budget.pk]
-        condition |= Q(scope=budget.scope, scope_value=budget.scope_value, day__gte=first, day__lte=last)
-    rows = list(
-        SpendCounter.objects.filter(condition).values_list("scope", "scope_value", "day", "spend", "tokens")
-    )
-    held: list[tuple[str, str, str, Decimal, int]] = []
-    if reservations:
-        held = list(
-            BudgetReservation.objects.filter(expires_at__gt=now).values_list(
-                "agent_type", "tenant_id", "model", "amount", "tokens"
-            )
-        )
-    usage = {}
-    for budget in budgets:
-        first, last = ranges[budget.pk]
-        spend, tokens, reserved, reserved_tokens = ZERO, 0, ZERO, 0
-        for scope, value, day, row_spend, row_tokens in rows:
-            if scope == budget.scope and value == budget.scope_value and first <= day <= last:
-                spend += row_spend
-                tokens += row_tokens
-        for agent_type, tenant_id, model, amount, amount_tokens in held:
-            if _reservation_applies(budget, agent_type, tenant_id, model):
-                reserved += amount
-                reserved_tokens += amount_tokens
-        usage[budget.pk] = (spend, tokens, reserved, reserved_tokens)
-    return usage
-
-
-def _reservation_applies(budget: Budget, agent_type: str, tenant_id: str, model: str) -> bool:
-    return {"global": True, "agent": agent_type, "tenant": tenant_id, "model": model}[budget.scope] in (
-        True,
-        budget.scope_value,
-    )
+    reservation.amount, reservation.tokens = row.amount, row.tokens
+    reservation.held = outcome.held
+    return outcome.applies, outcome.refused
 
 
 # -- recording ----------------------------------------------------------------------------------
@@ -583,6 +382,7 @@ def _spend(
     if not app_settings.BUDGETS_ENABLED:
         return
     from .models import Budget
+    from .models.budgets import spend_keys
 
     cost, tokens = Decimal(str(total_cost)), int(total_tokens)
     if cost < 0 or tokens < 0:
@@ -621,74 +421,35 @@ def _write_spend(
     reservation_id: uuid.UUID | None,
     now: dt.datetime,
 ) -> list[tuple[Any, Budget, Decimal, float]]:
-    """Add to the counters and drop the reservation, in one transaction (one round trip on PostgreSQL);
-    then the alerts and warning-budget notices this spend crossed into, each claimed once per period."""
-    from .models import BudgetReservation, SpendCounter
+    """Add to the counters and drop the reservation, in one transaction (one round trip on PostgreSQL:
+    :mod:`llm_agents.db.fastpaths`); then the alerts and warning-budget notices this spend crossed
+    into, each claimed once per period."""
+    from .db.fastpaths import add_spend, add_spend_postgresql
+    from .models import SpendCounter
 
     alias = router.db_for_write(SpendCounter)
-    connection = connections[alias]
-    quote = connection.ops.quote_name
-    statements: list[tuple[str, list[Any]]] = []
-    if reservation_id is not None:
-        table = quote(BudgetReservation._meta.db_table)
-        statements.append(
-            (f"DELETE FROM {table} WHERE {quote('id')} = %s", [_db_uuid(reservation_id, connection)])
-        )
     entries = [entry for entry in entries if entry[2] or entry[3]]
-    if entries:
-        table = quote(SpendCounter._meta.db_table)
-        columns = ", ".join(quote(name) for name in ("scope", "scope_value", "day", "spend", "tokens"))
-        rows = ", ".join(["(%s, %s, %s, %s, %s)"] * len(entries))
-        statements.append(
-            (
-                f"INSERT INTO {table} ({columns}) VALUES {rows} "
-                f"ON CONFLICT ({quote('scope')}, {quote('scope_value')}, {quote('day')}) DO UPDATE SET "
-                f"{quote('spend')} = {table}.{quote('spend')} + EXCLUDED.{quote('spend')}, "
-                f"{quote('tokens')} = {table}.{quote('tokens')} + EXCLUDED.{quote('tokens')}",
-                [
-                    value
-                    for scope, key, cost, tokens in entries
-                    for value in (scope, key, day.isoformat(), str(cost), tokens)
-                ],
-            )
-        )
-    with single_writer(alias):
-        if connection.vendor == "postgresql":
-            # Several statements, one implicit transaction, which does not wait for the WAL flush: a
-            # server crash may lose the last fraction of a second of increments, which
-            # rebuild_aggregates restores from the (durable) executions table.
-            statements.insert(0, ("SELECT set_config('synchronous_commit', 'off', true)", []))
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    ";".join(sql for sql, _ in statements), [p for _, params in statements for p in params]
-                )
-        else:
-            with transaction.atomic(using=alias), connection.cursor() as cursor:
-                for sql, params in statements:
-                    cursor.execute(sql, params)
+    fast = connections[alias].vendor == "postgresql"
+    (add_spend_postgresql if fast else add_spend)(alias, entries, day, reservation_id)
     if not entries:
         return []
     return _crossed_thresholds([(scope, key) for scope, key, _, _ in entries], now)
-
-
-def _db_uuid(value: uuid.UUID, connection: Any) -> Any:
-    return value if connection.features.has_native_uuid_field else value.hex
 
 
 def _crossed_thresholds(keys: list[Key], now: dt.datetime) -> list[tuple[Any, Budget, Decimal, float]]:
     """``budget_alert`` at ``alert_at_percentage`` and, for warning budgets, ``budget_exceeded`` at the
     limit: each once per budget per period, claimed by an atomic conditional UPDATE so that the
     "once" holds across processes."""
-    from .models import Budget
+    from .models import Budget, SpendCounter
 
-    budgets = list(Budget.objects.filter(_scope_filter(keys), is_active=True))
+    budgets = list(Budget.objects.for_keys(keys))
     if not budgets:
         return []
     today = local_day(now)
-    usage = _usage(budgets, today, now, reservations=False)
+    usage = SpendCounter.objects.totals_for(budgets, today)
     notices = []
     for budget in budgets:
-        spend, tokens, _, _ = usage[budget.pk]
+        spend, tokens = usage[budget.pk]
         first = budget.period_days_range(today)[0]
         percent = budget.percent_of_limit(spend)
         if percent >= budget.alert_at_percentage and _claim(budget, "alerted_on", first, today):
@@ -792,9 +553,7 @@ def rebuild_counters(
         if since is None:
             outside = outside | SpendCounter.objects.filter(day__lt=first)
         outside.delete()
-        result.expired_reservations, _ = BudgetReservation.objects.filter(
-            expires_at__lte=timezone.now()
-        ).delete()
+        result.expired_reservations, _ = BudgetReservation.objects.expired(timezone.now()).delete()
     return result
 
 
@@ -803,6 +562,7 @@ def _counter_rows(first: dt.date, last: dt.date) -> list[Any]:
     attribution of :func:`settle_execution`: each execution's own spend under its agent type and
     tenant, and under the models of its llm spans (what they do not cover under its own model)."""
     from .models import Execution, Span, SpendCounter
+    from .models.budgets import spend_keys
 
     zone = timezone.get_default_timezone()
     start, end = day_range(first, last)

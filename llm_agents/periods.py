@@ -83,14 +83,26 @@ def resolve_period(name: str, now: dt.datetime | None = None) -> Period:
         yesterday = today - dt.timedelta(days=1)
         start, end = day_range(yesterday, yesterday)
     elif name == "this_week":
-        monday = today - dt.timedelta(days=today.weekday())
-        start, end = day_range(monday, monday + dt.timedelta(days=6))
+        start, end = day_range(*calendar_days(today)["weekly"])
     elif name == "this_month":
-        first = today.replace(day=1)
-        start, end = day_range(first, last_day_of_month(first))
+        start, end = day_range(*calendar_days(today)["monthly"])
     else:
         raise ValueError(f"Unknown period {name!r}; valid periods are: {', '.join(PERIODS)}.")
     return Period(name, start, end)
+
+
+def calendar_days(today: dt.date) -> dict[str, tuple[dt.date, dt.date]]:
+    """The first and last local day (both included) of the daily, weekly and monthly periods that
+    contain ``today``, by name. Weeks start on Monday. The one rule for calendar periods: named
+    periods, budget periods (``Budget.period_days_range``) and the PostgreSQL budget check, which
+    receives these days as parameters."""
+    monday = today - dt.timedelta(days=today.weekday())
+    first = today.replace(day=1)
+    return {
+        "daily": (today, today),
+        "weekly": (monday, monday + dt.timedelta(days=6)),
+        "monthly": (first, last_day_of_month(first)),
+    }
 
 
 def last_day_of_month(day: dt.date) -> dt.date:

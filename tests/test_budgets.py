@@ -191,6 +191,43 @@ def test_weeks_start_on_monday_and_months_on_the_first(frozen_now):
     assert BudgetFactory(period=Budget.Period.ROLLING, period_days=4).current_spend() == Decimal("7")
 
 
+WEDNESDAY = dt.date(2026, 4, 15)  # the week runs from Monday the 13th, the rolling week from the 9th
+
+
+@pytest.mark.parametrize(
+    ("period", "period_days", "spent", "refused"),
+    [
+        (Budget.Period.DAILY, None, (WEDNESDAY, 0, 0, 0), True),
+        (Budget.Period.DAILY, None, (dt.date(2026, 4, 14), 23, 59, 59), False),  # yesterday
+        (Budget.Period.WEEKLY, None, (dt.date(2026, 4, 14), 12), True),  # yesterday, Tuesday
+        (Budget.Period.WEEKLY, None, (dt.date(2026, 4, 13), 0, 0, 0), True),  # Monday
+        (Budget.Period.WEEKLY, None, (dt.date(2026, 4, 12), 23, 59, 59), False),  # Sunday
+        (Budget.Period.MONTHLY, None, (dt.date(2026, 4, 14), 12), True),  # yesterday
+        (Budget.Period.MONTHLY, None, (dt.date(2026, 4, 1), 0, 0, 0), True),
+        (Budget.Period.MONTHLY, None, (dt.date(2026, 3, 31), 23, 59, 59), False),
+        (Budget.Period.ROLLING, 7, (dt.date(2026, 4, 14), 12), True),  # yesterday
+        (Budget.Period.ROLLING, 7, (dt.date(2026, 4, 9), 0, 0, 0), True),  # 7th day back
+        (Budget.Period.ROLLING, 7, (dt.date(2026, 4, 8), 23, 59, 59), False),  # 8th day back
+    ],
+)
+def test_a_hard_stop_refuses_a_call_when_its_period_holds_the_spend(
+    paris, frozen_now, period, period_days, spent, refused
+):
+    """The limit spent (at the local ``(day, hour, minute, second)`` given) from the first local day
+    of the period refuses a call made through Agent.call; spent just before it, the call goes ahead.
+    In Europe/Paris, where local midnight is not UTC midnight."""
+    frozen_now(local_datetime(WEDNESDAY, 10))
+    budgets.record("PlanAgent", Decimal("2"), 10, at=local_datetime(*spent))
+    BudgetFactory(period=period, period_days=period_days, limit_usd=Decimal("2"))
+    if refused:
+        with fake_llm() as llm, pytest.raises(BudgetExceededError, match=f"{period} spend \\$2"):
+            PlanAgent.call(topic="x")
+        assert llm.calls == []
+    else:
+        result, llm = call()
+        assert result.content == "ok" and len(llm.calls) == 1
+
+
 def test_forecast_projects_the_run_rate_to_the_period_end(frozen_now):
     noon = frozen_now(local_datetime(dt.date(2026, 4, 15), 12))  # half a day into a daily budget
     budgets.record("a", Decimal("3"), 10, at=noon - dt.timedelta(hours=1))
@@ -366,6 +403,40 @@ def test_expired_reservations_do_not_count():
     )
     assert budgets.check("a") is not None
     assert budgets.rebuild_counters().expired_reservations == 1
+
+
+def test_reservations_are_held_released_once_and_expire():
+    now = timezone.now()
+    held = BudgetReservation.objects.hold(
+        BudgetReservation(
+            agent_type="a", amount=Decimal("1"), created_at=now, expires_at=now + dt.timedelta(hours=1)
+        )
+    )
+    lapsed = BudgetReservation.objects.create(agent_type="a", amount=Decimal("1"), expires_at=now)
+    assert list(BudgetReservation.objects.live(now)) == [held]
+    assert list(BudgetReservation.objects.expired(now)) == [lapsed]
+    assert BudgetReservation.objects.release(held.id) is True
+    assert BudgetReservation.objects.release(held.id) is False
+    assert list(BudgetReservation.objects.all()) == [lapsed]
+
+
+def test_the_budgets_applying_to_a_call():
+    applying = {
+        BudgetFactory(),
+        BudgetFactory(scope=Budget.Scope.AGENT, scope_value="PlanAgent"),
+        BudgetFactory(scope=Budget.Scope.TENANT, scope_value="acme"),
+        BudgetFactory(scope=Budget.Scope.MODEL, scope_value=MODEL),
+        BudgetFactory(enforcement=Budget.Enforcement.WARNING),
+    }
+    other_model = BudgetFactory(scope=Budget.Scope.MODEL, scope_value="gpt-other")
+    BudgetFactory(is_active=False)
+    BudgetFactory(scope=Budget.Scope.AGENT, scope_value="OtherAgent")
+    BudgetFactory(scope=Budget.Scope.TENANT, scope_value="beta")
+    found = Budget.objects.applying_to(agent_type="PlanAgent", tenant_id="acme", model=MODEL)
+    assert set(found) == applying
+    assert {b.scope for b in Budget.objects.applying_to(agent_type="PlanAgent")} == {"global", "agent"}
+    several = Budget.objects.applying_to(agent_type="PlanAgent", tenant_id="acme", model=[MODEL, "gpt-other"])
+    assert set(several) == applying | {other_model}
 
 
 # -- what counts --------------------------------------------------------------------------------

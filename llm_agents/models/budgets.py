@@ -2,21 +2,93 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from django.core.exceptions import ValidationError
-from django.db import models
-from django.db.models import Q, Sum
+from django.db import connections, models
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from ..periods import day_range, last_day_of_month, local_now
+from ..periods import calendar_days, day_range, local_now
 from .fields import money_field, token_field
 
 if TYPE_CHECKING:
     from .querysets import ExecutionQuerySet
+
+
+ZERO = Decimal("0")
+
+#: A spend counter's key, ``(scope, scope value)``: ``("global", "")``, ``("agent", "SearchAgent")``,
+#: ``("tenant", "acme")``, ``("model", "gpt-4o")``.
+Key = tuple[str, str]
+
+
+def spend_keys(agent_type: str, tenant_id: str | None, models: Iterable[str | None]) -> list[Key]:
+    """The counter keys a call's spend goes to: global, its agent type, its tenant, each model named."""
+    keys: list[Key] = [("global", "")]
+    if agent_type:
+        keys.append(("agent", agent_type))
+    if tenant_id not in (None, ""):
+        keys.append(("tenant", str(tenant_id)))
+    keys.extend(("model", model) for model in dict.fromkeys(models) if model)
+    return sorted(keys)  # one order everywhere, so concurrent upserts of the same rows never deadlock
+
+
+# -- periods --------------------------------------------------------------------------------------
+# The one rule for a budget's period, in local days (settings.TIME_ZONE). The ORM reads use it, and the
+# PostgreSQL budget check receives its days as parameters (llm_agents.db.fastpaths): SQL only sums.
+
+
+def days_of_period(period: str, rolling_days: int | None, today: dt.date) -> tuple[dt.date, dt.date]:
+    """The first and last local day of the period ``period`` that contains ``today``: a calendar
+    period of :func:`~llm_agents.periods.calendar_days`, or else a rolling window of ``rolling_days``
+    days (today and the ``rolling_days - 1`` days before it)."""
+    calendar = calendar_days(today)
+    if period in calendar:
+        return calendar[period]
+    return today - dt.timedelta(days=(rolling_days or 1) - 1), today
+
+
+# -- budgets --------------------------------------------------------------------------------------
+
+
+class BudgetQuerySet(models.QuerySet["Budget"]):
+    """Which budgets apply to a call: ``Budget.objects.applying_to(agent_type="SearchAgent",
+    tenant_id="acme", model="gpt-4o")``."""
+
+    def active(self) -> BudgetQuerySet:
+        return self.filter(is_active=True)
+
+    def hard_stops(self) -> BudgetQuerySet:
+        return self.filter(enforcement=Budget.Enforcement.HARD_STOP)
+
+    def for_keys(self, keys: Iterable[Key]) -> BudgetQuerySet:
+        """The active budgets whose scope is one of the counter ``keys``."""
+        condition = Q()
+        for scope, value in keys:
+            condition |= Q(scope=scope, scope_value=value)
+        return self.active().filter(condition) if condition else self.none()
+
+    def applying_to(
+        self, *, agent_type: str, tenant_id: str | None = None, model: str | Iterable[str] | None = None
+    ) -> BudgetQuerySet:
+        """The active budgets whose scope matches a call: the global ones, those of its agent type,
+        of its tenant and of its model (or of each of several models)."""
+        models = [model] if model is None or isinstance(model, str) else list(model)
+        return self.for_keys(spend_keys(agent_type, tenant_id, models))
+
+    def locked(self) -> list[Budget]:
+        """These budgets, locked until the transaction ends (in primary key order, so lockers never
+        deadlock), read fresh under the lock. Inside ``transaction.atomic()``."""
+        if not connections[self.db].features.has_select_for_update:
+            # SQLite: a write first takes the database's single write lock for this transaction.
+            self.update(alerted_on=F("alerted_on"))
+            return list(self.order_by("pk"))
+        return list(self.select_for_update().order_by("pk"))
 
 
 @dataclass(frozen=True)
@@ -72,6 +144,10 @@ class Budget(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = BudgetQuerySet.as_manager()
+    #: The counter keys a call's spend goes to (:func:`spend_keys`), for code that reaches the model only.
+    spend_keys = staticmethod(spend_keys)
+
     class Meta:
         ordering = ["name"]
         constraints = [
@@ -107,18 +183,10 @@ class Budget(models.Model):
     def period_days_range(self, today: dt.date | None = None) -> tuple[dt.date, dt.date]:
         """The first and last local day of the current period (both included).
 
-        Weeks start on Monday; a rolling budget of N days covers today and the N - 1 days before.
+        Weeks start on Monday; a rolling budget of N days covers today and the N - 1 days before
+        (:func:`days_of_period`).
         """
-        today = today or local_now().date()
-        if self.period == self.Period.DAILY:
-            return today, today
-        if self.period == self.Period.WEEKLY:
-            monday = today - dt.timedelta(days=today.weekday())
-            return monday, monday + dt.timedelta(days=6)
-        if self.period == self.Period.MONTHLY:
-            first = today.replace(day=1)
-            return first, last_day_of_month(first)
-        return today - dt.timedelta(days=(self.period_days or 1) - 1), today
+        return days_of_period(self.period, self.period_days, today or local_now().date())
 
     def period_bounds(self, now: dt.datetime | None = None) -> tuple[dt.datetime, dt.datetime]:
         """The current period as ``(start, end)``, half-open, in ``settings.TIME_ZONE``."""
@@ -152,7 +220,7 @@ class Budget(models.Model):
     def current_usage(self, today: dt.date | None = None) -> tuple[Decimal, int]:
         """``(spend, tokens)`` recorded in the current period, in one query."""
         totals = self.counters(today).aggregate(spend=Sum("spend"), tokens=Sum("tokens"))
-        return (totals["spend"] or Decimal("0")).quantize(Decimal("0.00000001")), totals["tokens"] or 0
+        return (totals["spend"] or ZERO).quantize(Decimal("0.00000001")), totals["tokens"] or 0
 
     def current_spend(self) -> Decimal:
         """US dollars recorded in the current period (calls in flight are not spend yet)."""
@@ -171,7 +239,7 @@ class Budget(models.Model):
         return self.percent_of_limit(self.current_spend())
 
     def remaining(self) -> Decimal:
-        return max(self.limit_usd - self.current_spend(), Decimal("0"))
+        return max(self.limit_usd - self.current_spend(), ZERO)
 
     def is_over(self, spend: Decimal, tokens: int) -> bool:
         """Whether ``spend``/``tokens`` reach the dollar limit or the token limit."""
@@ -195,6 +263,52 @@ class Budget(models.Model):
         )
 
 
+# -- spend counters -------------------------------------------------------------------------------
+
+
+class SpendCounterQuerySet(models.QuerySet["SpendCounter"]):
+    def add(self, entries: Iterable[tuple[str, str, Decimal, int]], day: dt.date) -> None:
+        """Add each ``(scope, scope_value, spend, tokens)`` of ``entries`` to its counter of the local
+        ``day``: the missing rows are inserted at zero (an insert racing another one is ignored), then
+        each row is incremented with ``F()``, in key order so that concurrent adders never deadlock.
+        Entries with neither spend nor tokens are skipped. Inside ``transaction.atomic()`` to add all
+        or nothing."""
+        entries = sorted(entry for entry in entries if entry[2] or entry[3])
+        if not entries:
+            return
+        self.bulk_create(
+            [self.model(scope=scope, scope_value=value, day=day) for scope, value, _, _ in entries],
+            ignore_conflicts=True,
+        )
+        for scope, value, spend, tokens in entries:
+            self.filter(scope=scope, scope_value=value, day=day).update(
+                spend=F("spend") + spend, tokens=F("tokens") + tokens
+            )
+
+    def totals_for(self, budgets: Iterable[Budget], today: dt.date) -> dict[int, tuple[Decimal, int]]:
+        """``{budget pk: (spend, tokens)}`` of each budget's current period, in one query (at most 31
+        counter rows per budget)."""
+        budgets = list(budgets)
+        if not budgets:
+            return {}
+        ranges = {budget.pk: budget.period_days_range(today) for budget in budgets}
+        condition = Q()
+        for budget in budgets:
+            first, last = ranges[budget.pk]
+            condition |= Q(scope=budget.scope, scope_value=budget.scope_value, day__gte=first, day__lte=last)
+        rows = list(self.filter(condition).values_list("scope", "scope_value", "day", "spend", "tokens"))
+        totals = {}
+        for budget in budgets:
+            first, last = ranges[budget.pk]
+            spend, tokens = ZERO, 0
+            for scope, value, day, row_spend, row_tokens in rows:
+                if scope == budget.scope and value == budget.scope_value and first <= day <= last:
+                    spend += row_spend
+                    tokens += row_tokens
+            totals[budget.pk] = (spend, tokens)
+        return totals
+
+
 class SpendCounter(models.Model):
     """Spend and tokens recorded for one scope key on one local day (``settings.TIME_ZONE``).
 
@@ -209,6 +323,8 @@ class SpendCounter(models.Model):
     spend = money_field()
     tokens = token_field()
 
+    objects = SpendCounterQuerySet.as_manager()
+
     class Meta:
         verbose_name = _("spend counter")
         constraints = [
@@ -217,6 +333,50 @@ class SpendCounter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.scope}:{self.scope_value or '*'} on {self.day}: ${self.spend}"
+
+
+# -- reservations ---------------------------------------------------------------------------------
+
+
+class BudgetReservationQuerySet(models.QuerySet["BudgetReservation"]):
+    def hold(self, reservation: BudgetReservation) -> BudgetReservation:
+        """Insert ``reservation`` (built unsaved by a budget check): its amount and tokens count
+        against the hard-stop budgets of its agent type, tenant and model until it is released or
+        expires."""
+        reservation.save(force_insert=True, using=self.db)
+        return reservation
+
+    def release(self, reservation_id: uuid.UUID) -> bool:
+        """Drop a reservation (its call settled or gave up); True if it was still held."""
+        deleted, _ = self.filter(pk=reservation_id).delete()
+        return deleted > 0
+
+    def live(self, now: dt.datetime) -> BudgetReservationQuerySet:
+        """Reservations that count at ``now``."""
+        return self.filter(expires_at__gt=now)
+
+    def expired(self, now: dt.datetime) -> BudgetReservationQuerySet:
+        """Reservations past their ``expires_at`` at ``now`` (a process died mid-call): they no longer
+        count, and rebuilding the counters removes them."""
+        return self.filter(expires_at__lte=now)
+
+    def reserved_for(self, budgets: Iterable[Budget], now: dt.datetime) -> dict[int, tuple[Decimal, int]]:
+        """``{budget pk: (amount, tokens)}`` held at ``now`` by calls in flight within each budget's
+        scope, in one query."""
+        budgets = list(budgets)
+        if not budgets:
+            return {}
+        held = list(self.live(now).values_list("agent_type", "tenant_id", "model", "amount", "tokens"))
+        totals = {}
+        for budget in budgets:
+            amount, tokens = ZERO, 0
+            for agent_type, tenant_id, model, row_amount, row_tokens in held:
+                scope_value = {"agent": agent_type, "tenant": tenant_id, "model": model}.get(budget.scope)
+                if budget.scope == Budget.Scope.GLOBAL or scope_value == budget.scope_value:
+                    amount += row_amount
+                    tokens += row_tokens
+            totals[budget.pk] = (amount, tokens)
+        return totals
 
 
 class BudgetReservation(models.Model):
@@ -233,6 +393,8 @@ class BudgetReservation(models.Model):
     tokens = token_field()
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
+
+    objects = BudgetReservationQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("budget reservation")
