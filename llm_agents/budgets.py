@@ -240,7 +240,7 @@ def _check_and_reserve(
 ) -> tuple[bool, list[tuple[Budget, Decimal, int, Decimal]]]:
     """``(any budget applies, [(refusing budget, spend, tokens, reserved), ...])``; reserves when none
     refuses (:mod:`llm_agents.db.fastpaths`: one round trip on PostgreSQL)."""
-    from .db.fastpaths import check_and_reserve, check_and_reserve_postgresql
+    from .db.fastpaths import check_and_reserve, check_and_reserve_postgresql, is_postgresql
     from .models import BudgetReservation
 
     alias = router.db_for_write(BudgetReservation)
@@ -253,10 +253,8 @@ def _check_and_reserve(
         created_at=now,
         expires_at=now + RESERVATION_TTL,
     )
-    fast = connections[alias].vendor == "postgresql"
-    outcome = (check_and_reserve_postgresql if fast else check_and_reserve)(
-        alias, row, estimate, local_day(now)
-    )
+    check_and_hold = check_and_reserve_postgresql if is_postgresql(connections[alias]) else check_and_reserve
+    outcome = check_and_hold(alias, row, estimate, local_day(now))
     reservation.amount, reservation.tokens = row.amount, row.tokens
     reservation.held = outcome.held
     return outcome.applies, outcome.refused
@@ -424,13 +422,13 @@ def _write_spend(
     """Add to the counters and drop the reservation, in one transaction (one round trip on PostgreSQL:
     :mod:`llm_agents.db.fastpaths`); then the alerts and warning-budget notices this spend crossed
     into, each claimed once per period."""
-    from .db.fastpaths import add_spend, add_spend_postgresql
+    from .db.fastpaths import add_spend, add_spend_postgresql, is_postgresql
     from .models import SpendCounter
 
     alias = router.db_for_write(SpendCounter)
     entries = [entry for entry in entries if entry[2] or entry[3]]
-    fast = connections[alias].vendor == "postgresql"
-    (add_spend_postgresql if fast else add_spend)(alias, entries, day, reservation_id)
+    add = add_spend_postgresql if is_postgresql(connections[alias]) else add_spend
+    add(alias, entries, day, reservation_id)
     if not entries:
         return []
     return _crossed_thresholds([(scope, key) for scope, key, _, _ in entries], now)
