@@ -31,6 +31,7 @@ BOOLEAN_KEYS = (
     "BATCH_ENABLED",
     "AUTO_INSTRUMENT",
     "OTEL_EXPORT",
+    "ROLLUPS",
 )
 
 

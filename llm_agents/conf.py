@@ -38,6 +38,9 @@ DEFAULTS: dict[str, Any] = {
     # PostgreSQL: make the caller wait for the WAL flush of each tracking write (False: commit without
     # waiting; a crash of the database server itself can lose the last fraction of a second of rows).
     "DURABLE_TRACKING_WRITES": False,
+    # Analytics answer from the hourly and daily rollups (kept by database triggers whatever this
+    # says) wherever a question allows, and from the rows otherwise; False: always from the rows.
+    "ROLLUPS": True,
     # Hand finished records to a Celery task instead of writing on the caller's thread.
     "ASYNC_LOGGING": False,
     # Store rendered prompts / responses (and span input / output).

@@ -3,6 +3,7 @@ from .budgets import Budget, BudgetReservation, SpendCounter
 from .costs import CostConfig
 from .executions import Execution, Span
 from .prompts import Prompt, PromptVersion
+from .rollups import DailyLatency, DailyRollup, HourlyLatency, HourlyRollup, LatencyBucket
 
 __all__ = [
     "Batch",
@@ -10,7 +11,12 @@ __all__ = [
     "Budget",
     "BudgetReservation",
     "CostConfig",
+    "DailyLatency",
+    "DailyRollup",
     "Execution",
+    "HourlyLatency",
+    "HourlyRollup",
+    "LatencyBucket",
     "Prompt",
     "PromptVersion",
     "Span",

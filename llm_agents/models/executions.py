@@ -96,6 +96,20 @@ class Execution(models.Model):
         editable=False,
         help_text=_("The outermost execution this one is nested in (its own id for a root execution)."),
     )
+    # Spend by the model that answered (section 15), recorded when the execution is written:
+    # {model: [cost, tokens]} over the llm spans of this execution and of those nested in it, with what
+    # its totals hold beyond them under the model that answered. Empty when no llm span spent anything
+    # (rows a host writes itself, too): then all of it belongs to the model that answered.
+    # ``rebuild_aggregates`` recomputes it from the spans.
+    model_spend = models.JSONField(
+        null=True,
+        blank=True,
+        default=dict,
+        editable=False,
+        help_text=_(
+            "Cost and tokens by the model that spent them, for this execution and those nested in it."
+        ),
+    )
     prompt_version = models.ForeignKey(
         "llm_agents.PromptVersion",
         null=True,

@@ -19,39 +19,13 @@ from django.db.models.functions import Coalesce, TruncDate, TruncDay, TruncHour
 from django.utils import timezone
 
 from ..conf import app_settings
-from ..db import fastpaths
+from ..db import fastpaths, rollups
+from ..failures import ERROR_CATEGORIES, ERROR_CLASS_CATEGORIES, ERROR_MESSAGE_KEYWORDS, FAILED_STATUSES
 from ..money import money
 from ..periods import Period, day_range, last_day_of_month, local_now, resolve_period, start_of_day
 
-FAILED_STATUSES = ("error", "timeout")
 ZERO = Decimal("0")
 MONEY = models.DecimalField(max_digits=20, decimal_places=8)
-
-ERROR_CATEGORIES = (
-    "rate_limit",
-    "authentication",
-    "network",
-    "timeout",
-    "invalid_request",
-    "other",
-    "budget",
-)
-ERROR_CLASS_CATEGORIES = {
-    # A call refused by a hard-stop budget: not an error of the model (SPEC section 15).
-    "budget": ("BudgetExceededError",),
-    "rate_limit": ("RateLimitError",),
-    "authentication": ("AuthenticationError", "PermissionDeniedError"),
-    "timeout": ("ProviderTimeoutError", "TimeoutError", "APITimeoutError", "ReadTimeout", "ConnectTimeout"),
-    "invalid_request": ("InvalidRequestError", "BadRequestError", "UnprocessableEntityError"),
-    "network": ("ConnectionError", "APIConnectionError", "ConnectError", "NetworkError", "OSError"),
-}
-ERROR_MESSAGE_KEYWORDS = (
-    ("rate_limit", ("rate limit", "rate_limit", "too many requests", "429")),
-    ("authentication", ("authentication", "unauthorized", "invalid api key", "permission denied", "401")),
-    ("timeout", ("timed out", "timeout")),
-    ("network", ("connection", "network", "unreachable", "name resolution", "dns")),
-    ("invalid_request", ("invalid", "bad request", "400")),
-)
 # cost_summary(group_by) -> the field grouped on.
 COST_GROUPS = {"model": "model_id", "agent": "agent_type", "tenant": "tenant_id", "day": "day"}
 PERCENTILE_FIELDS = (
@@ -814,23 +788,17 @@ class ExecutionQuerySet(models.QuerySet):
     def _model_spend(self) -> tuple[str, list[Any]] | None:
         """The SQL of common table expressions over the root executions of this queryset, and
         its parameters, ending with ``used (root_id, status, duration_ms, model_id, cost, tokens,
-        counted)``: the spend of each root execution by model, with the root's own status and duration;
-        ``counted`` is 1 on exactly one row per root and model (count those for "roots that used it").
+        counted)``: the spend of each root execution by model, with the root's own status and
+        duration, one row per root and model (``counted`` is 1: count those for "roots that used it").
 
-        A root's spend goes to the model of each llm span recorded in it or in any execution nested
-        in it (a span without a model to the model of its execution); spans with neither cost nor
-        tokens (a request refused before any work, e.g. the failed first try of a fallback) count
-        for no model. What its ``total_cost`` (and
-        ``total_tokens``) holds beyond its llm spans, or all of it when it has none (rows written
-        without spans, e.g. by a host's own ORM writes), goes to its ``chosen_model_id``, else its
-        ``model_id``. Nested executions (``parent_id`` set) are found by their ``root_id`` among the
-        executions started since the earliest root, so an index bounds the read. None when this
-        queryset can match no row (``none()``, an empty ``__in``).
+        A root's spend is its ``model_spend`` (recorded with it: its llm spans and those of the
+        executions nested in it, by model, with what its totals hold beyond them under the model that
+        answered); a root without one (no llm span spent anything, or a row a host wrote itself) spent
+        its ``total_cost`` and ``total_tokens`` on the model that answered, its ``chosen_model_id``,
+        else its ``model_id``. The rollups add the same amounts (``llm_agents.db.rollups``). None when
+        this queryset can match no row (``none()``, an empty ``__in``).
         """
-        execution_model: Any = self.model._meta.concrete_model
-        span_model: Any = execution_model._meta.get_field("spans").related_model
         connection = connections[self.db]
-        quote = connection.ops.quote_name
         try:
             roots_sql, roots_params = (
                 self.root_executions()
@@ -839,59 +807,32 @@ class ExecutionQuerySet(models.QuerySet):
                     "id",
                     "status",
                     "duration_ms",
-                    "started_at",
                     "total_cost",
                     "total_tokens",
                     "model_id",
                     "chosen_model_id",
+                    "model_spend",
                 )  # fmt: skip
                 .query.sql_with_params()
             )
         except EmptyResultSet:
             return None
-        execution, span = quote(execution_model._meta.db_table), quote(span_model._meta.db_table)
+        dialect = rollups.Dialect(connection.vendor)
         sql = f"""
-        WITH roots (id, status, duration_ms, started_at, total_cost, total_tokens, model_id, chosen_model_id)
+        WITH roots (id, status, duration_ms, total_cost, total_tokens, model_id, chosen_model_id, model_spend)
             AS ({roots_sql}),
-        tree (id, model_id, root_id, status, duration_ms, root_model, root_cost, root_tokens) AS (
-            SELECT id, COALESCE(NULLIF(chosen_model_id, ''), model_id), id, status, duration_ms,
-                COALESCE(NULLIF(chosen_model_id, ''), model_id), total_cost, total_tokens
+        spending (id, status, duration_ms, total_cost, total_tokens, answered, spend) AS (
+            SELECT id, status, duration_ms, total_cost, total_tokens,
+                COALESCE(NULLIF(chosen_model_id, ''), model_id), {dialect.spend("model_spend")}
             FROM roots
-            UNION ALL
-            SELECT e.id, COALESCE(NULLIF(e.chosen_model_id, ''), e.model_id), r.id, r.status, r.duration_ms,
-                COALESCE(NULLIF(r.chosen_model_id, ''), r.model_id), r.total_cost, r.total_tokens
-            FROM {execution} e INNER JOIN roots r ON r.id = e.root_id
-            WHERE e.parent_id IS NOT NULL AND e.started_at >= (SELECT MIN(started_at) FROM roots)
-        ),
-        spent (root_id, status, duration_ms, root_model, root_cost, root_tokens, model_id, cost, tokens,
-               covered_cost, covered_tokens, has_root_model, position) AS (
-            SELECT t.root_id, t.status, t.duration_ms, t.root_model, t.root_cost, t.root_tokens,
-                COALESCE(NULLIF(s.model_id, ''), t.model_id), SUM(s.total_cost),
-                SUM(s.input_tokens + s.output_tokens), SUM(SUM(s.total_cost)) OVER w,
-                SUM(SUM(s.input_tokens + s.output_tokens)) OVER w,
-                MAX(CASE WHEN COALESCE(NULLIF(s.model_id, ''), t.model_id) = t.root_model THEN 1 ELSE 0 END)
-                    OVER w,
-                ROW_NUMBER() OVER w
-            FROM {span} s INNER JOIN tree t ON s.execution_id = t.id
-            WHERE s.kind = 'llm' AND (s.total_cost > 0 OR s.input_tokens > 0 OR s.output_tokens > 0)
-                AND s.started_at >= (SELECT MIN(started_at) FROM roots)
-            GROUP BY t.root_id, t.status, t.duration_ms, t.root_model, t.root_cost, t.root_tokens,
-                COALESCE(NULLIF(s.model_id, ''), t.model_id)
-            WINDOW w AS (PARTITION BY t.root_id)
         ),
         used (root_id, status, duration_ms, model_id, cost, tokens, counted) AS (
-            SELECT root_id, status, duration_ms, model_id, cost, tokens, 1 FROM spent
+            SELECT e.id, e.status, e.duration_ms, s.key, {dialect.element("s.value", 0, "money")},
+                {dialect.element("s.value", 1, "count")}, 1
+            FROM spending e, {dialect.each("e.spend")} s
             UNION ALL
-            SELECT root_id, status, duration_ms, root_model,
-                CASE WHEN root_cost > covered_cost THEN root_cost - covered_cost ELSE 0 END,
-                CASE WHEN root_tokens > covered_tokens THEN root_tokens - covered_tokens ELSE 0 END,
-                1 - has_root_model
-            FROM spent
-            WHERE position = 1 AND (root_cost > covered_cost OR root_tokens > covered_tokens)
-            UNION ALL
-            SELECT id, status, duration_ms, COALESCE(NULLIF(chosen_model_id, ''), model_id), total_cost,
-                total_tokens, 1
-            FROM roots r WHERE NOT EXISTS (SELECT 1 FROM spent WHERE spent.root_id = r.id)
+            SELECT e.id, e.status, e.duration_ms, e.answered, e.total_cost, e.total_tokens, 1
+            FROM spending e WHERE NOT EXISTS (SELECT 1 FROM {dialect.each("e.spend")} n)
         )
         """
         return sql, list(roots_params)

@@ -16,6 +16,7 @@ from typing import Any
 from django.utils import timezone
 
 from ..conf import app_settings
+from ..models.rollups import spend_by_model
 from ..redaction import Redactor, current_redactor
 from .records import ExecutionRecord, SpanRecord
 
@@ -85,7 +86,23 @@ def execution_row(record: ExecutionRecord, persistence: Persistence | None = Non
         "parent_id": record.parent.id if record.parent is not None else None,
         "root_id": record.root.id,
         "prompt_version_id": record.prompt_version_id,
+        "model_spend": model_spend(record),
     }
+
+
+def model_spend(record: ExecutionRecord) -> dict[str, list[Any]]:
+    """The ``model_spend`` of ``record``: its llm spans and those of the executions nested in it, by
+    model (:func:`~llm_agents.models.rollups.spend_by_model`)."""
+    spent = [
+        (span.model_id or nested.chosen_model_id or nested.model_id, span.total_cost,
+         span.input_tokens + span.output_tokens)
+        for nested in record.walk()
+        for span in nested.spans
+        if span.kind == "llm"
+    ]  # fmt: skip
+    return spend_by_model(
+        record.chosen_model_id or record.model_id, record.total_cost, record.total_tokens, spent
+    )
 
 
 def redacted_attempts(attempts: Any, redactor: Redactor) -> Any:

@@ -1,0 +1,348 @@
+"""The SQL that keeps the rollups (``llm_agents.models.rollups``) exact: triggers and rebuilds.
+
+Rollups are kept by the database itself, in the transaction that writes the rows, whatever writes
+them (SPEC section 20):
+
+- on PostgreSQL, statement-level ``AFTER INSERT / UPDATE / DELETE`` triggers with transition tables
+  (one pass per statement, however many rows it wrote: a ``bulk_create`` or a COPY of thousands of
+  rows is four upserts) and an ``AFTER TRUNCATE`` trigger that empties the rollups;
+- on SQLite, row-level triggers doing the same for each row.
+
+Both run the same statements, built here: a written root execution adds its contributions (see
+:mod:`llm_agents.models.rollups`) and an updated or deleted one takes its old contributions away, so
+an update that changes nothing the rollups keep adds and removes the same amounts. Each statement
+upserts its rows in key order, so concurrent writers take the rollup rows' locks in one order.
+
+:func:`rebuild_day` runs the same statements over the rows of one UTC day, after emptying that day's
+rollups; ``rebuild_aggregates`` calls it day by day.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+from ..failures import ERROR_CLASS_CATEGORIES, ERROR_MESSAGE_KEYWORDS, FAILED_STATUSES
+
+EXECUTIONS = "llm_agents_execution"
+BUCKETS = "llm_agents_latency_bucket"
+HOURLY, DAILY = "llm_agents_rollup_hourly", "llm_agents_rollup_daily"
+HOURLY_LATENCY, DAILY_LATENCY = "llm_agents_latency_hourly", "llm_agents_latency_daily"
+ROLLUP_TABLES = (HOURLY, DAILY, HOURLY_LATENCY, DAILY_LATENCY)
+
+KEYS = ("start", "kind", "agent_type", "agent_version", "model_id", "model_used", "tenant_id", "status",
+        "error_category", "prompt_version_id")  # fmt: skip
+LATENCY_KEYS = ("start", "tenant_id", "model_used", "bucket")
+# measure -> its contribution, from the columns of ``contributions()``.
+MEASURES = {
+    "executions": "sign * is_primary",
+    "input_tokens": "sign * is_primary * input_tokens",
+    "output_tokens": "sign * is_primary * output_tokens",
+    "cached_tokens": "sign * is_primary * cached_tokens",
+    "cache_write_tokens": "sign * is_primary * cache_write_tokens",
+    "reasoning_tokens": "sign * is_primary * reasoning_tokens",
+    "total_tokens": "sign * is_primary * total_tokens",
+    "input_cost": "sign * is_primary * input_cost",
+    "output_cost": "sign * is_primary * output_cost",
+    "total_cost": "sign * is_primary * total_cost",
+    "cache_hits": "sign * is_primary * cache_hit",
+    "duration_sum": "sign * is_primary * COALESCE(duration_ms, 0)",
+    "duration_count": "sign * is_primary * has_duration",
+    "model_executions": "sign * used",
+    "model_tokens": "sign * spent_tokens",
+    "model_cost": "sign * spent_cost",
+    "model_duration_sum": "sign * used * COALESCE(duration_ms, 0)",
+    "model_duration_count": "sign * used * has_duration",
+}
+LATENCY_MEASURES = {"executions": "sign * is_primary", "model_executions": "sign * used"}
+# What a contribution reads of an execution row.
+COLUMNS = ("kind", "agent_type", "agent_version", "model_id", "chosen_model_id", "tenant_id", "status",
+           "error_class", "error_message", "prompt_version_id", "input_tokens", "output_tokens", "cached_tokens",
+           "cache_write_tokens", "reasoning_tokens", "total_tokens", "input_cost", "output_cost", "total_cost",
+           "cache_hit", "duration_ms", "started_at", "model_spend")  # fmt: skip
+
+
+class Dialect:
+    """What differs between PostgreSQL and SQLite in these statements."""
+
+    def __init__(self, vendor: str) -> None:
+        self.postgresql = vendor == "postgresql"
+
+    def truncate(self, column: str, unit: str) -> str:
+        """The UTC hour or day ``column`` falls in, as the rollups' ``start``."""
+        if self.postgresql:
+            return f"date_trunc('{unit}', {column} AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+        return f"strftime('{'%Y-%m-%d %H:00:00' if unit == 'hour' else '%Y-%m-%d 00:00:00'}', {column})"
+
+    def spend(self, column: str) -> str:
+        """``model_spend`` as a JSON object, ``{}`` when it is not one (null, or written otherwise)."""
+        if self.postgresql:
+            return f"CASE WHEN jsonb_typeof({column}) = 'object' THEN {column} ELSE '{{}}'::jsonb END"
+        return (
+            f"CASE WHEN json_valid({column}) THEN CASE WHEN json_type({column}) = 'object' THEN {column} "
+            "ELSE '{}' END ELSE '{}' END"
+        )
+
+    def each(self, column: str) -> str:
+        return f"jsonb_each({column})" if self.postgresql else f"json_each({column})"
+
+    def element(self, column: str, index: int, kind: str) -> str:
+        """Item ``index`` of the JSON array ``column``, as money or a count."""
+        if self.postgresql:
+            return f"({column} ->> {index})::{'numeric' if kind == 'money' else 'bigint'}"
+        return f"CAST(json_extract({column}, '$[{index}]') AS {'REAL' if kind == 'money' else 'INTEGER'})"
+
+    def contains(self, column: str, keyword: str) -> str:
+        """``column`` holds ``keyword``, case-insensitively: what Django's ``icontains`` runs."""
+        pattern = "%" + keyword.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        if self.postgresql:
+            return f"UPPER({column}::text) LIKE UPPER('{pattern}')"
+        return f"{column} LIKE '{pattern}' ESCAPE '\\'"
+
+
+def quoted(values: tuple[str, ...]) -> str:
+    return ", ".join("'" + value.replace("'", "''") + "'" for value in values)
+
+
+def error_category(row: str, dialect: Dialect) -> str:
+    """The error category of a failed execution, blank for others: ``querysets.error_category()``."""
+    whens = []
+    for category, classes in ERROR_CLASS_CATEGORIES.items():
+        condition = f"{row}.error_class IN ({quoted(classes)})"
+        if category == "timeout":
+            condition += f" OR {row}.status = 'timeout'"
+        whens.append(f"WHEN {condition} THEN '{category}'")
+    for category, keywords in ERROR_MESSAGE_KEYWORDS:
+        condition = " OR ".join(dialect.contains(f"{row}.error_message", keyword) for keyword in keywords)
+        whens.append(f"WHEN {condition} THEN '{category}'")
+    return (
+        f"CASE WHEN {row}.status NOT IN ({quoted(FAILED_STATUSES)}) THEN '' "
+        + " ".join(whens)
+        + " ELSE 'other' END"
+    )
+
+
+def rows_of(source: str, sign: int, where: str = "") -> str:
+    """Root execution rows of ``source`` (a table or a transition table) with their ``sign``."""
+    columns = ", ".join(f"r.{column}" for column in COLUMNS)
+    condition = f" AND ({where})" if where else ""
+    return f"SELECT {sign} AS sign, {columns} FROM {source} r WHERE r.parent_id IS NULL{condition}"
+
+
+def trigger_row(prefix: str, sign: int) -> str:
+    """SQLite: the ``NEW`` or ``OLD`` row, when it is a root execution, with its ``sign``."""
+    columns = ", ".join(f"{prefix}.{column} AS {column}" for column in COLUMNS)
+    return f"SELECT {sign} AS sign, {columns} WHERE {prefix}.parent_id IS NULL"
+
+
+def contributions(rows: str, dialect: Dialect) -> str:
+    """One row per root execution of ``rows`` and model it contributes to: the models of its
+    ``model_spend`` (``used`` 1, with what it spent there) and the model that answered
+    (``is_primary`` 1, carrying the execution's own measures); both when they are the same."""
+    answered = "COALESCE(NULLIF(x.chosen_model_id, ''), x.model_id)"
+    executions = f"""
+        SELECT x.sign, x.kind, x.agent_type, x.agent_version, x.model_id, COALESCE(x.tenant_id, '') AS tenant_id,
+            x.status, {error_category("x", dialect)} AS error_category,
+            COALESCE(x.prompt_version_id, 0) AS prompt_version_id, x.input_tokens, x.output_tokens,
+            x.cached_tokens, x.cache_write_tokens, x.reasoning_tokens, x.total_tokens, x.input_cost,
+            x.output_cost, x.total_cost, CASE WHEN x.cache_hit THEN 1 ELSE 0 END AS cache_hit, x.duration_ms,
+            CASE WHEN x.duration_ms IS NULL THEN 0 ELSE 1 END AS has_duration, x.started_at,
+            {answered} AS answered, {dialect.spend("x.model_spend")} AS spend
+        FROM ({rows}) x"""
+    shared = (
+        "e.sign, e.kind, e.agent_type, e.agent_version, e.model_id, e.tenant_id, e.status, e.error_category, "
+        "e.prompt_version_id, e.input_tokens, e.output_tokens, e.cached_tokens, e.cache_write_tokens, "
+        "e.reasoning_tokens, e.total_tokens, e.input_cost, e.output_cost, e.total_cost, e.cache_hit, "
+        "e.duration_ms, e.has_duration, e.started_at"
+    )
+    spent_nothing = f"NOT EXISTS (SELECT 1 FROM {dialect.each('e.spend')} n)"
+    return f"""
+        SELECT {shared}, s.key AS model_used, CASE WHEN s.key = e.answered THEN 1 ELSE 0 END AS is_primary,
+            1 AS used, {dialect.element("s.value", 0, "money")} AS spent_cost,
+            {dialect.element("s.value", 1, "count")} AS spent_tokens
+        FROM ({executions}) e, {dialect.each("e.spend")} s
+        UNION ALL
+        SELECT {shared}, e.answered, 1,
+            CASE WHEN {spent_nothing} THEN 1 ELSE 0 END,
+            CASE WHEN {spent_nothing} THEN e.total_cost ELSE 0 END,
+            CASE WHEN {spent_nothing} THEN e.total_tokens ELSE 0 END
+        FROM ({executions}) e
+        WHERE NOT EXISTS (SELECT 1 FROM {dialect.each("e.spend")} u WHERE u.key = e.answered)"""
+
+
+def upserts(rows: str, dialect: Dialect) -> list[str]:
+    """The four statements that add the contributions of ``rows`` to the rollups."""
+    source = contributions(rows, dialect)
+    statements = []
+    for table, unit in ((HOURLY, "hour"), (DAILY, "day")):
+        keys = ", ".join(KEYS)
+        selected = ", ".join(
+            [dialect.truncate("c.started_at", unit), *(f"c.{key}" for key in KEYS[1:])]
+            + [f"SUM({expression})" for expression in MEASURES.values()]
+        )
+        positions = ", ".join(str(position) for position in range(1, len(KEYS) + 1))
+        updates = ", ".join(f"{measure} = {table}.{measure} + excluded.{measure}" for measure in MEASURES)
+        statements.append(
+            f"INSERT INTO {table} ({keys}, {', '.join(MEASURES)}) SELECT {selected} FROM ({source}) c "
+            f"WHERE 1 = 1 GROUP BY {positions} ORDER BY {positions} "
+            f"ON CONFLICT ({keys}) DO UPDATE SET {updates}"
+        )
+    for table, unit in ((HOURLY_LATENCY, "hour"), (DAILY_LATENCY, "day")):
+        bucket = f"(SELECT b.bucket FROM {BUCKETS} b WHERE b.upper_ms >= c.duration_ms ORDER BY b.upper_ms LIMIT 1)"
+        selected = ", ".join(
+            [dialect.truncate("c.started_at", unit), "c.tenant_id", "c.model_used", bucket]
+            + [f"SUM({expression})" for expression in LATENCY_MEASURES.values()]
+        )
+        keys = ", ".join(LATENCY_KEYS)
+        updates = ", ".join(
+            f"{measure} = {table}.{measure} + excluded.{measure}" for measure in LATENCY_MEASURES
+        )
+        statements.append(
+            f"INSERT INTO {table} ({keys}, {', '.join(LATENCY_MEASURES)}) SELECT {selected} "
+            f"FROM ({source}) c WHERE c.duration_ms IS NOT NULL GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 "
+            f"ON CONFLICT ({keys}) DO UPDATE SET {updates}"
+        )
+    return statements
+
+
+# -- triggers ---------------------------------------------------------------------------------------
+
+TRIGGER_EVENTS = ("insert", "update", "delete")
+
+
+def trigger_statements(vendor: str) -> list[str]:
+    """The DDL that installs the triggers on ``vendor``'s executions table."""
+    dialect = Dialect(vendor)
+    statements = []
+    if dialect.postgresql:
+        sources = {
+            "insert": (rows_of("new_rows", 1), "REFERENCING NEW TABLE AS new_rows"),
+            "update": (
+                rows_of("new_rows", 1) + " UNION ALL " + rows_of("old_rows", -1),
+                "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
+            ),
+            "delete": (rows_of("old_rows", -1), "REFERENCING OLD TABLE AS old_rows"),
+        }
+        for event, (rows, referencing) in sources.items():
+            body = ";\n".join(upserts(rows, dialect))
+            statements.append(
+                f"CREATE OR REPLACE FUNCTION llm_agents_rollup_{event}() RETURNS trigger LANGUAGE plpgsql AS "
+                f"$rollup$ BEGIN\n{body};\nRETURN NULL; END $rollup$"
+            )
+            statements.append(
+                f"CREATE TRIGGER llm_agents_rollup_{event} AFTER {event.upper()} ON {EXECUTIONS} {referencing} "
+                f"FOR EACH STATEMENT EXECUTE FUNCTION llm_agents_rollup_{event}()"
+            )
+        statements.append(
+            "CREATE OR REPLACE FUNCTION llm_agents_rollup_truncate() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$rollup$ BEGIN TRUNCATE {', '.join(ROLLUP_TABLES)}; RETURN NULL; END $rollup$"
+        )
+        statements.append(
+            f"CREATE TRIGGER llm_agents_rollup_truncate AFTER TRUNCATE ON {EXECUTIONS} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION llm_agents_rollup_truncate()"
+        )
+        return statements
+    sources = {
+        "insert": trigger_row("NEW", 1),
+        "update": trigger_row("NEW", 1) + " UNION ALL " + trigger_row("OLD", -1),
+        "delete": trigger_row("OLD", -1),
+    }
+    for event, rows in sources.items():
+        body = ";\n".join(upserts(rows, dialect))
+        statements.append(
+            f"CREATE TRIGGER llm_agents_rollup_{event} AFTER {event.upper()} ON {EXECUTIONS} "
+            f"FOR EACH ROW BEGIN\n{body};\nEND"
+        )
+    return statements
+
+
+def drop_statements(vendor: str) -> list[str]:
+    if vendor == "postgresql":
+        return [
+            *(
+                f"DROP TRIGGER IF EXISTS llm_agents_rollup_{event} ON {EXECUTIONS}"
+                for event in (*TRIGGER_EVENTS, "truncate")
+            ),
+            *(
+                f"DROP FUNCTION IF EXISTS llm_agents_rollup_{event}()"
+                for event in (*TRIGGER_EVENTS, "truncate")
+            ),
+        ]
+    return [f"DROP TRIGGER IF EXISTS llm_agents_rollup_{event}" for event in TRIGGER_EVENTS]
+
+
+def install_triggers(connection: Any) -> None:
+    """(Re)create the rollup triggers on ``connection``'s executions table (idempotent): migration
+    0011, and the partitioning command after it rebuilt the table."""
+    with connection.cursor() as cursor:
+        for statement in drop_statements(connection.vendor) + trigger_statements(connection.vendor):
+            cursor.execute(statement)
+
+
+def drop_triggers(connection: Any) -> None:
+    with connection.cursor() as cursor:
+        for statement in drop_statements(connection.vendor):
+            cursor.execute(statement)
+
+
+# -- rebuilds ---------------------------------------------------------------------------------------
+
+
+def literal(moment: dt.datetime, vendor: str) -> str:
+    """A UTC moment as an SQL literal (the statements here take no parameters: their patterns hold %)."""
+    utc = moment.astimezone(dt.UTC).replace(tzinfo=None)
+    if vendor == "postgresql":
+        return f"'{utc.isoformat(sep=' ')}+00'::timestamptz"
+    return f"'{utc.isoformat(sep=' ')}'"
+
+
+def rebuild_day(connection: Any, day: dt.date) -> None:
+    """Recompute the rollups of one UTC day from its rows. Run it in a transaction: on PostgreSQL it
+    locks the executions table against writes (not reads) until that transaction ends, so no write
+    lands between emptying the day and adding its rows back."""
+    vendor = connection.vendor
+    start = dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
+    low, high = literal(start, vendor), literal(start + dt.timedelta(days=1), vendor)
+    rows = rows_of(EXECUTIONS, 1, f"r.started_at >= {low} AND r.started_at < {high}")
+    with connection.cursor() as cursor:
+        if vendor == "postgresql":
+            cursor.execute(f"LOCK TABLE {EXECUTIONS} IN SHARE ROW EXCLUSIVE MODE")
+        for table in ROLLUP_TABLES:
+            cursor.execute(f"DELETE FROM {table} WHERE start >= {low} AND start < {high}")
+        for statement in upserts(rows, Dialect(vendor)):
+            cursor.execute(statement)
+
+
+def forget(connection: Any, start: dt.datetime, end: dt.datetime) -> None:
+    """Drop the rollups of ``start <= hour < end`` (whole UTC days): for retention that dropped the
+    rows of those days without deleting them row by row (a dropped partition fires no trigger)."""
+    vendor = connection.vendor
+    low, high = literal(start, vendor), literal(end, vendor)
+    with connection.cursor() as cursor:
+        for table in ROLLUP_TABLES:
+            cursor.execute(f"DELETE FROM {table} WHERE start >= {low} AND start < {high}")
+
+
+def days_with_rows(connection: Any) -> list[dt.date]:
+    """The UTC days on which root executions started, or rollups exist (to be emptied), oldest first."""
+    dialect = Dialect(connection.vendor)
+    sql = " UNION ".join(
+        [
+            f"SELECT DISTINCT {dialect.truncate('started_at', 'day')} AS day FROM {EXECUTIONS} WHERE parent_id IS NULL"
+        ]
+        + [f"SELECT DISTINCT start FROM {table}" for table in (DAILY, DAILY_LATENCY)]
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT day FROM ({sql}) d ORDER BY day")
+        found = [row[0] for row in cursor.fetchall()]
+    return [parse_day(value) for value in found]
+
+
+def parse_day(value: Any) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).date() if value.tzinfo else value.date()
+    return dt.date.fromisoformat(str(value)[:10])
+
+
+ProgressCallback = Callable[[int, int, dt.date], None]

@@ -1,0 +1,30 @@
+"""How failed executions are told apart: the statuses that are failures and the categories of
+``error_analysis`` (SPEC sections 3 and 15), read by the queries and by the rollup triggers alike."""
+
+FAILED_STATUSES = ("error", "timeout")
+
+ERROR_CATEGORIES = (
+    "rate_limit",
+    "authentication",
+    "network",
+    "timeout",
+    "invalid_request",
+    "other",
+    "budget",
+)
+ERROR_CLASS_CATEGORIES = {
+    # A call refused by a hard-stop budget: not an error of the model (SPEC section 15).
+    "budget": ("BudgetExceededError",),
+    "rate_limit": ("RateLimitError",),
+    "authentication": ("AuthenticationError", "PermissionDeniedError"),
+    "timeout": ("ProviderTimeoutError", "TimeoutError", "APITimeoutError", "ReadTimeout", "ConnectTimeout"),
+    "invalid_request": ("InvalidRequestError", "BadRequestError", "UnprocessableEntityError"),
+    "network": ("ConnectionError", "APIConnectionError", "ConnectError", "NetworkError", "OSError"),
+}
+ERROR_MESSAGE_KEYWORDS = (
+    ("rate_limit", ("rate limit", "rate_limit", "too many requests", "429")),
+    ("authentication", ("authentication", "unauthorized", "invalid api key", "permission denied", "401")),
+    ("timeout", ("timed out", "timeout")),
+    ("network", ("connection", "network", "unreachable", "name resolution", "dns")),
+    ("invalid_request", ("invalid", "bad request", "400")),
+)

@@ -1,0 +1,283 @@
+"""Hourly and daily aggregates of root executions, kept by the database itself (SPEC section 20).
+
+The rows of ``Execution`` stay the single source of truth: triggers installed by migration 0011
+(:mod:`llm_agents.db.rollups`) add every root execution written, and take away every one updated or
+deleted, in the same statement's transaction, whatever writes it (the product, the ORM, raw SQL,
+COPY). Analytics read these tables for the whole hours and days of a period and the rows for the
+partial hours at its edges (:mod:`llm_agents.models.rollup_reads`).
+
+Each root execution adds one contribution per model it used (the keys of its ``model_spend``, or
+the model that answered when it has none recorded) and one for the model that answered: the
+execution's own measures (``executions`` … ``duration_count``) go to the model that answered only,
+so that they are counted once; the ``model_*`` measures go to every model used, so that spend by
+model (section 15) is a sum.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
+from django.db.models import Q, Value
+from django.db.models.functions import Coalesce, NullIf
+from django.utils.translation import gettext_lazy as _
+
+from ..db import rollups
+from ..db.rollups import ProgressCallback
+from ..latency import buckets
+from ..money import money
+from .fields import money_field
+
+#: The rollups' keys, in the order of their unique constraints.
+ROLLUP_KEYS = (
+    "start",
+    "kind",
+    "agent_type",
+    "agent_version",
+    "model_id",
+    "model_used",
+    "tenant_id",
+    "status",
+    "error_category",
+    "prompt_version_id",
+)
+#: The rollups' measures: sums over the executions of a key.
+ROLLUP_MEASURES = (
+    "executions",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "input_cost",
+    "output_cost",
+    "total_cost",
+    "cache_hits",
+    "duration_sum",
+    "duration_count",
+    "model_executions",
+    "model_tokens",
+    "model_cost",
+    "model_duration_sum",
+    "model_duration_count",
+)
+LATENCY_KEYS = ("start", "tenant_id", "model_used", "bucket")
+LATENCY_MEASURES = ("executions", "model_executions")
+
+
+def _count() -> models.BigIntegerField:
+    return models.BigIntegerField(default=0)
+
+
+class Rollup(models.Model):
+    """The figures of the root executions that share a key, for one hour or one day (UTC)."""
+
+    start = models.DateTimeField(help_text=_("The hour or day (UTC) the executions started in."))
+    kind = models.CharField(max_length=10)
+    agent_type = models.CharField(max_length=255)
+    agent_version = models.CharField(max_length=50)
+    model_id = models.CharField(max_length=255, help_text=_("The model the executions asked for."))
+    model_used = models.CharField(max_length=255, help_text=_("A model that answered (see the module)."))
+    tenant_id = models.CharField(max_length=255, help_text=_("Blank for executions without a tenant."))
+    status = models.CharField(max_length=10)
+    error_category = models.CharField(max_length=20, help_text=_("Blank unless the status is a failure."))
+    prompt_version_id = models.BigIntegerField(help_text=_("0 for executions without a prompt version."))
+
+    executions = _count()
+    input_tokens = _count()
+    output_tokens = _count()
+    cached_tokens = _count()
+    cache_write_tokens = _count()
+    reasoning_tokens = _count()
+    total_tokens = _count()
+    input_cost = money_field()
+    output_cost = money_field()
+    total_cost = money_field()
+    cache_hits = _count()
+    duration_sum = _count()
+    duration_count = _count()
+    model_executions = _count()
+    model_tokens = _count()
+    model_cost = money_field()
+    model_duration_sum = _count()
+    model_duration_count = _count()
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.agent_type} {self.model_used} {self.status} at {self.start:%Y-%m-%d %H:%M}"
+
+
+class HourlyRollup(Rollup):
+    class Meta:
+        db_table = "llm_agents_rollup_hourly"
+        constraints = [models.UniqueConstraint(fields=ROLLUP_KEYS, name="llm_rollup_hourly_key")]
+
+
+class DailyRollup(Rollup):
+    class Meta:
+        db_table = "llm_agents_rollup_daily"
+        constraints = [models.UniqueConstraint(fields=ROLLUP_KEYS, name="llm_rollup_daily_key")]
+
+
+class Latency(models.Model):
+    """How many root executions of an hour or a day (UTC) took a duration in each latency bucket
+    (:mod:`llm_agents.latency`): ``executions`` counts them under the model that answered,
+    ``model_executions`` under every model they used."""
+
+    start = models.DateTimeField()
+    tenant_id = models.CharField(max_length=255)
+    model_used = models.CharField(max_length=255)
+    bucket = models.SmallIntegerField()
+    executions = _count()
+    model_executions = _count()
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.model_used} bucket {self.bucket} at {self.start:%Y-%m-%d %H:%M}"
+
+
+class HourlyLatency(Latency):
+    class Meta:
+        db_table = "llm_agents_latency_hourly"
+        constraints = [models.UniqueConstraint(fields=LATENCY_KEYS, name="llm_latency_hourly_key")]
+
+
+class DailyLatency(Latency):
+    class Meta:
+        db_table = "llm_agents_latency_daily"
+        constraints = [models.UniqueConstraint(fields=LATENCY_KEYS, name="llm_latency_daily_key")]
+
+
+class LatencyBucket(models.Model):
+    """The latency buckets of :mod:`llm_agents.latency`, for the triggers to look durations up in."""
+
+    bucket = models.SmallIntegerField(primary_key=True)
+    lower_ms = models.BigIntegerField()
+    upper_ms = models.BigIntegerField(unique=True)
+
+    class Meta:
+        db_table = "llm_agents_latency_bucket"
+
+    def __str__(self) -> str:
+        return f"{self.lower_ms}–{self.upper_ms} ms"
+
+
+def spend_by_model(
+    answered: str, total_cost: Decimal, total_tokens: int, spent: Iterable[tuple[str, Decimal, int]]
+) -> dict[str, list[Any]]:
+    """An execution's ``model_spend``: ``{model: [cost, tokens]}`` from ``spent``, the ``(model, cost,
+    tokens)`` of the llm spans of the execution and of those nested in it (a span's model, else the
+    model that answered its execution), with what ``total_cost`` and ``total_tokens`` hold beyond them
+    under ``answered``, the model that answered the execution. Spans that spent nothing (a request
+    refused before any work) count for no model. ``{}`` when no span spent anything: then everything
+    belongs to ``answered`` (which is how a row without it is read). Costs are strings of 8 places."""
+    by_model: dict[str, list[Any]] = {}
+    for model, cost, tokens in spent:
+        if cost > 0 or tokens > 0:
+            entry = by_model.setdefault(model, [Decimal(0), 0])
+            entry[0] += cost
+            entry[1] += tokens
+    if not by_model:
+        return {}
+    covered_cost = sum((entry[0] for entry in by_model.values()), Decimal(0))
+    covered_tokens = sum(entry[1] for entry in by_model.values())
+    if total_cost > covered_cost or total_tokens > covered_tokens:
+        entry = by_model.setdefault(answered, [Decimal(0), 0])
+        entry[0] += max(total_cost - covered_cost, Decimal(0))
+        entry[1] += max(total_tokens - covered_tokens, 0)
+    return {model: [str(money(cost)), tokens] for model, (cost, tokens) in by_model.items()}
+
+
+def recompute_model_spend(
+    using: str = DEFAULT_DB_ALIAS, *, since: dt.datetime | None = None, chunk_size: int = 10_000
+) -> int:
+    """Set the ``model_spend`` of every root execution from its llm spans and those of the
+    executions nested in it (by ``root_id``), ``chunk_size`` roots at a time, oldest first; for rows
+    written without one (a host's own writes, data from before the column). Returns how many rows
+    changed. Their rollups follow through the update triggers."""
+    from .executions import Execution, Span
+
+    changed = 0
+    roots = Execution.objects.using(using).filter(parent__isnull=True).order_by("started_at", "id")
+    if since is not None:
+        roots = roots.filter(started_at__gte=since)
+    last: tuple[Any, Any] | None = None
+    while True:
+        page = roots
+        if last is not None:
+            page = page.filter(Q(started_at__gt=last[0]) | Q(started_at=last[0], id__gt=last[1]))
+        chunk = list(
+            page.values_list(
+                "id", "started_at", "model_id", "chosen_model_id", "total_cost", "total_tokens", "model_spend"
+            )[:chunk_size]  # fmt: skip
+        )
+        if not chunk:
+            return changed
+        last = (chunk[-1][1], chunk[-1][0])
+        ids = [row[0] for row in chunk]
+        spans = (
+            Span.objects.using(using)
+            .filter(kind="llm")
+            .filter(Q(execution_id__in=ids) | Q(execution__root_id__in=ids))
+            .annotate(
+                root=Coalesce("execution__root_id", "execution_id"),
+                answered=Coalesce(NullIf("execution__chosen_model_id", Value("")), "execution__model_id"),
+            )
+            .values_list("root", "model_id", "answered", "total_cost", "input_tokens", "output_tokens")
+        )
+        spent: dict[Any, list[tuple[str, Decimal, int]]] = {}
+        for root, model, answered, cost, input_tokens, output_tokens in spans:
+            spent.setdefault(root, []).append((model or answered, cost, input_tokens + output_tokens))
+        updates = []
+        for execution_id, _started_at, model_id, chosen_model_id, total_cost, total_tokens, current in chunk:
+            spend = spend_by_model(
+                chosen_model_id or model_id, total_cost, total_tokens, spent.get(execution_id, [])
+            )
+            if spend != (current or {}):
+                updates.append(Execution(id=execution_id, model_spend=spend))
+        Execution.objects.using(using).bulk_update(updates, ["model_spend"], batch_size=1000)
+        changed += len(updates)
+
+
+def rebuild(
+    using: str = DEFAULT_DB_ALIAS,
+    *,
+    since: dt.datetime | None = None,
+    progress: ProgressCallback | None = None,
+) -> int:
+    """Recompute ``model_spend`` where it is missing or stale, then every day's rollups from the
+    rows, one UTC day per transaction (``progress(done, total, day)`` after each), from the UTC day
+    of ``since`` (default: all). Returns the number of days rebuilt."""
+    recompute_model_spend(using, since=since)
+    connection = connections[using]
+    days = rollups.days_with_rows(connection)
+    if since is not None:
+        first = since.astimezone(dt.UTC).date()
+        days = [day for day in days if day >= first]
+    for done, day in enumerate(days, start=1):
+        with transaction.atomic(using=using):
+            rollups.rebuild_day(connection, day)
+        if progress is not None:
+            progress(done, len(days), day)
+    return len(days)
+
+
+def install(connection: Any) -> None:
+    """Lay out the latency buckets and install the triggers (migration 0011)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {rollups.BUCKETS}")
+    LatencyBucket.objects.using(connection.alias).bulk_create(
+        [
+            LatencyBucket(bucket=index, lower_ms=lower, upper_ms=upper)
+            for index, (lower, upper) in enumerate(buckets())
+        ]
+    )
+    rollups.install_triggers(connection)
