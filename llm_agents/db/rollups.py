@@ -243,12 +243,12 @@ def trigger_statements(vendor: str) -> list[str]:
             "FOR EACH STATEMENT EXECUTE FUNCTION llm_agents_rollup_truncate()"
         )
         return statements
-    sources = {
+    changes = {
         "insert": trigger_row("NEW", 1),
         "update": trigger_row("NEW", 1) + " UNION ALL " + trigger_row("OLD", -1),
         "delete": trigger_row("OLD", -1),
     }
-    for event, rows in sources.items():
+    for event, rows in changes.items():
         body = ";\n".join(upserts(rows, dialect))
         statements.append(
             f"CREATE TRIGGER llm_agents_rollup_{event} AFTER {event.upper()} ON {EXECUTIONS} "

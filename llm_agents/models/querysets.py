@@ -18,11 +18,13 @@ from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Coalesce, TruncDate, TruncDay, TruncHour
 from django.utils import timezone
 
+from .. import latency
 from ..conf import app_settings
 from ..db import fastpaths, rollups
 from ..failures import ERROR_CATEGORIES, ERROR_CLASS_CATEGORIES, ERROR_MESSAGE_KEYWORDS, FAILED_STATUSES
 from ..money import money
 from ..periods import Period, day_range, last_day_of_month, local_now, resolve_period, start_of_day
+from . import rollup_reads
 
 ZERO = Decimal("0")
 MONEY = models.DecimalField(max_digits=20, decimal_places=8)
@@ -323,10 +325,64 @@ class ExecutionQuerySet(models.QuerySet):
     # the id is not in the covering index, and reading it would send PostgreSQL to the table.
     # Amounts leave through money(): 8 places, whatever tail the database's arithmetic left.
 
+    def rollup_plan(self) -> rollup_reads.Plan | None:
+        """How the rollups answer analytics of this queryset's root executions, or None when its
+        filters make the rows answer (see :mod:`llm_agents.models.rollup_reads`)."""
+        return rollup_reads.plan_for(self.root_executions())
+
+    def _rollup_groups(
+        self, group_by: Sequence[str], measures: Sequence[str] = tuple(rollup_reads.ROW_MEASURES), *,
+        local: str | None = None,
+    ) -> list[dict[str, Any]] | None:  # fmt: skip
+        """Sums of ``measures`` per ``group_by`` from the rollups (and the rows at the period's
+        edges), as dicts with the group's keys (``local`` adds ``"local"``: the local day or hour),
+        leaving out groups without executions; None when the rows must answer."""
+        plan = self.rollup_plan()
+        if plan is None or (local is not None and not rollup_reads.whole_hour_zone(plan)):
+            return None
+        found = rollup_reads.totals(self.root_executions(), plan, group_by, measures, local=local)
+        names = [*group_by, "local"] if local else list(group_by)
+        return [
+            {**dict(zip(names, key, strict=True)), **values}
+            for key, values in found.groups.items()
+            if values.get("executions", 1)
+        ]
+
+    def _summary_from_rollups(self) -> dict[str, Any] | None:
+        groups = self._rollup_groups(("agent_type", "status"))
+        if groups is None:
+            return None
+        total = sum(group["executions"] for group in groups)
+        successful = sum(group["executions"] for group in groups if group["status"] == "success")
+        failed = sum(group["executions"] for group in groups if group["status"] in FAILED_STATUSES)
+        cost = sum((group["total_cost"] for group in groups), ZERO)
+        durations = sum(group["duration_count"] for group in groups)
+        row = {
+            "total": total,
+            "successful": successful,
+            "failed": failed,
+            "total_cost": money(cost),
+            "avg_cost": money(cost / total if total else None),
+            "avg_duration_ms": _round(
+                sum(group["duration_sum"] for group in groups) / durations if durations else None
+            ),
+            "total_tokens": sum(group["total_tokens"] for group in groups),
+            "input_tokens": sum(group["input_tokens"] for group in groups),
+            "output_tokens": sum(group["output_tokens"] for group in groups),
+            "active_agents": len({group["agent_type"] for group in groups}),
+        }
+        row["success_rate"] = rate(successful, total)
+        return row
+
     def _summary(self, duration_percents: Sequence[float] = ()) -> dict[str, Any]:
         """The figures of :meth:`summary`. On PostgreSQL, ``duration_percents`` adds the duration
         percentiles of the same rows (as :meth:`percentiles` gives them) to the same query, under
         ``"percentiles"``: one pass over the rows instead of two."""
+        from_rollups = self._summary_from_rollups()
+        if from_rollups is not None:
+            if duration_percents:
+                from_rollups["percentiles"] = self.percentiles("duration_ms", duration_percents)
+            return from_rollups
         # The aliases must not be field names: an aggregate named like a field would shadow it for
         # the aggregates after it (Avg("total_cost") would then refer to Sum("total_cost")).
         roots = self.root_executions()
@@ -393,6 +449,17 @@ class ExecutionQuerySet(models.QuerySet):
         }
 
     def _cost_by(self, field: str, period: str) -> list[dict[str, Any]]:
+        groups = self.for_period(period)._rollup_groups((field,), ("total_cost", "executions"))
+        if groups is not None:
+            groups.sort(key=lambda group: (-group["total_cost"], group[field]))
+            return [
+                {
+                    field: group[field],
+                    "total_cost": money(group["total_cost"]),
+                    "executions": group["executions"],
+                }
+                for group in groups
+            ]
         rows = (
             self.root_executions()
             .for_period(period)
@@ -441,12 +508,28 @@ class ExecutionQuerySet(models.QuerySet):
         queryset = self.root_executions().between(first, today)
         if agent_type is not None:
             queryset = queryset.by_agent(agent_type)
-        rows = (
-            queryset.order_by()
-            .annotate(day=TruncDate("started_at", tzinfo=timezone.get_default_timezone()))
-            .values("day")
-            .annotate(executions=Count("*"), cost=Sum("total_cost"), avg_duration_ms=Avg("duration_ms"))
+        groups = queryset._rollup_groups(
+            (), ("executions", "total_cost", "duration_sum", "duration_count"), local="day"
         )
+        if groups is not None:
+            rows: Any = [
+                {
+                    "day": group["local"],
+                    "executions": group["executions"],
+                    "cost": group["total_cost"],
+                    "avg_duration_ms": group["duration_sum"] / group["duration_count"]
+                    if group["duration_count"]
+                    else None,
+                }
+                for group in groups
+            ]
+        else:
+            rows = (
+                queryset.order_by()
+                .annotate(day=TruncDate("started_at", tzinfo=timezone.get_default_timezone()))
+                .values("day")
+                .annotate(executions=Count("*"), cost=Sum("total_cost"), avg_duration_ms=Avg("duration_ms"))
+            )
         by_day = {row["day"]: row for row in rows}
         trend = []
         for offset in range(days):
@@ -471,14 +554,30 @@ class ExecutionQuerySet(models.QuerySet):
         bounds = period if isinstance(period, Period) else resolve_period(period)
         zone = timezone.get_default_timezone()
         trunc = TruncDay if unit == "day" else TruncHour
-        rows = (
+        groups = (
             self.root_executions()
             .for_period(bounds)
-            .order_by()
-            .annotate(bucket=trunc("started_at", tzinfo=zone))
-            .values("bucket", "status")
-            .annotate(n=Count("*"), cost=Sum("total_cost"))
+            ._rollup_groups(("status",), ("executions", "total_cost"), local=unit)
         )
+        if groups is not None:
+            rows: Any = [
+                {
+                    "bucket": start_of_day(group["local"]) if unit == "day" else group["local"],
+                    "status": group["status"],
+                    "n": group["executions"],
+                    "cost": group["total_cost"],
+                }
+                for group in groups
+            ]
+        else:
+            rows = (
+                self.root_executions()
+                .for_period(bounds)
+                .order_by()
+                .annotate(bucket=trunc("started_at", tzinfo=zone))
+                .values("bucket", "status")
+                .annotate(n=Count("*"), cost=Sum("total_cost"))
+            )
         found: dict[float, list[dict[str, Any]]] = {}
         for row in rows:
             found.setdefault(row["bucket"].timestamp(), []).append(row)
@@ -511,24 +610,56 @@ class ExecutionQuerySet(models.QuerySet):
             start = bucket["end"]
         return buckets
 
+    def _summaries_from_rollups(self, field: str) -> list[dict[str, Any]] | None:
+        """The rows of :meth:`summary_by` (``n_total`` … ``sum_total_tokens``, ``avg_total_cost``)
+        from the rollups, costliest first, or None when the rows must answer (or ``field`` is not a
+        key the rollups keep as the rows do: a tenant of None and of "" are one key there)."""
+        if field not in ("agent_type", "agent_version", "model_id", "status", "kind"):
+            return None
+        groups = self._rollup_groups((field, "status"))
+        if groups is None:
+            return None
+        rows: dict[Any, dict[str, Any]] = {}
+        for group in groups:
+            row = rows.setdefault(
+                group[field],
+                {field: group[field], "n_total": 0, "n_successful": 0, "n_failed": 0, "sum_total_cost": ZERO,
+                 "duration_sum": 0, "duration_count": 0, "sum_total_tokens": 0},
+            )  # fmt: skip
+            row["n_total"] += group["executions"]
+            row["n_successful"] += group["executions"] if group["status"] == "success" else 0
+            row["n_failed"] += group["executions"] if group["status"] in FAILED_STATUSES else 0
+            row["sum_total_cost"] += group["total_cost"]
+            row["duration_sum"] += group["duration_sum"]
+            row["duration_count"] += group["duration_count"]
+            row["sum_total_tokens"] += group["total_tokens"]
+        for row in rows.values():
+            row["avg_duration"] = (
+                row["duration_sum"] / row["duration_count"] if row["duration_count"] else None
+            )
+            row["avg_total_cost"] = row["sum_total_cost"] / row["n_total"]
+        return sorted(rows.values(), key=lambda row: (-row["sum_total_cost"], -row["n_total"], row[field]))
+
     def summary_by(self, field: str) -> list[dict[str, Any]]:
         """``summary()`` per value of ``field`` (e.g. ``"agent_type"``), costliest first, in one query:
         ``[{<field>, total, successful, failed, success_rate, total_cost, avg_duration_ms,
         total_tokens}]``."""
-        rows = (
-            self.root_executions()
-            .order_by()
-            .values(field)
-            .annotate(
-                n_total=Count("*"),
-                n_successful=Count("started_at", filter=Q(status="success")),
-                n_failed=Count("started_at", filter=Q(status__in=FAILED_STATUSES)),
-                sum_total_cost=Coalesce(Sum("total_cost"), Value(ZERO), output_field=MONEY),
-                avg_duration=Avg("duration_ms"),
-                sum_total_tokens=Coalesce(Sum("total_tokens"), 0),
+        rows: Any = self._summaries_from_rollups(field)
+        if rows is None:
+            rows = (
+                self.root_executions()
+                .order_by()
+                .values(field)
+                .annotate(
+                    n_total=Count("*"),
+                    n_successful=Count("started_at", filter=Q(status="success")),
+                    n_failed=Count("started_at", filter=Q(status__in=FAILED_STATUSES)),
+                    sum_total_cost=Coalesce(Sum("total_cost"), Value(ZERO), output_field=MONEY),
+                    avg_duration=Avg("duration_ms"),
+                    sum_total_tokens=Coalesce(Sum("total_tokens"), 0),
+                )
+                .order_by("-sum_total_cost", "-n_total", field)
             )
-            .order_by("-sum_total_cost", "-n_total", field)
-        )
         return [
             {
                 field: row[field],
@@ -547,19 +678,26 @@ class ExecutionQuerySet(models.QuerySet):
         self, agent_type: str, *versions: str, period: str | Period = "this_week"
     ) -> dict[str, dict[str, Any]]:
         """``{version: {total, success_rate, avg_cost}}`` for each version asked for."""
-        rows = (
-            self.root_executions()
-            .by_agent(agent_type)
-            .for_period(period)
-            .filter(agent_version__in=versions)
-            .order_by()
-            .values("agent_version")
-            .annotate(
-                total=Count("*"),
-                successful=Count("started_at", filter=Q(status="success")),
-                avg_cost=Avg("total_cost"),
-            )
+        queryset = (
+            self.root_executions().by_agent(agent_type).for_period(period).filter(agent_version__in=versions)
         )
+        summaries = queryset._summaries_from_rollups("agent_version")
+        if summaries is not None:
+            rows: Any = [
+                {"agent_version": row["agent_version"], "total": row["n_total"], "successful": row["n_successful"],
+                 "avg_cost": row["avg_total_cost"]}
+                for row in summaries
+            ]  # fmt: skip
+        else:
+            rows = (
+                queryset.order_by()
+                .values("agent_version")
+                .annotate(
+                    total=Count("*"),
+                    successful=Count("started_at", filter=Q(status="success")),
+                    avg_cost=Avg("total_cost"),
+                )
+            )
         found = {row["agent_version"]: row for row in rows}
         result = {}
         for version in versions:
@@ -585,6 +723,14 @@ class ExecutionQuerySet(models.QuerySet):
             if isinstance(percent, bool) or not isinstance(percent, int | float) or not 0 <= percent <= 100:
                 raise ValueError(f"Percentiles must be numbers from 0 to 100, not {percent!r}.")
         keys = [f"p{percent:g}" for percent in percents]
+        plan = self.rollup_plan() if field == "duration_ms" else None
+        counts = rollup_reads.histogram(self.root_executions(), plan) if plan is not None else None
+        if counts is not None:
+            values = latency.percentiles(counts.get("", {}), percents)
+            return {
+                key: None if value is None else round(value, 2)
+                for key, value in zip(keys, values, strict=True)
+            }
         queryset = self.root_executions().filter(**{f"{field}__isnull": False}).order_by()
         return dict(zip(keys, fastpaths.percentiles(queryset, field, percents), strict=True))
 
@@ -592,8 +738,12 @@ class ExecutionQuerySet(models.QuerySet):
         """``{month_to_date, projected_month_total, daily_average}`` for the current calendar month."""
         today = local_now().date()
         first = today.replace(day=1)
-        row = self.root_executions().between(first, today).aggregate(total=Sum("total_cost"))
-        month_to_date = row["total"] or ZERO
+        month = self.root_executions().between(first, today)
+        groups = month._rollup_groups((), ("total_cost", "executions"))
+        if groups is not None:
+            month_to_date = sum((group["total_cost"] for group in groups), ZERO)
+        else:
+            month_to_date = month.aggregate(total=Sum("total_cost"))["total"] or ZERO
         daily_average = month_to_date / today.day
         days_in_month = last_day_of_month(first).day
         return {
@@ -605,7 +755,16 @@ class ExecutionQuerySet(models.QuerySet):
     def error_analysis(self) -> dict[str, Any]:
         """Failed executions counted by category, and the 10 latest failures, newest first."""
         failed = self.root_executions().failed()
-        rows = failed.order_by().annotate(category=error_category()).values("category").annotate(n=Count("*"))
+        groups = failed._rollup_groups(("error_category",), ("executions",))
+        if groups is not None:
+            rows: Any = [{"category": group["error_category"], "n": group["executions"]} for group in groups]
+        else:
+            rows = (
+                failed.order_by()
+                .annotate(category=error_category())
+                .values("category")
+                .annotate(n=Count("*"))
+            )
         categories = dict.fromkeys(ERROR_CATEGORIES, 0)
         for row in rows:
             categories[row["category"]] += row["n"]
@@ -670,21 +829,23 @@ class ExecutionQuerySet(models.QuerySet):
         """``stats_for()`` of every agent in this queryset, costliest first, in one query:
         ``[{agent_type, total, successful, failed, success_rate, avg_cost, total_cost,
         avg_duration_ms, total_tokens}]``."""
-        rows = (
-            self.root_executions()
-            .order_by()
-            .values("agent_type")
-            .annotate(
-                n_total=Count("*"),
-                n_successful=Count("started_at", filter=Q(status="success")),
-                n_failed=Count("started_at", filter=Q(status__in=FAILED_STATUSES)),
-                sum_total_cost=Coalesce(Sum("total_cost"), Value(ZERO), output_field=MONEY),
-                avg_total_cost=Avg("total_cost"),
-                avg_duration=Avg("duration_ms"),
-                sum_total_tokens=Coalesce(Sum("total_tokens"), 0),
+        rows: Any = self._summaries_from_rollups("agent_type")
+        if rows is None:
+            rows = (
+                self.root_executions()
+                .order_by()
+                .values("agent_type")
+                .annotate(
+                    n_total=Count("*"),
+                    n_successful=Count("started_at", filter=Q(status="success")),
+                    n_failed=Count("started_at", filter=Q(status__in=FAILED_STATUSES)),
+                    sum_total_cost=Coalesce(Sum("total_cost"), Value(ZERO), output_field=MONEY),
+                    avg_total_cost=Avg("total_cost"),
+                    avg_duration=Avg("duration_ms"),
+                    sum_total_tokens=Coalesce(Sum("total_tokens"), 0),
+                )
+                .order_by("-sum_total_cost", "-n_total", "agent_type")
             )
-            .order_by("-sum_total_cost", "-n_total", "agent_type")
-        )
         return [
             {
                 "agent_type": row["agent_type"],
@@ -718,6 +879,22 @@ class ExecutionQuerySet(models.QuerySet):
                 for row in self._spend_by_model()
             ]
         field = COST_GROUPS[group_by]
+        if group_by in ("agent", "day"):
+            groups = self._rollup_groups(
+                () if group_by == "day" else (field,), ("total_cost", "executions", "total_tokens"),
+                local="day" if group_by == "day" else None,
+            )  # fmt: skip
+            if groups is not None:
+                key = "local" if group_by == "day" else field
+                if group_by == "day":
+                    groups.sort(key=lambda group: group[key])
+                else:
+                    groups.sort(key=lambda group: (-group["total_cost"], -group["executions"], group[key]))
+                return [
+                    {"key": group[key], "total_cost": money(group["total_cost"]), "executions": group["executions"],
+                     "total_tokens": group["total_tokens"]}
+                    for group in groups
+                ]  # fmt: skip
         queryset = self.root_executions().order_by()
         if group_by == "day":
             queryset = queryset.annotate(day=TruncDate("started_at", tzinfo=timezone.get_default_timezone()))
@@ -746,6 +923,22 @@ class ExecutionQuerySet(models.QuerySet):
         rate and the durations are those root executions' own; ``avg_cost`` and ``total_tokens`` are
         the spend attributed to the model (as :meth:`cost_by_model`) over them. The p95 is
         continuous, as ``percentiles()``. One query on PostgreSQL, two elsewhere."""
+        from_rollups = self._models_from_rollups(with_p95=True)
+        if from_rollups is not None:
+            result = [
+                {
+                    "model_id": model_id,
+                    "executions": row["executions"],
+                    "success_rate": rate(row["successful"], row["executions"]),
+                    "avg_duration_ms": _round(row["avg_duration"]),
+                    "p95_duration_ms": row["p95"],
+                    "avg_cost": money(row["cost"] / row["executions"]),
+                    "total_tokens": row["tokens"],
+                }
+                for model_id, row in from_rollups.items()
+            ]
+            result.sort(key=lambda row: (-row["executions"], row["model_id"]))
+            return result
         spend = self._model_spend()
         if spend is None:
             return []
@@ -784,6 +977,51 @@ class ExecutionQuerySet(models.QuerySet):
         return result
 
     # -- spend by the model that answered (SPEC section 15) ------------------------------------
+
+    def _models_from_rollups(self, *, with_p95: bool) -> dict[str, dict[str, Any]] | None:
+        """Spend by the model that answered from the rollups: ``{model: {executions, successful,
+        avg_duration, cost, tokens, p95}}`` (``p95`` with ``with_p95``), or None when the rows must
+        answer."""
+        plan = self.rollup_plan()
+        if plan is None:
+            return None
+        roots = self.root_executions()
+        counts = rollup_reads.histogram(roots, plan, by_model=True) if with_p95 else {}
+        if counts is None:
+            return None
+
+        def edge_spend(queryset: Any) -> list[tuple[Any, ...]]:
+            spend = queryset._model_spend()
+            if spend is None:
+                return []
+            sql, params = spend
+            return queryset._run(
+                sql + "SELECT model_id, status, SUM(counted), SUM(cost), SUM(tokens), SUM(duration_ms), "
+                "COUNT(duration_ms) FROM used GROUP BY model_id, status",
+                params,
+            )
+
+        models_used: dict[str, dict[str, Any]] = {}
+        for (model_id, status), values in rollup_reads.model_totals(roots, plan, edge_spend).items():
+            row = models_used.setdefault(
+                model_id, {"executions": 0, "successful": 0, "cost": ZERO, "tokens": 0, "duration_sum": 0,
+                           "duration_count": 0}
+            )  # fmt: skip
+            row["executions"] += values["model_executions"]
+            row["successful"] += values["model_executions"] if status == "success" else 0
+            row["cost"] += values["model_cost"]
+            row["tokens"] += values["model_tokens"]
+            row["duration_sum"] += values["model_duration_sum"]
+            row["duration_count"] += values["model_duration_count"]
+        for model_id, row in models_used.items():
+            row["avg_duration"] = (
+                row["duration_sum"] / row["duration_count"] if row["duration_count"] else None
+            )
+            row["tokens"] = int(row["tokens"])
+            if with_p95:
+                (p95,) = latency.percentiles(counts.get(model_id, {}), (95,))
+                row["p95"] = None if p95 is None else round(p95, 2)
+        return models_used
 
     def _model_spend(self) -> tuple[str, list[Any]] | None:
         """The SQL of common table expressions over the root executions of this queryset, and
@@ -846,6 +1084,15 @@ class ExecutionQuerySet(models.QuerySet):
         """``[{model_id, total_cost, executions, total_tokens}]`` by the model that answered, costliest
         first, in one query (see :meth:`_model_spend`); ``executions`` counts the root executions that
         used the model."""
+        from_rollups = self._models_from_rollups(with_p95=False)
+        if from_rollups is not None:
+            result = [
+                {"model_id": model_id, "total_cost": money(row["cost"]), "executions": row["executions"],
+                 "total_tokens": row["tokens"]}
+                for model_id, row in from_rollups.items()
+            ]  # fmt: skip
+            result.sort(key=lambda row: (-row["total_cost"], -row["executions"], row["model_id"]))
+            return result
         spend = self._model_spend()
         if spend is None:
             return []

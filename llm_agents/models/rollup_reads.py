@@ -1,0 +1,478 @@
+"""Answers from the rollups (SPEC section 20): which questions they can answer, and how.
+
+:func:`plan_for` reads the filters of a queryset of root executions. When every filter is one the
+rollups keep (the start time, agent, version, model asked for, tenant, status, kind, prompt version)
+it returns a :class:`Plan`, else None and the analytics read the rows as before. A plan splits the
+period into whole UTC days (read from the daily rollups), whole hours (the hourly rollups) and the
+partial hours at its edges (the rows themselves, through the same queryset), and adds the three up:
+counts and sums are the rows' own, to the cent and the token. Durations come from the latency
+histograms (:mod:`llm_agents.latency`), within 1%, when the filters are only on time and tenant.
+
+Grouping by local day or hour (trends, timelines) reads hourly rollups and needs ``TIME_ZONE`` to be
+a whole number of hours from UTC over the period; otherwise the rows answer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django.db import connections
+from django.db.models import Case, Count, Q, Sum, Value, When
+from django.db.models.functions import Coalesce, TruncHour
+from django.db.models.lookups import GreaterThanOrEqual, IsNull, LessThan
+from django.db.models.sql.where import WhereNode
+from django.utils import timezone
+
+from ..conf import app_settings
+from ..db import rollups as sql
+from ..failures import FAILED_STATUSES
+from ..latency import bucket_of
+from .rollups import DailyLatency, DailyRollup, HourlyLatency, HourlyRollup
+
+ZERO = Decimal(0)
+HOUR = dt.timedelta(hours=1)
+DAY = dt.timedelta(days=1)
+# Execution field -> rollup key column, for the filters the rollups can answer.
+KEYED = {
+    "agent_type": "agent_type",
+    "agent_version": "agent_version",
+    "model_id": "model_id",
+    "status": "status",
+    "kind": "kind",
+    "tenant_id": "tenant_id",
+    "prompt_version": "prompt_version_id",
+}
+#: A rollup measure -> how the rows give it.
+ROW_MEASURES: dict[str, Any] = {
+    "executions": Count("*"),
+    "input_tokens": Sum("input_tokens"),
+    "output_tokens": Sum("output_tokens"),
+    "cached_tokens": Sum("cached_tokens"),
+    "cache_write_tokens": Sum("cache_write_tokens"),
+    "reasoning_tokens": Sum("reasoning_tokens"),
+    "total_tokens": Sum("total_tokens"),
+    "input_cost": Sum("input_cost"),
+    "output_cost": Sum("output_cost"),
+    "total_cost": Sum("total_cost"),
+    "cache_hits": Count("started_at", filter=Q(cache_hit=True)),
+    "duration_sum": Sum("duration_ms"),
+    "duration_count": Count("duration_ms"),
+}
+MONEY_MEASURES = frozenset({"input_cost", "output_cost", "total_cost", "model_cost"})
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the rollups are asked: key conditions ``(column, values, keep)`` — the column's value in
+    ``values`` when ``keep``, not in them otherwise — over ``start <= started_at < end``."""
+
+    conditions: tuple[tuple[str, tuple[Any, ...], bool], ...]
+    start: dt.datetime | None
+    end: dt.datetime | None
+
+    def only_on(self, columns: Iterable[str]) -> bool:
+        allowed = set(columns)
+        return all(column in allowed for column, _, _ in self.conditions)
+
+    def pieces(
+        self, by_day: bool
+    ) -> tuple[list[tuple[Any, Any]], list[tuple[Any, Any]], list[tuple[Any, Any]]]:
+        """The period as (daily ranges, hourly ranges, row ranges); ``None`` for an open end. Daily
+        ranges only when ``by_day``."""
+        hour_start = ceil(self.start, HOUR) if self.start is not None else None
+        hour_end = floor(self.end, HOUR) if self.end is not None else None
+        if hour_start is not None and hour_end is not None and hour_start >= hour_end:
+            return [], [], [(self.start, self.end)]
+        rows: list[tuple[Any, Any]] = []
+        if self.start is not None and self.start < hour_start:  # type: ignore[operator]
+            rows.append((self.start, hour_start))
+        if self.end is not None and hour_end < self.end:  # type: ignore[operator]
+            rows.append((hour_end, self.end))
+        if not by_day:
+            return [], [(hour_start, hour_end)], rows
+        day_start = ceil(hour_start, DAY) if hour_start is not None else None
+        day_end = floor(hour_end, DAY) if hour_end is not None else None
+        if day_start is not None and day_end is not None and day_start >= day_end:
+            return [], [(hour_start, hour_end)], rows
+        hours: list[tuple[Any, Any]] = []
+        if hour_start is not None and hour_start < day_start:  # type: ignore[operator]
+            hours.append((hour_start, day_start))
+        if hour_end is not None and day_end < hour_end:  # type: ignore[operator]
+            hours.append((day_end, hour_end))
+        return [(day_start, day_end)], hours, rows
+
+
+def floor(moment: dt.datetime, step: dt.timedelta) -> dt.datetime:
+    utc = moment.astimezone(dt.UTC)
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return epoch + ((utc - epoch) // step) * step
+
+
+def ceil(moment: dt.datetime, step: dt.timedelta) -> dt.datetime:
+    down = floor(moment, step)
+    return down if down == moment else down + step
+
+
+def plan_for(queryset: Any) -> Plan | None:
+    """The rollup plan of a queryset of root executions, or None when the rows must answer."""
+    if not app_settings.ROLLUPS:
+        return None
+    query = queryset.query
+    if (
+        query.distinct
+        or query.low_mark
+        or query.high_mark is not None
+        or query.extra
+        or query.combinator
+        or query.model is None
+        or query.model._meta.db_table != sql.EXECUTIONS
+    ):
+        return None
+    table = query.model._meta.db_table
+    conditions: list[tuple[str, tuple[Any, ...], bool]] = []
+    bounds: dict[str, list[dt.datetime]] = {"start": [], "end": []}
+    root = False
+    tenant_excluded: set[str] = set()
+    for child in query.where.children:
+        if isinstance(child, WhereNode):
+            found = _tenant_node(child, table)
+            if found == "blank":
+                conditions.append(("tenant_id", ("",), True))
+            elif found in ("not_null", "not_empty"):
+                tenant_excluded.add(found)
+            else:
+                return None
+            continue
+        column = _column(child, table)
+        if column is None:
+            return None
+        name, value = column, child.rhs
+        if name == "parent" and isinstance(child, IsNull) and value is True:
+            root = True
+        elif (
+            name == "started_at" and isinstance(child, GreaterThanOrEqual) and isinstance(value, dt.datetime)
+        ):
+            bounds["start"].append(value)
+        elif name == "started_at" and isinstance(child, LessThan) and isinstance(value, dt.datetime):
+            bounds["end"].append(value)
+        elif name in KEYED and child.lookup_name in ("exact", "in"):
+            values = tuple(getattr(v, "pk", v) for v in (value if child.lookup_name == "in" else (value,)))
+            if name == "tenant_id" and any(v in ("", None) for v in values):
+                return None
+            if any(v is None or hasattr(v, "resolve_expression") for v in values):
+                return None
+            conditions.append((KEYED[name], values, True))
+        elif name == "prompt_version" and child.lookup_name == "isnull" and isinstance(value, bool):
+            conditions.append(("prompt_version_id", (0,), value))
+        else:
+            return None
+    if tenant_excluded:
+        if tenant_excluded != {"not_null", "not_empty"}:
+            return None
+        conditions.append(("tenant_id", ("",), False))
+    if not root:
+        return None
+    start = max(bounds["start"]) if bounds["start"] else None
+    end = min(bounds["end"]) if bounds["end"] else None
+    return Plan(tuple(conditions), start, end)
+
+
+def _column(lookup: Any, table: str) -> str | None:
+    """The Execution field a lookup filters on, when it compares a column of the table itself with
+    plain values."""
+    lhs = getattr(lookup, "lhs", None)
+    target = getattr(lhs, "target", None)
+    if target is None or getattr(lhs, "alias", None) != table or type(lhs).__name__ != "Col":
+        return None
+    if hasattr(lookup.rhs, "resolve_expression"):
+        return None
+    return str(target.name)
+
+
+def _tenant_node(node: WhereNode, table: str) -> str | None:
+    """Recognise ``without_tenant()`` (``blank``) and the two halves of ``with_tenant()``."""
+    lookups = node.children
+    if any(isinstance(child, WhereNode) for child in lookups) or any(
+        _column(c, table) != "tenant_id" for c in lookups
+    ):
+        return None
+    kinds = {(type(c).__name__, getattr(c, "rhs", None)) for c in lookups}
+    if node.connector == "OR" and not node.negated and kinds == {("IsNull", True), ("Exact", "")}:
+        return "blank"
+    if node.connector == "AND" and node.negated and kinds == {("IsNull", True)}:
+        return "not_null"
+    if (
+        node.connector == "AND"
+        and node.negated
+        and kinds in ({("Exact", "")}, {("Exact", ""), ("IsNull", False)})
+    ):
+        return "not_empty"
+    return None
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Totals:
+    """Sums per group: ``groups[key] = {measure: value}``."""
+
+    measures: Sequence[str]
+    groups: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, key: tuple[Any, ...], values: dict[str, Any]) -> None:
+        into = self.groups.setdefault(key, dict.fromkeys(self.measures, 0))
+        for measure in self.measures:
+            value = values.get(measure)
+            if value is None:
+                continue
+            if measure in MONEY_MEASURES:
+                value = Decimal(str(value)) if not isinstance(value, Decimal) else value
+            into[measure] += value
+
+    def total(self) -> dict[str, Any]:
+        out = dict.fromkeys(self.measures, 0)
+        for values in self.groups.values():
+            for measure in self.measures:
+                out[measure] += values[measure]
+        return out
+
+
+def _range_q(prefix: str, low: Any, high: Any) -> Q:
+    condition = Q()
+    if low is not None:
+        condition &= Q(**{f"{prefix}__gte": low})
+    if high is not None:
+        condition &= Q(**{f"{prefix}__lt": high})
+    return condition
+
+
+def _key_q(plan: Plan) -> Q:
+    condition = Q()
+    for column, values, keep in plan.conditions:
+        lookup = Q(**{f"{column}__in": values})
+        condition &= lookup if keep else ~lookup
+    return condition
+
+
+def totals(
+    queryset: Any,
+    plan: Plan,
+    group_by: Sequence[str] = (),
+    measures: Sequence[str] = tuple(ROW_MEASURES),
+    *,
+    local: str | None = None,
+) -> Totals:
+    """The sums of ``measures`` per ``group_by`` (rollup key columns) over the plan's period, from
+    the rollups and the rows at the edges. ``local`` ("day" or "hour") adds the local day or hour the
+    executions started in (``TIME_ZONE``) as the last item of each group key, as a date (day) or an
+    aware datetime (hour)."""
+    result = Totals(measures)
+    zone = timezone.get_default_timezone()
+    by_day = local is None or _utc_zone(zone)
+    days, hours, rows = plan.pieces(by_day=by_day)
+    alias = queryset.db
+    keys = _key_q(plan)
+    for model, ranges in ((DailyRollup, days), (HourlyRollup, hours)):
+        if not ranges:
+            continue
+        where = Q()
+        for low, high in ranges:
+            where |= _range_q("start", low, high)
+        columns = [*group_by, "start"] if local else list(group_by)
+        found = (
+            model.objects.using(alias)
+            .filter(keys)
+            .filter(where)
+            .order_by()
+            .values(*columns)
+            .annotate(**{f"sum_{measure}": Sum(measure) for measure in measures})
+        )
+        for row in found:
+            key = tuple(row[column] for column in group_by)
+            if local:
+                key += (_local(row["start"], local, zone),)
+            result.add(key, {measure: row[f"sum_{measure}"] for measure in measures})
+    for low, high in rows:
+        _add_rows(result, queryset.filter(_range_q("started_at", low, high)), group_by, measures, local, zone)
+    return result
+
+
+def _add_rows(result: Totals, queryset: Any, group_by: Sequence[str], measures: Sequence[str], local: str | None,
+              zone: Any) -> None:  # fmt: skip
+    from .querysets import error_category
+
+    annotations: dict[str, Any] = {}
+    columns = []
+    for column in group_by:
+        if column == "error_category":
+            annotations["rollup_error_category"] = Case(
+                When(status__in=FAILED_STATUSES, then=error_category()), default=Value("")
+            )
+            columns.append("rollup_error_category")
+        elif column == "tenant_id":
+            annotations["rollup_tenant"] = Coalesce("tenant_id", Value(""))
+            columns.append("rollup_tenant")
+        elif column == "prompt_version_id":
+            annotations["rollup_prompt_version"] = Coalesce("prompt_version_id", Value(0))
+            columns.append("rollup_prompt_version")
+        else:
+            columns.append(column)
+    if local:
+        annotations["rollup_hour"] = TruncHour("started_at", tzinfo=dt.UTC)
+        columns.append("rollup_hour")
+    found = (
+        queryset.order_by()
+        .annotate(**annotations)
+        .values(*columns)
+        .annotate(**{f"sum_{measure}": ROW_MEASURES[measure] for measure in measures})
+    )
+    for row in found:
+        key = tuple(row[column] for column in columns[: len(group_by)])
+        if local:
+            key += (_local(row["rollup_hour"], local, zone),)
+        result.add(key, {measure: row[f"sum_{measure}"] for measure in measures})
+
+
+def _utc_zone(zone: Any) -> bool:
+    now = timezone.now()
+    return all(
+        timezone.localtime(now + dt.timedelta(days=offset), zone).utcoffset() == dt.timedelta(0)
+        for offset in range(-370, 1, 30)
+    )
+
+
+def whole_hour_zone(plan: Plan) -> bool:
+    """Whether ``TIME_ZONE``'s offset from UTC is a whole number of hours over the plan's period
+    (checked at each hour boundary would be exact; every day's noon and midnight suffices for real
+    zones, whose changes happen at whole hours of local time)."""
+    zone = timezone.get_default_timezone()
+    end = plan.end or timezone.now()
+    start = plan.start or end - dt.timedelta(days=400)
+    moment = start
+    while moment <= end + DAY:
+        offset = timezone.localtime(moment, zone).utcoffset() or dt.timedelta(0)
+        if offset.total_seconds() % 3600:
+            return False
+        moment += dt.timedelta(hours=12)
+    return True
+
+
+def _local(start: Any, unit: str, zone: Any) -> Any:
+    if isinstance(start, str):
+        start = dt.datetime.fromisoformat(start)
+    if timezone.is_naive(start):
+        start = start.replace(tzinfo=dt.UTC)
+    moment = timezone.localtime(start, zone)
+    return moment.date() if unit == "day" else moment.replace(minute=0, second=0, microsecond=0)
+
+
+def model_totals(
+    queryset: Any, plan: Plan, spend: Callable[[Any], list[tuple[Any, ...]]]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Per (model used, status): ``model_executions``, ``model_cost``, ``model_tokens``,
+    ``model_duration_sum``, ``model_duration_count`` — the rollups' spend by model, with the edge
+    rows' from ``spend(queryset)`` (rows of ``(model, status, executions, cost, tokens,
+    duration_sum, duration_count)``)."""
+    measures = (
+        "model_executions",
+        "model_cost",
+        "model_tokens",
+        "model_duration_sum",
+        "model_duration_count",
+    )
+    out = Totals(measures)
+    days, hours, rows = plan.pieces(by_day=True)
+    keys = _key_q(plan)
+    for model, ranges in ((DailyRollup, days), (HourlyRollup, hours)):
+        if not ranges:
+            continue
+        where = Q()
+        for low, high in ranges:
+            where |= _range_q("start", low, high)
+        found: Any = (
+            model.objects.using(queryset.db)
+            .filter(keys)
+            .filter(where)
+            .order_by()
+            .values("model_used", "status")
+            .annotate(**{f"sum_{measure}": Sum(measure) for measure in measures})
+        )
+        for row in found:
+            out.add((row["model_used"], row["status"]), {m: row[f"sum_{m}"] for m in measures})
+    for low, high in rows:
+        for model_used, status, n, cost, tokens, duration_sum, duration_count in spend(
+            queryset.filter(_range_q("started_at", low, high))
+        ):
+            out.add(
+                (model_used, status),
+                {
+                    "model_executions": n,
+                    "model_cost": cost,
+                    "model_tokens": tokens,
+                    "model_duration_sum": duration_sum,
+                    "model_duration_count": duration_count,
+                },
+            )
+    return {key: values for key, values in out.groups.items() if values["model_executions"]}
+
+
+def histogram(queryset: Any, plan: Plan, *, by_model: bool = False) -> dict[str, dict[int, int]] | None:
+    """Duration counts per latency bucket (``{"": {bucket: n}}``, or per model used with ``by_model``:
+    counted for every model a root execution used), or None when the plan filters on more than the
+    tenant (the histograms keep no other key)."""
+    if not plan.only_on(("tenant_id",)):
+        return None
+    measure = "model_executions" if by_model else "executions"
+    out: dict[str, dict[int, int]] = {}
+    days, hours, rows = plan.pieces(by_day=True)
+    keys = _key_q(plan)
+    for model, ranges in ((DailyLatency, days), (HourlyLatency, hours)):
+        if not ranges:
+            continue
+        where = Q()
+        for low, high in ranges:
+            where |= _range_q("start", low, high)
+        columns = ["model_used", "bucket"] if by_model else ["bucket"]
+        found = (
+            model.objects.using(queryset.db)
+            .filter(keys)
+            .filter(where)
+            .order_by()
+            .values(*columns)
+            .annotate(n=Sum(measure))
+        )
+        for row in found:
+            counts = out.setdefault(row["model_used"] if by_model else "", {})
+            counts[row["bucket"]] = counts.get(row["bucket"], 0) + row["n"]
+    for low, high in rows:
+        edge = queryset.filter(_range_q("started_at", low, high)).filter(duration_ms__isnull=False)
+        if by_model:
+            for model_used, duration, n in _edge_durations_by_model(edge):
+                counts = out.setdefault(model_used, {})
+                bucket = bucket_of(duration)
+                counts[bucket] = counts.get(bucket, 0) + n
+        else:
+            for duration, n in edge.order_by().values_list("duration_ms").annotate(n=Count("*")):
+                counts = out.setdefault("", {})
+                bucket = bucket_of(duration)
+                counts[bucket] = counts.get(bucket, 0) + n
+    return out
+
+
+def _edge_durations_by_model(queryset: Any) -> list[tuple[str, int, int]]:
+    spend = queryset._model_spend()
+    if spend is None:
+        return []
+    text, params = spend
+    with connections[queryset.db].cursor() as cursor:
+        cursor.execute(
+            text + "SELECT model_id, duration_ms, COUNT(*) FROM used WHERE duration_ms IS NOT NULL "
+            "GROUP BY model_id, duration_ms",
+            params,
+        )
+        return list(cursor.fetchall())
