@@ -20,7 +20,7 @@ rollups; ``rebuild_aggregates`` calls it day by day.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..failures import ERROR_CLASS_CATEGORIES, ERROR_MESSAGE_KEYWORDS, FAILED_STATUSES
@@ -272,6 +272,19 @@ def drop_statements(vendor: str) -> list[str]:
     return [f"DROP TRIGGER IF EXISTS llm_agents_rollup_{event}" for event in TRIGGER_EVENTS]
 
 
+def install_buckets(connection: Any, buckets: Sequence[tuple[int, int]]) -> None:
+    """(Re)create the table of latency buckets (``lower``/``upper`` of each, by index) the triggers
+    look durations up in. It is no model's table, so Django's test flush leaves it alone."""
+    values = ", ".join(f"({index}, {lower}, {upper})" for index, (lower, upper) in enumerate(buckets))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TABLE IF NOT EXISTS {BUCKETS} (bucket smallint NOT NULL PRIMARY KEY, "
+            "lower_ms bigint NOT NULL, upper_ms bigint NOT NULL UNIQUE)"
+        )
+        cursor.execute(f"DELETE FROM {BUCKETS}")
+        cursor.execute(f"INSERT INTO {BUCKETS} (bucket, lower_ms, upper_ms) VALUES {values}")
+
+
 def install_triggers(connection: Any) -> None:
     """(Re)create the rollup triggers on ``connection``'s executions table (idempotent): migration
     0011, and the partitioning command after it rebuilt the table."""
@@ -281,9 +294,11 @@ def install_triggers(connection: Any) -> None:
 
 
 def drop_triggers(connection: Any) -> None:
+    """Remove the triggers and the bucket table (migration 0011 unapplied)."""
     with connection.cursor() as cursor:
         for statement in drop_statements(connection.vendor):
             cursor.execute(statement)
+        cursor.execute(f"DROP TABLE IF EXISTS {BUCKETS}")
 
 
 # -- rebuilds ---------------------------------------------------------------------------------------

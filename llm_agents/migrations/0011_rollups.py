@@ -10,6 +10,9 @@ def install_rollups(apps, schema_editor):
     # a while on a large history; it can be re-run at any time with manage.py rebuild_aggregates).
     from llm_agents.models import rollups
 
+    # Unmanaged models (see llm_agents.models.rollups): their tables are created here.
+    for name in ("HourlyRollup", "DailyRollup", "HourlyLatency", "DailyLatency"):
+        schema_editor.create_model(apps.get_model("llm_agents", name))
     rollups.install(schema_editor.connection)
     rollups.rebuild(schema_editor.connection.alias)
 
@@ -18,6 +21,8 @@ def remove_rollups(apps, schema_editor):
     from llm_agents.db import rollups
 
     rollups.drop_triggers(schema_editor.connection)
+    for name in ("HourlyRollup", "DailyRollup", "HourlyLatency", "DailyLatency"):
+        schema_editor.delete_model(apps.get_model("llm_agents", name))
 
 
 class Migration(migrations.Migration):
@@ -29,17 +34,6 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.CreateModel(
-            name='LatencyBucket',
-            fields=[
-                ('bucket', models.SmallIntegerField(primary_key=True, serialize=False)),
-                ('lower_ms', models.BigIntegerField()),
-                ('upper_ms', models.BigIntegerField(unique=True)),
-            ],
-            options={
-                'db_table': 'llm_agents_latency_bucket',
-            },
-        ),
         migrations.AddField(
             model_name='execution',
             name='model_spend',
@@ -57,6 +51,7 @@ class Migration(migrations.Migration):
                 ('model_executions', models.BigIntegerField(default=0)),
             ],
             options={
+                'managed': False,
                 'db_table': 'llm_agents_latency_daily',
                 'constraints': [models.UniqueConstraint(fields=('start', 'tenant_id', 'model_used', 'bucket'), name='llm_latency_daily_key')],
             },
@@ -95,6 +90,7 @@ class Migration(migrations.Migration):
                 ('model_duration_count', models.BigIntegerField(default=0)),
             ],
             options={
+                'managed': False,
                 'db_table': 'llm_agents_rollup_daily',
                 'constraints': [models.UniqueConstraint(fields=('start', 'kind', 'agent_type', 'agent_version', 'model_id', 'model_used', 'tenant_id', 'status', 'error_category', 'prompt_version_id'), name='llm_rollup_daily_key')],
             },
@@ -111,6 +107,7 @@ class Migration(migrations.Migration):
                 ('model_executions', models.BigIntegerField(default=0)),
             ],
             options={
+                'managed': False,
                 'db_table': 'llm_agents_latency_hourly',
                 'constraints': [models.UniqueConstraint(fields=('start', 'tenant_id', 'model_used', 'bucket'), name='llm_latency_hourly_key')],
             },
@@ -149,6 +146,7 @@ class Migration(migrations.Migration):
                 ('model_duration_count', models.BigIntegerField(default=0)),
             ],
             options={
+                'managed': False,
                 'db_table': 'llm_agents_rollup_hourly',
                 'constraints': [models.UniqueConstraint(fields=('start', 'kind', 'agent_type', 'agent_version', 'model_id', 'model_used', 'tenant_id', 'status', 'error_category', 'prompt_version_id'), name='llm_rollup_hourly_key')],
             },

@@ -3,7 +3,7 @@ from .budgets import Budget, BudgetReservation, SpendCounter
 from .costs import CostConfig
 from .executions import Execution, Span
 from .prompts import Prompt, PromptVersion
-from .rollups import DailyLatency, DailyRollup, HourlyLatency, HourlyRollup, LatencyBucket
+from .rollups import DailyLatency, DailyRollup, HourlyLatency, HourlyRollup
 
 __all__ = [
     "Batch",
@@ -16,7 +16,6 @@ __all__ = [
     "Execution",
     "HourlyLatency",
     "HourlyRollup",
-    "LatencyBucket",
     "Prompt",
     "PromptVersion",
     "Span",

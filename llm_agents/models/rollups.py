@@ -107,6 +107,9 @@ class Rollup(models.Model):
     model_duration_count = _count()
 
     class Meta:
+        # Unmanaged: migration 0011 creates the tables, and Django's test flush (which empties the
+        # tables of managed models in no particular order, row by row on SQLite) leaves them to the
+        # triggers, which empty them with the executions.
         abstract = True
 
     def __str__(self) -> str:
@@ -116,12 +119,14 @@ class Rollup(models.Model):
 class HourlyRollup(Rollup):
     class Meta:
         db_table = "llm_agents_rollup_hourly"
+        managed = False  # see Rollup.Meta
         constraints = [models.UniqueConstraint(fields=ROLLUP_KEYS, name="llm_rollup_hourly_key")]
 
 
 class DailyRollup(Rollup):
     class Meta:
         db_table = "llm_agents_rollup_daily"
+        managed = False  # see Rollup.Meta
         constraints = [models.UniqueConstraint(fields=ROLLUP_KEYS, name="llm_rollup_daily_key")]
 
 
@@ -147,27 +152,15 @@ class Latency(models.Model):
 class HourlyLatency(Latency):
     class Meta:
         db_table = "llm_agents_latency_hourly"
+        managed = False  # see Rollup.Meta
         constraints = [models.UniqueConstraint(fields=LATENCY_KEYS, name="llm_latency_hourly_key")]
 
 
 class DailyLatency(Latency):
     class Meta:
         db_table = "llm_agents_latency_daily"
+        managed = False  # see Rollup.Meta
         constraints = [models.UniqueConstraint(fields=LATENCY_KEYS, name="llm_latency_daily_key")]
-
-
-class LatencyBucket(models.Model):
-    """The latency buckets of :mod:`llm_agents.latency`, for the triggers to look durations up in."""
-
-    bucket = models.SmallIntegerField(primary_key=True)
-    lower_ms = models.BigIntegerField()
-    upper_ms = models.BigIntegerField(unique=True)
-
-    class Meta:
-        db_table = "llm_agents_latency_bucket"
-
-    def __str__(self) -> str:
-        return f"{self.lower_ms}–{self.upper_ms} ms"
 
 
 def spend_by_model(
@@ -272,12 +265,5 @@ def rebuild(
 
 def install(connection: Any) -> None:
     """Lay out the latency buckets and install the triggers (migration 0011)."""
-    with connection.cursor() as cursor:
-        cursor.execute(f"DELETE FROM {rollups.BUCKETS}")
-    LatencyBucket.objects.using(connection.alias).bulk_create(
-        [
-            LatencyBucket(bucket=index, lower_ms=lower, upper_ms=upper)
-            for index, (lower, upper) in enumerate(buckets())
-        ]
-    )
+    rollups.install_buckets(connection, buckets())
     rollups.install_triggers(connection)

@@ -72,6 +72,7 @@ def recompute_costs(
 
 def _recompute_trees(roots: list[Any], result: RecomputeResult, *, dry_run: bool) -> None:
     from ..models import Execution, Span
+    from ..models.rollups import spend_by_model
 
     executions = {execution.pk: execution for execution in roots}
     level = list(executions)
@@ -129,6 +130,25 @@ def _recompute_trees(roots: list[Any], result: RecomputeResult, *, dry_run: bool
         result.old_total += root.total_cost
         input_cost, output_cost, _ = price(root)
         result.new_total += input_cost + output_cost
+
+    def spent_in(execution: Any) -> list[tuple[str, Decimal, int]]:
+        answered = execution.chosen_model_id or execution.model_id
+        spent = [(span.model_id or answered, span.total_cost, span.input_tokens + span.output_tokens)
+                 for span in spans.get(execution.pk, [])]  # fmt: skip
+        for child in kids.get(execution.pk, []):
+            spent.extend(spent_in(child))
+        return spent
+
+    # Spend by model follows the new prices (model_spend; the rollups follow it through their triggers).
+    changed = {execution.pk for execution in changed_executions}
+    for execution in executions.values():
+        spend = spend_by_model(execution.chosen_model_id or execution.model_id, execution.total_cost,
+                               execution.total_tokens, spent_in(execution))  # fmt: skip
+        if spend != (execution.model_spend or {}):
+            execution.model_spend = spend
+            if execution.pk not in changed:
+                changed.add(execution.pk)
+                changed_executions.append(execution)
     result.executions += len(executions)
     result.changed += len(changed_executions)
     result.spans_changed += len(changed_spans)
@@ -137,7 +157,9 @@ def _recompute_trees(roots: list[Any], result: RecomputeResult, *, dry_run: bool
     with transaction.atomic(using=router.db_for_write(Execution)):
         Span.objects.bulk_update(changed_spans, ["total_cost"], batch_size=500)
         Execution.objects.bulk_update(
-            changed_executions, ["input_cost", "output_cost", "total_cost", "pricing_source"], batch_size=500
+            changed_executions,
+            ["input_cost", "output_cost", "total_cost", "pricing_source", "model_spend"],
+            batch_size=500,
         )
 
 
