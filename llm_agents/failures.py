@@ -1,6 +1,9 @@
 """How failed executions are told apart: the statuses that are failures and the categories of
 ``error_analysis`` (SPEC sections 3 and 15), read by the queries and by the rollup triggers alike."""
 
+from django.db import models
+from django.db.models import Case, Q, Value, When
+
 FAILED_STATUSES = ("error", "timeout")
 
 ERROR_CATEGORIES = (
@@ -28,3 +31,19 @@ ERROR_MESSAGE_KEYWORDS = (
     ("network", ("connection", "network", "unreachable", "name resolution", "dns")),
     ("invalid_request", ("invalid", "bad request", "400")),
 )
+
+
+def error_category() -> Case:
+    """A SQL expression naming the error category of a failed execution (see ``error_analysis``)."""
+    whens = []
+    for category, classes in ERROR_CLASS_CATEGORIES.items():
+        condition = Q(error_class__in=classes)
+        if category == "timeout":
+            condition |= Q(status="timeout")
+        whens.append(When(condition, then=Value(category)))
+    for category, keywords in ERROR_MESSAGE_KEYWORDS:
+        condition = Q()
+        for keyword in keywords:
+            condition |= Q(error_message__icontains=keyword)
+        whens.append(When(condition, then=Value(category)))
+    return Case(*whens, default=Value("other"), output_field=models.CharField())

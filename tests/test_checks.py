@@ -42,6 +42,7 @@ BAD_VALUES = [
     ("llm_agents.E003", "BATCH_ENABLED", []),
     ("llm_agents.E003", "AUTO_INSTRUMENT", "True"),
     ("llm_agents.E003", "OTEL_EXPORT", 1.0),
+    ("llm_agents.E003", "ROLLUPS", "yes"),
     ("llm_agents.E003", "DURABLE_TRACKING_WRITES", "yes"),
     ("llm_agents.E004", "REDACT_KEYS", "password"),
     ("llm_agents.E004", "REDACT_KEYS", ["password", 3]),

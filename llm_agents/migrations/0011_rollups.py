@@ -8,13 +8,13 @@ def install_rollups(apps, schema_editor):
     # The current code, not the historical models: the triggers are SQL generated from it, and the
     # rebuild fills model_spend and the rollups of an existing installation from its rows (it takes
     # a while on a large history; it can be re-run at any time with manage.py rebuild_aggregates).
-    from llm_agents.models import rollups
+    from llm_agents.models import rebuilds
 
     # Unmanaged models (see llm_agents.models.rollups): their tables are created here.
     for name in ("HourlyRollup", "DailyRollup", "HourlyLatency", "DailyLatency"):
         schema_editor.create_model(apps.get_model("llm_agents", name))
-    rollups.install(schema_editor.connection)
-    rollups.rebuild(schema_editor.connection.alias)
+    rebuilds.install(schema_editor.connection)
+    rebuilds.rebuild(schema_editor.connection.alias)
 
 
 def remove_rollups(apps, schema_editor):

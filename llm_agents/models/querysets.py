@@ -13,7 +13,7 @@ from typing import Any
 
 from django.core.exceptions import EmptyResultSet
 from django.db import connections, models
-from django.db.models import Avg, Case, Count, F, Max, Q, Sum, Value, When
+from django.db.models import Avg, Count, F, Max, Q, Sum, Value
 from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Coalesce, TruncDate, TruncDay, TruncHour
 from django.utils import timezone
@@ -21,7 +21,7 @@ from django.utils import timezone
 from .. import latency
 from ..conf import app_settings
 from ..db import fastpaths, rollups
-from ..failures import ERROR_CATEGORIES, ERROR_CLASS_CATEGORIES, ERROR_MESSAGE_KEYWORDS, FAILED_STATUSES
+from ..failures import ERROR_CATEGORIES, FAILED_STATUSES, error_category
 from ..money import money
 from ..periods import Period, day_range, last_day_of_month, local_now, resolve_period, start_of_day
 from . import rollup_reads
@@ -110,22 +110,6 @@ class CountOf(models.Subquery):
 
     template = "(SELECT COUNT(*) FROM (%(subquery)s) AS counted)"
     output_field = models.IntegerField()
-
-
-def error_category() -> Case:
-    """A SQL expression naming the error category of a failed execution (see ``error_analysis``)."""
-    whens = []
-    for category, classes in ERROR_CLASS_CATEGORIES.items():
-        condition = Q(error_class__in=classes)
-        if category == "timeout":
-            condition |= Q(status="timeout")
-        whens.append(When(condition, then=Value(category)))
-    for category, keywords in ERROR_MESSAGE_KEYWORDS:
-        condition = Q()
-        for keyword in keywords:
-            condition |= Q(error_message__icontains=keyword)
-        whens.append(When(condition, then=Value(category)))
-    return Case(*whens, default=Value("other"), output_field=models.CharField())
 
 
 class ExecutionQuerySet(models.QuerySet):

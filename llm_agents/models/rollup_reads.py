@@ -21,7 +21,20 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import connections
-from django.db.models import Case, Count, Q, Sum, Value, When
+from django.db.models import (
+    BigIntegerField,
+    Case,
+    CharField,
+    Count,
+    ExpressionWrapper,
+    F,
+    IntegerField,
+    Q,
+    Sum,
+    Value,
+    When,
+)
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce, TruncHour
 from django.db.models.lookups import GreaterThanOrEqual, IsNull, LessThan
 from django.db.models.sql.where import WhereNode
@@ -29,7 +42,7 @@ from django.utils import timezone
 
 from ..conf import app_settings
 from ..db import rollups as sql
-from ..failures import FAILED_STATUSES
+from ..failures import FAILED_STATUSES, error_category
 from ..latency import bucket_of
 from .rollups import DailyLatency, DailyRollup, HourlyLatency, HourlyRollup
 
@@ -266,76 +279,79 @@ def totals(
     measures: Sequence[str] = tuple(ROW_MEASURES),
     *,
     local: str | None = None,
+    edges: bool = True,
 ) -> Totals:
     """The sums of ``measures`` per ``group_by`` (rollup key columns) over the plan's period, from
-    the rollups and the rows at the edges. ``local`` ("day" or "hour") adds the local day or hour the
-    executions started in (``TIME_ZONE``) as the last item of each group key, as a date (day) or an
-    aware datetime (hour)."""
+    the rollups and the rows at the edges, in one query. ``local`` ("day" or "hour") adds the local
+    day or hour the executions started in (``TIME_ZONE``) as the last item of each group key, as a
+    date (day) or an aware datetime (hour). ``edges`` False leaves the rows at the edges out."""
     result = Totals(measures)
     zone = timezone.get_default_timezone()
-    by_day = local is None or _utc_zone(zone)
-    days, hours, rows = plan.pieces(by_day=by_day)
-    alias = queryset.db
-    keys = _key_q(plan)
+    days, hours, rows = plan.pieces(by_day=local is None or _utc_zone(zone))
+    # At least one column to group on (a query grouped on nothing would not be one row per group).
+    grouped = list(group_by) or ["status"]
+    names = [f"g{index}" for index in range(len(grouped))] + (["g_start"] if local else [])
+    sums = {f"m{index}": Sum(measure) for index, measure in enumerate(measures)}
+    parts = []
     for model, ranges in ((DailyRollup, days), (HourlyRollup, hours)):
-        if not ranges:
-            continue
-        where = Q()
-        for low, high in ranges:
-            where |= _range_q("start", low, high)
-        columns = [*group_by, "start"] if local else list(group_by)
-        found = (
-            model.objects.using(alias)
-            .filter(keys)
-            .filter(where)
-            .order_by()
-            .values(*columns)
-            .annotate(**{f"sum_{measure}": Sum(measure) for measure in measures})
-        )
-        for row in found:
-            key = tuple(row[column] for column in group_by)
+        if ranges:
+            groups = {name: F(column) for name, column in zip(names, grouped, strict=False)}
             if local:
-                key += (_local(row["start"], local, zone),)
-            result.add(key, {measure: row[f"sum_{measure}"] for measure in measures})
-    for low, high in rows:
-        _add_rows(result, queryset.filter(_range_q("started_at", low, high)), group_by, measures, local, zone)
+                groups["g_start"] = F("start")
+            parts.append(
+                model.objects.using(queryset.db)
+                .filter(_key_q(plan))
+                .filter(_ranges_q("start", ranges))
+                .order_by()
+                .annotate(**groups)
+                .values(*names)
+                .annotate(**sums)
+            )
+    if rows and edges:
+        parts.append(
+            queryset.filter(_ranges_q("started_at", rows))
+            .order_by()
+            .annotate(**_row_groups(names, grouped, local))
+            .values(*names)
+            .annotate(**{f"m{index}": ROW_MEASURES[measure] for index, measure in enumerate(measures)})
+        )
+    if not parts:
+        return result
+    combined = parts[0].union(*parts[1:], all=True) if len(parts) > 1 else parts[0]
+    for row in combined:
+        key = tuple(row[name] for name in names[: len(group_by)])
+        if local:
+            key += (_local(row["g_start"], local, zone),)
+        result.add(key, {measure: row[f"m{index}"] for index, measure in enumerate(measures)})
     return result
 
 
-def _add_rows(result: Totals, queryset: Any, group_by: Sequence[str], measures: Sequence[str], local: str | None,
-              zone: Any) -> None:  # fmt: skip
-    from .querysets import error_category
+def _ranges_q(field: str, ranges: Sequence[tuple[Any, Any]]) -> Q:
+    condition = Q()
+    for low, high in ranges:
+        condition |= _range_q(field, low, high)
+    return condition
 
-    annotations: dict[str, Any] = {}
-    columns = []
-    for column in group_by:
+
+def _row_groups(names: Sequence[str], grouped: Sequence[str], local: str | None) -> dict[str, Any]:
+    """The rows' expressions of the rollup keys ``grouped`` (as the triggers compute them)."""
+    groups: dict[str, Any] = {}
+    for name, column in zip(names, grouped, strict=False):
         if column == "error_category":
-            annotations["rollup_error_category"] = Case(
-                When(status__in=FAILED_STATUSES, then=error_category()), default=Value("")
+            groups[name] = Case(
+                When(status__in=FAILED_STATUSES, then=error_category()),
+                default=Value(""),
+                output_field=CharField(),
             )
-            columns.append("rollup_error_category")
         elif column == "tenant_id":
-            annotations["rollup_tenant"] = Coalesce("tenant_id", Value(""))
-            columns.append("rollup_tenant")
+            groups[name] = Coalesce("tenant_id", Value(""), output_field=CharField())
         elif column == "prompt_version_id":
-            annotations["rollup_prompt_version"] = Coalesce("prompt_version_id", Value(0))
-            columns.append("rollup_prompt_version")
+            groups[name] = Coalesce(F("prompt_version"), Value(0), output_field=BigIntegerField())
         else:
-            columns.append(column)
+            groups[name] = F(column)
     if local:
-        annotations["rollup_hour"] = TruncHour("started_at", tzinfo=dt.UTC)
-        columns.append("rollup_hour")
-    found = (
-        queryset.order_by()
-        .annotate(**annotations)
-        .values(*columns)
-        .annotate(**{f"sum_{measure}": ROW_MEASURES[measure] for measure in measures})
-    )
-    for row in found:
-        key = tuple(row[column] for column in columns[: len(group_by)])
-        if local:
-            key += (_local(row["rollup_hour"], local, zone),)
-        result.add(key, {measure: row[f"sum_{measure}"] for measure in measures})
+        groups["g_start"] = TruncHour("started_at", tzinfo=dt.UTC)
+    return groups
 
 
 def _utc_zone(zone: Any) -> bool:
@@ -377,7 +393,7 @@ def model_totals(
     """Per (model used, status): ``model_executions``, ``model_cost``, ``model_tokens``,
     ``model_duration_sum``, ``model_duration_count`` — the rollups' spend by model, with the edge
     rows' from ``spend(queryset)`` (rows of ``(model, status, executions, cost, tokens,
-    duration_sum, duration_count)``)."""
+    duration_sum, duration_count)``). Two queries at most."""
     measures = (
         "model_executions",
         "model_cost",
@@ -385,28 +401,12 @@ def model_totals(
         "model_duration_sum",
         "model_duration_count",
     )
-    out = Totals(measures)
     days, hours, rows = plan.pieces(by_day=True)
-    keys = _key_q(plan)
-    for model, ranges in ((DailyRollup, days), (HourlyRollup, hours)):
-        if not ranges:
-            continue
-        where = Q()
-        for low, high in ranges:
-            where |= _range_q("start", low, high)
-        found: Any = (
-            model.objects.using(queryset.db)
-            .filter(keys)
-            .filter(where)
-            .order_by()
-            .values("model_used", "status")
-            .annotate(**{f"sum_{measure}": Sum(measure) for measure in measures})
-        )
-        for row in found:
-            out.add((row["model_used"], row["status"]), {m: row[f"sum_{m}"] for m in measures})
-    for low, high in rows:
+    # The rollups' part: the plan without its edges (the rows' part is spend()'s).
+    out = totals(queryset.none(), plan, ("model_used", "status"), measures, edges=False)
+    if rows:
         for model_used, status, n, cost, tokens, duration_sum, duration_count in spend(
-            queryset.filter(_range_q("started_at", low, high))
+            queryset.filter(_ranges_q("started_at", rows))
         ):
             out.add(
                 (model_used, status),
@@ -424,43 +424,47 @@ def model_totals(
 def histogram(queryset: Any, plan: Plan, *, by_model: bool = False) -> dict[str, dict[int, int]] | None:
     """Duration counts per latency bucket (``{"": {bucket: n}}``, or per model used with ``by_model``:
     counted for every model a root execution used), or None when the plan filters on more than the
-    tenant (the histograms keep no other key)."""
+    tenant (the histograms keep no other key). One query (two with ``by_model`` and edges)."""
     if not plan.only_on(("tenant_id",)):
         return None
     measure = "model_executions" if by_model else "executions"
     out: dict[str, dict[int, int]] = {}
     days, hours, rows = plan.pieces(by_day=True)
-    keys = _key_q(plan)
+    parts = []
     for model, ranges in ((DailyLatency, days), (HourlyLatency, hours)):
-        if not ranges:
-            continue
-        where = Q()
-        for low, high in ranges:
-            where |= _range_q("start", low, high)
-        columns = ["model_used", "bucket"] if by_model else ["bucket"]
-        found = (
-            model.objects.using(queryset.db)
-            .filter(keys)
-            .filter(where)
-            .order_by()
-            .values(*columns)
-            .annotate(n=Sum(measure))
+        if ranges:
+            parts.append(
+                model.objects.using(queryset.db)
+                .filter(_key_q(plan))
+                .filter(_ranges_q("start", ranges))
+                .order_by()
+                .annotate(g_model=F("model_used") if by_model else Value(""), g_bucket=F("bucket"))
+                .values("g_model", "g_bucket")
+                .annotate(n=Sum(measure))
+            )
+    if rows and not by_model:
+        bucket = RawSQL(
+            f"SELECT b.bucket FROM {sql.BUCKETS} b WHERE b.upper_ms >= duration_ms ORDER BY b.upper_ms LIMIT 1",
+            (),
         )
-        for row in found:
-            counts = out.setdefault(row["model_used"] if by_model else "", {})
-            counts[row["bucket"]] = counts.get(row["bucket"], 0) + row["n"]
-    for low, high in rows:
-        edge = queryset.filter(_range_q("started_at", low, high)).filter(duration_ms__isnull=False)
-        if by_model:
-            for model_used, duration, n in _edge_durations_by_model(edge):
-                counts = out.setdefault(model_used, {})
-                bucket = bucket_of(duration)
-                counts[bucket] = counts.get(bucket, 0) + n
-        else:
-            for duration, n in edge.order_by().values_list("duration_ms").annotate(n=Count("*")):
-                counts = out.setdefault("", {})
-                bucket = bucket_of(duration)
-                counts[bucket] = counts.get(bucket, 0) + n
+        parts.append(
+            queryset.filter(_ranges_q("started_at", rows))
+            .filter(duration_ms__isnull=False)
+            .order_by()
+            .annotate(g_model=Value(""), g_bucket=ExpressionWrapper(bucket, output_field=IntegerField()))
+            .values("g_model", "g_bucket")
+            .annotate(n=Count("*"))
+        )
+    if parts:
+        combined = parts[0].union(*parts[1:], all=True) if len(parts) > 1 else parts[0]
+        for row in combined:
+            counts = out.setdefault(row["g_model"], {})
+            counts[row["g_bucket"]] = counts.get(row["g_bucket"], 0) + row["n"]
+    if rows and by_model:
+        edge = queryset.filter(_ranges_q("started_at", rows)).filter(duration_ms__isnull=False)
+        for model_used, duration, n in _edge_durations_by_model(edge):
+            counts = out.setdefault(model_used, {})
+            counts[bucket_of(duration)] = counts.get(bucket_of(duration), 0) + n
     return out
 
 

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import router
 
 from ...budgets import RebuildResult, rebuild_counters
-from ...models import Execution, rollups
+from ...models import Execution, rebuilds
 from ...periods import start_of_day
 from ..arguments import parse_day
 
@@ -47,6 +47,6 @@ class Command(BaseCommand):
                 self.stdout.write(f"  rollups of {rebuilt} (UTC) rebuilt, {done}/{total}")
 
         since_moment = start_of_day(day) if day else None
-        days = rollups.rebuild(router.db_for_write(Execution), since=since_moment, progress=report_day)
+        days = rebuilds.rebuild(router.db_for_write(Execution), since=since_moment, progress=report_day)
         if verbosity:
             self.stdout.write(f"Rebuilt the rollups of {days} days.")
