@@ -18,7 +18,8 @@ def overview(executions: ExecutionQuerySet, period: Period, *, forecast: bool = 
     the duration ``percentiles()`` and, unless ``forecast`` is False, ``cost_forecast()``.
 
     Root executions only; a constant number of queries: on PostgreSQL the summary and the
-    percentiles are one pass over the period's rows, and the forecast a second query.
+    percentiles are one pass over the period's rows, and the forecast a second query. They run on
+    the database of ``executions``: the dashboard and ``overview/`` pass them on ``ANALYTICS_DATABASE``.
     """
     scoped = executions.for_period(period)
     if fastpaths.is_postgresql(connections[scoped.db]):

@@ -19,6 +19,7 @@ from django.utils.module_loading import import_string
 from .batches.formats import ENDPOINTS as BATCH_ENDPOINTS
 from .conf import DEFAULTS
 from .db import SUPPORTED_VENDORS
+from .db.routing import analytics_alias
 
 BOOLEAN_KEYS = (
     "TRACK_EXECUTIONS",
@@ -179,6 +180,13 @@ def _problems(user: dict[str, Any]) -> Iterable[tuple[str, str, str]]:
     if not _is_int(page_size) or not 1 <= page_size <= 500:
         yield "E022", "API_PAGE_SIZE", f"must be a whole number from 1 to 500, not {page_size!r}"
 
+    analytics = get("ANALYTICS_DATABASE")
+    databases = getattr(settings, "DATABASES", {})
+    if analytics is not None and (not isinstance(analytics, str) or analytics not in databases):
+        known = ", ".join(repr(alias) for alias in databases)
+        message = f"{analytics!r} is not a database alias in settings.DATABASES (its aliases: {known})"
+        yield "E026", "ANALYTICS_DATABASE", message
+
 
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warning]:
@@ -214,12 +222,15 @@ def _vendor(engine: str) -> str:
 
 @register(Tags.compatibility)
 def check_database_backends(app_configs: Any = None, **kwargs: Any) -> list[Error]:
-    """``llm_agents.E025``: each database the router reads or writes this app's models on must be
-    SQLite or PostgreSQL (``llm_agents.db.SUPPORTED_VENDORS``); found here rather than by the first
-    query that fails. Reads the settings only: no connection is opened."""
+    """``llm_agents.E025``: each database the router reads or writes this app's models on, and
+    ``ANALYTICS_DATABASE``, must be SQLite or PostgreSQL (``llm_agents.db.SUPPORTED_VENDORS``); found
+    here rather than by the first query that fails. Reads the settings only: no connection is opened."""
     aliases: set[str] = set()
     for model in apps.get_app_config("llm_agents").get_models():
         aliases.update(alias for alias in (router.db_for_write(model), router.db_for_read(model)) if alias)
+    analytics = analytics_alias()
+    if isinstance(analytics, str) and analytics in settings.DATABASES:  # else E026
+        aliases.add(analytics)
     errors = []
     for alias in sorted(aliases):
         engine = str(settings.DATABASES.get(alias, {}).get("ENGINE", ""))
@@ -229,7 +240,8 @@ def check_database_backends(app_configs: Any = None, **kwargs: Any) -> list[Erro
                 Error(
                     f"Database {alias!r} uses the {vendor!r} backend ({engine}), which llm_agents does "
                     "not support: its models need SQLite or PostgreSQL.",
-                    hint="Route the llm_agents app to a SQLite or PostgreSQL database (DATABASE_ROUTERS).",
+                    hint="Route the llm_agents app (DATABASE_ROUTERS), and point ANALYTICS_DATABASE, "
+                    "to SQLite or PostgreSQL databases.",
                     obj=alias,
                     id="llm_agents.E025",
                 )

@@ -84,6 +84,9 @@ DEFAULTS: dict[str, Any] = {
     "API_PAGE_SIZE": 50,
     # Folder where records wait while the database is unreachable (None: <tempdir>/llm_agents_spool).
     "SPOOL_PATH": None,
+    # DATABASES alias (e.g. a read replica) of the dashboard, the API's reads and the analytics;
+    # None: the database the routers give, as for writes.
+    "ANALYTICS_DATABASE": None,
 }
 
 

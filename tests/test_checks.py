@@ -87,6 +87,8 @@ BAD_VALUES = [
     ("llm_agents.E022", "API_PAGE_SIZE", 0),
     ("llm_agents.E022", "API_PAGE_SIZE", 501),
     ("llm_agents.E022", "API_PAGE_SIZE", "50"),
+    ("llm_agents.E026", "ANALYTICS_DATABASE", "replica"),
+    ("llm_agents.E026", "ANALYTICS_DATABASE", ["default"]),
 ]
 
 
@@ -178,6 +180,7 @@ def test_w001_unknown_key():
         "BATCH_DISCOUNT": 1,
         "API_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
         "API_PAGE_SIZE": 500,
+        "ANALYTICS_DATABASE": "default",
     }
 )
 def test_valid_non_default_values_produce_no_messages():
@@ -274,6 +277,26 @@ def test_an_unsupported_database_backend_is_refused_by_name(settings, engine, ve
     assert len(errors) == 1
     assert "'warehouse'" in errors[0].msg and f"'{vendor}'" in errors[0].msg
     assert "SQLite or PostgreSQL" in errors[0].msg
+
+
+def test_e026_names_the_missing_database_alias():
+    with override_settings(LLM_AGENTS={"ANALYTICS_DATABASE": "replica"}):
+        (message,) = llm_agents_messages()
+    assert message.id == "llm_agents.E026"
+    assert "'replica' is not a database alias in settings.DATABASES" in message.msg
+    assert "'default'" in message.msg
+
+
+def test_an_unsupported_analytics_database_is_refused_by_name(settings):
+    warehouse = {"ENGINE": "django.db.backends.mysql", "NAME": "warehouse", "HOST": "db.invalid"}
+    with pytest.warns(UserWarning, match="DATABASES"):
+        settings.DATABASES = {**settings.DATABASES, "warehouse": warehouse}
+    settings.LLM_AGENTS = {"ANALYTICS_DATABASE": "warehouse"}
+
+    (error,) = llm_agents_messages()
+
+    assert error.id == "llm_agents.E025"
+    assert "'warehouse'" in error.msg and "'mysql'" in error.msg
 
 
 def test_the_supported_database_backends_pass_the_backend_check():

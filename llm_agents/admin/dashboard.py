@@ -1,6 +1,7 @@
 """The dashboard page (``admin:llm_agents_dashboard``): the KPIs of ``overview/`` for a period with
 their change against the previous period, server-drawn charts, top agents, recent executions and
-recent errors. Every figure links into the executions list, filtered to what it counts."""
+recent errors. Every figure links into the executions list, filtered to what it counts. It reads
+``ANALYTICS_DATABASE`` (:func:`~llm_agents.db.routing.for_analytics`)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from django.utils.formats import number_format
 from django.utils.translation import gettext as _
 
 from ..analytics import LATENCY_PERCENTS, overview
+from ..db.routing import for_analytics
 from ..models import Execution
 from ..models.querysets import ERROR_CATEGORIES, FAILED_STATUSES, error_category
 from ..periods import Period, resolve_period
@@ -243,7 +245,7 @@ def dashboard_view(model_admin: admin.ModelAdmin, request: HttpRequest) -> Templ
         raise PermissionDenied
     name = selected_period(request)
     period = resolve_period(name)
-    executions = admin_tenant_scope(request).filter(Execution.objects.all())
+    executions = for_analytics(admin_tenant_scope(request).filter(Execution.objects.all()))
     links = Links(period)
 
     now = overview(executions, period)

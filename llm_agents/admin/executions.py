@@ -27,6 +27,7 @@ from django.utils.translation import gettext_lazy as _
 
 from ..api.export import csv_response
 from ..db import fastpaths
+from ..db.routing import for_analytics
 from ..models import Execution, PromptVersion, Span
 from ..models.querysets import (
     ERROR_CATEGORIES,
@@ -462,7 +463,7 @@ class ExecutionAdmin(TenantScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmi
 
     def export_view(self, request: HttpRequest) -> HttpResponseBase:
         """Every execution the list shows with the request's filters, search and ordering (all pages),
-        streamed as the API's ``export/`` CSV."""
+        streamed as the API's ``export/`` CSV, read on ``ANALYTICS_DATABASE`` as the dashboard is."""
         if not self.has_view_permission(request):
             raise PermissionDenied
         request._llm_agents_export = True  # type: ignore[attr-defined]
@@ -472,7 +473,7 @@ class ExecutionAdmin(TenantScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmi
             return HttpResponseBadRequest(
                 f"These filters cannot be exported: {error}", content_type="text/plain"
             )
-        return csv_response(changelist.queryset)
+        return csv_response(for_analytics(changelist.queryset))
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         context = {

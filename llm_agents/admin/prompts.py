@@ -18,6 +18,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from ..db.routing import for_analytics
 from ..errors import PromptError
 from ..models import Execution, Prompt, PromptVersion
 from ..models.prompts import (
@@ -163,7 +164,9 @@ def version_performance(
     name = request.GET.get("period", "all")
     if name not in dict(PERFORMANCE_PERIODS):
         name = "all"
-    executions = admin_tenant_scope(request).filter(Execution.objects.filter(prompt_version__prompt=prompt))
+    executions = for_analytics(
+        admin_tenant_scope(request).filter(Execution.objects.filter(prompt_version__prompt=prompt))
+    )
     period = None if name == "all" else resolve_period(name)
     if period is not None:
         executions = executions.for_period(period)

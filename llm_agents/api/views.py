@@ -1,5 +1,7 @@
 """The API views (SPEC §11). Figures come from the ExecutionQuerySet methods; every view reads its
-permissions from ``API_PERMISSION_CLASSES`` and scopes rows to the request's tenant."""
+permissions from ``API_PERMISSION_CLASSES`` and scopes rows to the request's tenant. Executions and
+prompts are read on ``ANALYTICS_DATABASE`` (:func:`~llm_agents.db.routing.for_analytics`); budgets
+and batches, which the product writes and polls, on the primary."""
 
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from rest_framework.views import APIView
 
 from .. import __version__
 from ..analytics import overview
+from ..db.routing import for_analytics
 from ..errors import PromptError
 from ..models import Batch, Budget, Execution, Prompt, PromptVersion, Span
 from ..models.querysets import COST_GROUPS, prompt_performance
@@ -86,8 +89,8 @@ class ApiMixin(ApiPermissionsMixin, _ApiViewBase):
         reject_nul({**request.query_params.dict(), **{k: v for k, v in kwargs.items() if isinstance(v, str)}})
 
     def executions(self) -> ExecutionQuerySet:
-        """The executions the request may see."""
-        return tenant_scope(self.request).filter(Execution.objects.all())
+        """The executions the request may see, on the analytics database."""
+        return for_analytics(tenant_scope(self.request).filter(Execution.objects.all()))
 
 
 class AggregateView(ApiMixin, APIView):
@@ -129,7 +132,7 @@ class ExecutionDetailView(ApiMixin, generics.RetrieveAPIView):
 
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         execution = self.get_object()
-        spans = list(execution.spans.order_by("started_at", "id"))
+        spans = list(for_analytics(execution.spans.order_by("started_at", "id")))
         return Response(self.get_serializer(execution, context={"spans": spans, "request": request}).data)
 
 
@@ -345,7 +348,7 @@ class PromptViewSet(ApiMixin, viewsets.ReadOnlyModelViewSet):
     queryset = Prompt.objects.all()
 
     def get_queryset(self) -> QuerySet:
-        return Prompt.objects.with_current_number().order_by("slug")
+        return for_analytics(Prompt.objects.with_current_number().order_by("slug"))
 
     def get_serializer_class(self) -> type:
         if self.action == "retrieve":
@@ -367,7 +370,7 @@ class PromptViewSet(ApiMixin, viewsets.ReadOnlyModelViewSet):
         that used it in the period (default all time)."""
         prompt = self.get_object()
         period = parse_period(request.query_params, default=None)
-        versions = PromptVersion.objects.filter(prompt=prompt).order_by("-number")
+        versions = for_analytics(PromptVersion.objects.filter(prompt=prompt).order_by("-number"))
         page = self.paginate_queryset(versions) or []
         executions = self.executions().filter(prompt_version__in=[version.pk for version in page])
         if period is not None:
