@@ -81,6 +81,9 @@ DEFAULTS: dict[str, Any] = {
     "API_PAGE_SIZE": 50,
     # Folder where records wait while the database is unreachable (None: <tempdir>/llm_agents_spool).
     "SPOOL_PATH": None,
+    # PostgreSQL >= 13: "monthly" keeps executions and spans in monthly partitions on started_at
+    # (after `manage.py llm_agents_partitions --enable`); None keeps plain tables. SQLite ignores it.
+    "PARTITIONING": None,
 }
 
 

@@ -86,6 +86,8 @@ BAD_VALUES = [
     ("llm_agents.E022", "API_PAGE_SIZE", 0),
     ("llm_agents.E022", "API_PAGE_SIZE", 501),
     ("llm_agents.E022", "API_PAGE_SIZE", "50"),
+    ("llm_agents.E026", "PARTITIONING", "daily"),
+    ("llm_agents.E026", "PARTITIONING", True),
 ]
 
 

@@ -114,7 +114,8 @@ def document_statement(
             return sql + "ON CONFLICT DO NOTHING"
         columns = [quote(model._meta.get_field(name).column) for name in update]
         assignments = ", ".join(f"{column} = EXCLUDED.{column}" for column in columns)
-        return sql + f"ON CONFLICT ({quote(model._meta.pk.column)}) DO UPDATE SET {assignments}"
+        key = quote(primary_key_name(connection, model))
+        return sql + f"ON CONFLICT ON CONSTRAINT {key} DO UPDATE SET {assignments}"
 
     relax = ", set_config('synchronous_commit', 'off', true)" if relaxed else ""
     executions = insert(execution_model, "document.d -> 'executions'", update_fields)
@@ -125,6 +126,19 @@ def document_statement(
     )
     known = _documents[shape] = (f"write_{len(_documents)}", sql)
     return known
+
+
+def primary_key_name(connection: Any, model: Any) -> str:
+    """The name of the primary key constraint of ``model``'s table on PostgreSQL. Upserts name it
+    rather than the id column: with monthly partitions the key is ``(id, started_at)`` under the same
+    name (:mod:`~llm_agents.db.partitions`), so one statement serves both shapes of the table."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT conname FROM pg_constraint WHERE conrelid = to_regclass(%s) AND contype = 'p'",
+            [model._meta.db_table],
+        )
+        row = cursor.fetchone()
+    return str(row[0]) if row else f"{model._meta.db_table}_pkey"
 
 
 def upsert_objects(
