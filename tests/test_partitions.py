@@ -89,7 +89,9 @@ def index_names(table: str) -> set[str]:
 
 def foreign_keys_to(table: str) -> list[str]:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT conname FROM pg_constraint WHERE contype = 'f' AND confrelid = %s::regclass", [table])
+        cursor.execute(
+            "SELECT conname FROM pg_constraint WHERE contype = 'f' AND confrelid = %s::regclass", [table]
+        )
         return [name for (name,) in cursor.fetchall()]
 
 
@@ -255,7 +257,9 @@ def test_pg_partman_makes_and_keeps_the_partitions_when_the_server_has_it():
     assert last >= partitions.month_start(now + dt.timedelta(days=3 * 31))
     with MONTHLY:
         created = ensure_partitions.delay(ahead=6).get()
-    assert partitions.partition_name(SPANS, partitions.month_start(now + dt.timedelta(days=6 * 31))) in created
+    assert (
+        partitions.partition_name(SPANS, partitions.month_start(now + dt.timedelta(days=6 * 31))) in created
+    )
     assert "(pg_partman)" in run("--status")
     with trace("after partman"):
         pass
@@ -292,7 +296,9 @@ def test_purge_drops_whole_months_and_deletes_rows_only_in_the_boundary_month():
     old = [family(boundary - dt.timedelta(days=40)), family(boundary - dt.timedelta(days=3))]
     # A run that crossed the month's end: its root goes with the month, its child and span stay behind.
     crossing = family(boundary - dt.timedelta(minutes=30))
-    straggler = ExecutionFactory(parent=crossing, root_id=crossing.pk, started_at=boundary + dt.timedelta(minutes=5))
+    straggler = ExecutionFactory(
+        parent=crossing, root_id=crossing.pk, started_at=boundary + dt.timedelta(minutes=5)
+    )
     late_span = SpanFactory(execution=crossing, started_at=boundary + dt.timedelta(minutes=1))
     before_cutoff = family(boundary + (cutoff - boundary) / 2, batch=True)
     after_cutoff = [family(cutoff + dt.timedelta(hours=1)), family(now - dt.timedelta(days=1))]
@@ -336,3 +342,16 @@ def test_purge_of_partitioned_tables_without_the_setting_deletes_rows():
     result = retention.purge(60)
     assert result.months == 0 and result.executions == 3 * 3
     assert len(months_of(EXECUTIONS)) == months
+
+
+@postgresql_only
+@MONTHLY
+def test_purge_executions_reports_the_months_dropped():
+    now = timezone.now()
+    boundary = partitions.month_start(now - dt.timedelta(days=100))
+    family(boundary - dt.timedelta(days=10))
+    family(now - dt.timedelta(days=1))
+    run("--enable", "--no-partman")
+    out = StringIO()
+    call_command("purge_executions", "--days", "100", stdout=out)
+    assert "Deleted 3 executions and 4 spans (monthly partitions dropped: 1)." in out.getvalue()
