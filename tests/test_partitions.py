@@ -6,6 +6,8 @@ command says so."""
 from __future__ import annotations
 
 import datetime as dt
+import sys
+import types
 from io import StringIO
 
 import pytest
@@ -201,6 +203,47 @@ def test_the_orm_and_tracking_work_on_partitioned_tables(staff_client):
     response = staff_client.get(reverse("admin:llm_agents_execution_changelist"), {"q": "SupportAgent"})
     assert response.status_code == 200
     assert staff_client.get(reverse("admin:llm_agents_execution_change", args=[root.pk])).status_code == 200
+
+
+@postgresql_only
+def test_enable_installs_the_rollup_triggers_again_on_the_partitioned_table(monkeypatch):
+    """The old table's triggers go with it; ``llm_agents.db.rollups.install_triggers(connection)``
+    (main's rollups; a stand-in here that installs a statement trigger with a transition table, as
+    they do) is called once the partitioned table holds the rows."""
+    populate(timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE inserted_rows (n int)")
+        cursor.execute(
+            "CREATE FUNCTION count_inserted() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "INSERT INTO inserted_rows SELECT count(*) FROM new_rows; RETURN NULL; END $$"
+        )
+        cursor.execute(
+            f"CREATE TRIGGER old_rollups AFTER INSERT ON {EXECUTIONS} REFERENCING NEW TABLE AS new_rows "
+            "FOR EACH STATEMENT EXECUTE FUNCTION count_inserted()"
+        )
+    calls = []
+
+    def install_triggers(conn):
+        assert partitions.is_partitioned(conn, EXECUTIONS) and Execution.objects.count() == 18
+        calls.append(conn)
+        with conn.cursor() as cursor:
+            cursor.execute(
+                f"CREATE TRIGGER rollups AFTER INSERT ON {EXECUTIONS} REFERENCING NEW TABLE AS new_rows "
+                "FOR EACH STATEMENT EXECUTE FUNCTION count_inserted()"
+            )
+
+    monkeypatch.setitem(
+        sys.modules, "llm_agents.db.rollups", types.SimpleNamespace(install_triggers=install_triggers)
+    )
+    out = run("--enable", "--no-partman")
+    assert calls == [connection]
+    assert "triggers of the old table (the rollups' are installed again): old_rollups" in out
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM inserted_rows")
+    ExecutionFactory.create_batch(3)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT n FROM inserted_rows")
+        assert cursor.fetchall() == [(1,), (1,), (1,)]
 
 
 @postgresql_only

@@ -75,6 +75,8 @@ class Conversion:
     partitions: list[str] = field(default_factory=list)
     dropped_foreign_keys: list[str] = field(default_factory=list)
     indexes: list[str] = field(default_factory=list)
+    #: Triggers of the old table, gone with it (the rollups' are installed again by :func:`enable`).
+    dropped_triggers: list[str] = field(default_factory=list)
     partman: bool = False
 
 
@@ -390,6 +392,14 @@ def _convert(
         f"WHERE contype = 'f' AND conrelid = {oid} AND confrelid <> conrelid ORDER BY 1",
         [table],
     )
+    result.dropped_triggers = [
+        name
+        for (name,) in _fetch(
+            connection,
+            f"SELECT tgname FROM pg_trigger WHERE tgrelid = {oid} AND NOT tgisinternal ORDER BY 1",
+            [table],
+        )
+    ]
     with connection.cursor() as cursor:
         for owner, name, _ in incoming:
             cursor.execute(f"ALTER TABLE {owner} DROP CONSTRAINT {quote(name)}")

@@ -72,6 +72,11 @@ class Command(BaseCommand):
                     "  foreign keys dropped (the ORM still cascades): "
                     + ", ".join(conversion.dropped_foreign_keys)
                 )
+            if conversion.dropped_triggers:
+                self.stdout.write(
+                    "  triggers of the old table (the rollups' are installed again): "
+                    + ", ".join(conversion.dropped_triggers)
+                )
             if verbosity > 1:
                 self.stdout.write("  partitions: " + ", ".join(conversion.partitions))
         if app_settings.PARTITIONING != "monthly":
