@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from llm_agents import Agent, Param, retention, span, trace
-from llm_agents.db import partitions
+from llm_agents.db import fastpaths, partitions
 from llm_agents.models import BatchRequest, Execution, Span
 from llm_agents.tasks import ensure_partitions
 from llm_agents.testing import fake_llm
@@ -153,6 +153,8 @@ def test_enable_converts_a_populated_database_in_place():
     expected |= set(partitions.months(now, now + dt.timedelta(days=3 * 31)))
     assert set(months_of(EXECUTIONS)[:-1]) == expected and months_of(EXECUTIONS)[-1] is None
     assert all(p.rows >= 0 for p in partitions.partitions(connection, EXECUTIONS))  # analyzed
+    # The admin's estimated count of an unfiltered list adds up the partitions' statistics.
+    assert fastpaths.row_estimate_postgresql(Execution.objects.all()) == Execution.objects.count()
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT count(*) FROM {EXECUTIONS}_default")
         assert cursor.fetchone() == (0,)

@@ -780,13 +780,16 @@ def distinct_values_portable(queryset: QuerySet[Any], field_name: str) -> list[A
 
 
 def row_estimate_postgresql(queryset: QuerySet[Any]) -> int | None:
-    """The planner's estimate of the number of rows of ``queryset``'s table (``pg_class.reltuples``),
+    """The planner's estimate of the number of rows of ``queryset``'s table (``pg_class.reltuples``;
+    of a partitioned table, the sum of its partitions', which autovacuum keeps, unlike the parent's),
     None when there is none: counting a table of millions exactly reads all of it. Twin: the exact
     ``queryset.count()`` of an unfiltered queryset (the same after ``ANALYZE``)."""
     with connections[queryset.db].cursor() as cursor:
         cursor.execute(
-            "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
-            [queryset.model._meta.db_table],
+            "SELECT COALESCE((SELECT sum(GREATEST(c.reltuples, 0))::bigint FROM pg_inherits i "
+            "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass(%s)), "
+            "(SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)))",
+            [queryset.model._meta.db_table] * 2,
         )
         row = cursor.fetchone()
     return None if not row or row[0] is None else int(row[0])
