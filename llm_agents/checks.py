@@ -36,6 +36,9 @@ BOOLEAN_KEYS = (
 )
 
 
+PARTITIONING_SCHEMES = (None, "monthly")
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -175,6 +178,10 @@ def _problems(user: dict[str, Any]) -> Iterable[tuple[str, str, str]]:
             problem = _check_importable(path, want_class=True)
             if problem:
                 yield "E021", "API_PERMISSION_CLASSES", problem
+
+    partitioning = get("PARTITIONING")
+    if partitioning not in PARTITIONING_SCHEMES:
+        yield "E027", "PARTITIONING", f'must be None or "monthly", not {partitioning!r}'
 
     page_size = get("API_PAGE_SIZE")
     if not _is_int(page_size) or not 1 <= page_size <= 500:

@@ -87,6 +87,9 @@ DEFAULTS: dict[str, Any] = {
     # DATABASES alias (e.g. a read replica) of the dashboard, the API's reads and the analytics;
     # None: the database the routers give, as for writes.
     "ANALYTICS_DATABASE": None,
+    # PostgreSQL >= 13: "monthly" keeps executions and spans in monthly partitions on started_at
+    # (after `manage.py llm_agents_partitions --enable`); None keeps plain tables. SQLite ignores it.
+    "PARTITIONING": None,
 }
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import connections, router, transaction
 from django.utils import timezone
 
 from .conf import app_settings
-from .db import fastpaths
+from .db import fastpaths, partitions
 
 DEFAULT_BATCH_SIZE = 10_000
 
@@ -20,6 +21,8 @@ class PurgeResult:
     executions: int = 0
     spans: int = 0
     chunks: int = 0
+    #: Months dropped whole (monthly partitions), counted in ``executions`` and ``spans`` too.
+    months: int = 0
 
 
 def cutoff_for(days: int | None) -> dt.datetime | None:
@@ -60,7 +63,9 @@ def purge(
 ) -> PurgeResult:
     """Delete root executions started before the cutoff, with their nested executions and spans.
 
-    Each chunk of ``batch_size`` root executions (the oldest first) is deleted in its own short
+    With monthly partitions (``PARTITIONING``, tables converted) the months that end before the cutoff
+    are dropped whole first, one transaction each, with their rollup rows; rows are deleted only in
+    the boundary month. Each chunk of ``batch_size`` root executions (the oldest first) is deleted in its own short
     transaction, so concurrent writers wait at most one chunk. Batch requests pointing at a deleted
     execution keep their result and lose the link. ``dry_run`` counts instead of deleting.
     """
@@ -80,6 +85,12 @@ def purge(
         result.spans = sum(Span.objects.using(alias).filter(execution_id__in=piece).count()
                            for piece in fastpaths.id_slices(connections[alias], ids))  # fmt: skip
         return result
+    connection = connections[alias]
+    boundary = None
+    if app_settings.PARTITIONING == "monthly" and partitions.is_partitioned(
+        connection, Execution._meta.db_table
+    ):
+        boundary = _drop_months(connection, cutoff, result, progress)
     reached = None  # the start of the last chunk's newest root: the next chunk starts there
     while True:
         chunk = old_roots if reached is None else old_roots.filter(started_at__gte=reached)
@@ -97,4 +108,45 @@ def purge(
         result.chunks += 1
         if progress is not None:
             progress(result)
+    if boundary is not None:
+        _delete_orphans(connection, boundary, cutoff, result)
     return result
+
+
+#: How far past the cutoff :func:`_delete_orphans` looks for the nested executions and spans of
+#: executions whose month was dropped (they start while their execution runs).
+ORPHAN_GRACE = dt.timedelta(days=1)
+
+
+def _drop_months(
+    connection: Any, cutoff: dt.datetime, result: PurgeResult, progress: Callable[[PurgeResult], None] | None
+) -> dt.datetime | None:
+    """Drop the partitions of the months that end at or before ``cutoff``, one month a transaction
+    (its rollup rows go with it); returns the end of the last month dropped, None when none was."""
+    from .models import Execution, Span
+
+    boundary = None
+    for month in partitions.months_before(connection, cutoff):
+        with transaction.atomic(using=connection.alias):
+            dropped = partitions.drop_month(connection, month)
+        result.executions += dropped.get(Execution._meta.db_table, 0)
+        result.spans += dropped.get(Span._meta.db_table, 0)
+        result.months += 1
+        boundary = partitions.next_month(month)
+        if progress is not None:
+            progress(result)
+    return boundary
+
+
+def _delete_orphans(connection: Any, boundary: dt.datetime, cutoff: dt.datetime, result: PurgeResult) -> None:
+    """Delete the nested executions and the spans that started after ``boundary`` (in a month that
+    stays) but whose execution went with a dropped month: a run that crossed the month's end."""
+    window = (boundary, max(cutoff, boundary) + ORPHAN_GRACE)
+    orphans = partitions.orphan_executions(connection, *window)
+    if orphans:
+        with transaction.atomic(using=connection.alias):
+            executions, spans = _delete(_with_descendants(orphans, connection.alias), connection.alias)
+        result.executions += executions
+        result.spans += spans
+    with transaction.atomic(using=connection.alias):
+        result.spans += partitions.delete_orphan_spans(connection, *window)

@@ -12,15 +12,31 @@ from celery import shared_task
 from celery.schedules import crontab
 
 from . import retention
+from .db import partitions
 from .tracking.transport import record_executions
 
-__all__ = ["beat_schedule", "flush_batches", "poll_batches", "purge_executions", "record_executions"]
+__all__ = [
+    "beat_schedule",
+    "ensure_partitions",
+    "flush_batches",
+    "poll_batches",
+    "purge_executions",
+    "record_executions",
+]
 
 
 @shared_task(ignore_result=True)
 def purge_executions(days: int | None = None, batch_size: int = retention.DEFAULT_BATCH_SIZE) -> int:
     """Delete executions older than ``days`` (default RETENTION_DAYS); returns how many."""
     return retention.purge(days, batch_size=batch_size).executions
+
+
+@shared_task(ignore_result=True)
+def ensure_partitions(ahead: int = partitions.DEFAULT_AHEAD) -> list[str]:
+    """With ``PARTITIONING = "monthly"`` on PostgreSQL, create the partitions of the current month and
+    the ``ahead`` coming ones (pg_partman's maintenance when it keeps the tables); returns the names
+    of those created. Does nothing otherwise."""
+    return partitions.maintain(ahead=ahead)
 
 
 @shared_task(ignore_result=True)
@@ -44,7 +60,8 @@ def beat_schedule() -> dict[str, dict[str, Any]]:
 
         app.conf.beat_schedule = {**app.conf.beat_schedule, **llm_agents.tasks.beat_schedule()}
 
-    Flush every 5 minutes, poll every 10 minutes (batches take minutes to hours), purge at 03:30.
+    Flush every 5 minutes, poll every 10 minutes (batches take minutes to hours), purge at 03:30,
+    create the coming months' partitions at 03:10 (nothing unless ``PARTITIONING`` is set).
     """
     return {
         "llm_agents.flush_batches": {"task": "llm_agents.tasks.flush_batches", "schedule": 300.0},
@@ -52,5 +69,9 @@ def beat_schedule() -> dict[str, dict[str, Any]]:
         "llm_agents.purge_executions": {
             "task": "llm_agents.tasks.purge_executions",
             "schedule": crontab(hour=3, minute=30),
+        },
+        "llm_agents.ensure_partitions": {
+            "task": "llm_agents.tasks.ensure_partitions",
+            "schedule": crontab(hour=3, minute=10),
         },
     }

@@ -89,6 +89,8 @@ BAD_VALUES = [
     ("llm_agents.E022", "API_PAGE_SIZE", "50"),
     ("llm_agents.E026", "ANALYTICS_DATABASE", "replica"),
     ("llm_agents.E026", "ANALYTICS_DATABASE", ["default"]),
+    ("llm_agents.E027", "PARTITIONING", "daily"),
+    ("llm_agents.E027", "PARTITIONING", True),
 ]
 
 

@@ -114,7 +114,8 @@ def document_statement(
             return sql + "ON CONFLICT DO NOTHING"
         columns = [quote(model._meta.get_field(name).column) for name in update]
         assignments = ", ".join(f"{column} = EXCLUDED.{column}" for column in columns)
-        return sql + f"ON CONFLICT ({quote(model._meta.pk.column)}) DO UPDATE SET {assignments}"
+        key = quote(primary_key_name(connection, model))
+        return sql + f"ON CONFLICT ON CONSTRAINT {key} DO UPDATE SET {assignments}"
 
     relax = ", set_config('synchronous_commit', 'off', true)" if relaxed else ""
     executions = insert(execution_model, "document.d -> 'executions'", update_fields)
@@ -125,6 +126,19 @@ def document_statement(
     )
     known = _documents[shape] = (f"write_{len(_documents)}", sql)
     return known
+
+
+def primary_key_name(connection: Any, model: Any) -> str:
+    """The name of the primary key constraint of ``model``'s table on PostgreSQL. Upserts name it
+    rather than the id column: with monthly partitions the key is ``(id, started_at)`` under the same
+    name (:mod:`~llm_agents.db.partitions`), so one statement serves both shapes of the table."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT conname FROM pg_constraint WHERE conrelid = to_regclass(%s) AND contype = 'p'",
+            [model._meta.db_table],
+        )
+        row = cursor.fetchone()
+    return str(row[0]) if row else f"{model._meta.db_table}_pkey"
 
 
 def upsert_objects(
@@ -766,13 +780,16 @@ def distinct_values_portable(queryset: QuerySet[Any], field_name: str) -> list[A
 
 
 def row_estimate_postgresql(queryset: QuerySet[Any]) -> int | None:
-    """The planner's estimate of the number of rows of ``queryset``'s table (``pg_class.reltuples``),
+    """The planner's estimate of the number of rows of ``queryset``'s table (``pg_class.reltuples``;
+    of a partitioned table, the sum of its partitions', which autovacuum keeps, unlike the parent's),
     None when there is none: counting a table of millions exactly reads all of it. Twin: the exact
     ``queryset.count()`` of an unfiltered queryset (the same after ``ANALYZE``)."""
     with connections[queryset.db].cursor() as cursor:
         cursor.execute(
-            "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
-            [queryset.model._meta.db_table],
+            "SELECT COALESCE((SELECT sum(GREATEST(c.reltuples, 0))::bigint FROM pg_inherits i "
+            "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass(%s)), "
+            "(SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)))",
+            [queryset.model._meta.db_table] * 2,
         )
         row = cursor.fetchone()
     return None if not row or row[0] is None else int(row[0])

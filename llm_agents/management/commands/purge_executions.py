@@ -37,4 +37,5 @@ class Command(BaseCommand):
 
         result = purge(days, batch_size=batch_size, dry_run=dry_run, progress=report)
         verb = "Would delete" if dry_run else "Deleted"
-        self.stdout.write(f"{verb} {result.executions} executions and {result.spans} spans.")
+        months = f" (monthly partitions dropped: {result.months})" if result.months else ""
+        self.stdout.write(f"{verb} {result.executions} executions and {result.spans} spans{months}.")
