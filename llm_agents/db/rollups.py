@@ -206,6 +206,24 @@ def upserts(rows: str, dialect: Dialect) -> list[str]:
     return statements
 
 
+def cleanups(old_rows: str, dialect: Dialect) -> list[str]:
+    """The statements that delete the rollup rows left with no execution by ``old_rows`` (updated or
+    deleted rows), among the hours and days and agents (tenants) they touched: a rollup row exists
+    exactly while executions have its key (an agent call's running row, once finished, leaves none)."""
+    statements = []
+    for table, unit, column, value in (
+        (HOURLY, "hour", "agent_type", "o.agent_type"),
+        (DAILY, "day", "agent_type", "o.agent_type"),
+        (HOURLY_LATENCY, "hour", "tenant_id", "COALESCE(o.tenant_id, '')"),
+        (DAILY_LATENCY, "day", "tenant_id", "COALESCE(o.tenant_id, '')"),
+    ):
+        statements.append(
+            f"DELETE FROM {table} WHERE executions = 0 AND model_executions = 0 AND (start, {column}) IN "
+            f"(SELECT DISTINCT {dialect.truncate('o.started_at', unit)}, {value} FROM ({old_rows}) o)"
+        )
+    return statements
+
+
 # -- triggers ---------------------------------------------------------------------------------------
 
 TRIGGER_EVENTS = ("insert", "update", "delete")
@@ -225,7 +243,10 @@ def trigger_statements(vendor: str) -> list[str]:
             "delete": (rows_of("old_rows", -1), "REFERENCING OLD TABLE AS old_rows"),
         }
         for event, (rows, referencing) in sources.items():
-            body = ";\n".join(upserts(rows, dialect))
+            statements_run = upserts(rows, dialect)
+            if event != "insert":
+                statements_run += cleanups(rows_of("old_rows", -1), dialect)
+            body = ";\n".join(statements_run)
             statements.append(
                 f"CREATE OR REPLACE FUNCTION llm_agents_rollup_{event}() RETURNS trigger LANGUAGE plpgsql AS "
                 f"$rollup$ BEGIN\n{body};\nRETURN NULL; END $rollup$"
@@ -249,7 +270,10 @@ def trigger_statements(vendor: str) -> list[str]:
         "delete": trigger_row("OLD", -1),
     }
     for event, rows in changes.items():
-        body = ";\n".join(upserts(rows, dialect))
+        statements_run = upserts(rows, dialect)
+        if event != "insert":
+            statements_run += cleanups(trigger_row("OLD", -1), dialect)
+        body = ";\n".join(statements_run)
         statements.append(
             f"CREATE TRIGGER llm_agents_rollup_{event} AFTER {event.upper()} ON {EXECUTIONS} "
             f"FOR EACH ROW BEGIN\n{body};\nEND"
