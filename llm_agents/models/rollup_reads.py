@@ -287,7 +287,7 @@ def totals(
     date (day) or an aware datetime (hour). ``edges`` False leaves the rows at the edges out."""
     result = Totals(measures)
     zone = timezone.get_default_timezone()
-    days, hours, rows = plan.pieces(by_day=local is None or _utc_zone(zone))
+    days, hours, rows = plan.pieces(by_day=local is None or (local == "day" and _utc_zone(zone)))
     # At least one column to group on (a query grouped on nothing would not be one row per group).
     grouped = list(group_by) or ["status"]
     names = [f"g{index}" for index in range(len(grouped))] + (["g_start"] if local else [])
