@@ -11,6 +11,7 @@ import datetime as dt
 
 import pytest
 from django.db import connection
+from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -68,21 +69,29 @@ def test_the_overview_and_cost_by_model_read_the_covering_index_alone():
     )
     with connection.cursor() as cursor:
         cursor.execute(f"VACUUM ANALYZE {Execution._meta.db_table}")  # marks the pages all-visible
-    with CaptureQueriesContext(connection) as captured:
+    with override_settings(LLM_AGENTS={"ROLLUPS": False}), CaptureQueriesContext(connection) as captured:
         Execution.objects.for_period("7d").summary()
         Execution.objects.for_period("7d").percentiles()
     assert len(captured) == 2
     for query in captured:
         text = plan(query["sql"])
         assert "Index Only Scan using llm_exec_root_cover_idx" in text, text
+    # From the rollups: the daily and hourly rollups by their keys' index (start first), and the
+    # partial hour at the period's start from the covering index alone.
+    with CaptureQueriesContext(connection) as captured:
+        Execution.objects.for_period("7d").summary()
+    (query,) = captured
+    text = plan(query["sql"])
+    assert "llm_rollup_daily_key" in text and "llm_rollup_hourly_key" in text, text
+    assert "Index Only Scan using llm_exec_root_cover_idx" in text, text
+    assert "Seq Scan" not in text, text
 
 
 @pytest.mark.django_db(transaction=True)
 def test_spend_by_model_reads_the_period_by_index():
-    # cost_by_model attributes spend to the llm spans' models (section 15): the period's roots and the
-    # executions nested in them come from a started_at index (the nested ones bounded by the earliest
-    # root), and their spans from the partial index of llm spans by time, read alone (it covers
-    # what the query reads): no table is read whole.
+    # cost_by_model attributes spend to the llm spans' models (section 15) through each root's
+    # model_spend, recorded with it: from the rows, the period's roots come from a started_at index
+    # and no span is read; no table is read whole.
     now = timezone.now()
     executions = Execution.objects.bulk_create(
         ExecutionFactory.build(started_at=now - dt.timedelta(days=n / 10)) for n in range(1000)
@@ -94,10 +103,10 @@ def test_spend_by_model_reads_the_period_by_index():
     with connection.cursor() as cursor:
         cursor.execute(f"VACUUM ANALYZE {Execution._meta.db_table}")
         cursor.execute(f"VACUUM ANALYZE {Span._meta.db_table}")
-    with CaptureQueriesContext(connection) as captured:
+    with override_settings(LLM_AGENTS={"ROLLUPS": False}), CaptureQueriesContext(connection) as captured:
         Execution.objects.cost_by_model("7d")
     (query,) = captured
     text = plan(query["sql"])
-    assert "using llm_exec_started_idx" in text, text
-    assert "Index Only Scan using llm_span_llm_started_idx" in text, text
+    assert "llm_exec_started_idx" in text or "llm_exec_root_cover_idx" in text, text
+    assert Span._meta.db_table not in text, text
     assert "Seq Scan" not in text, text

@@ -257,7 +257,8 @@ def trigger_statements(vendor: str) -> list[str]:
             )
         statements.append(
             "CREATE OR REPLACE FUNCTION llm_agents_rollup_truncate() RETURNS trigger LANGUAGE plpgsql AS "
-            f"$rollup$ BEGIN TRUNCATE {', '.join(ROLLUP_TABLES)}; RETURN NULL; END $rollup$"
+            # DELETE, not TRUNCATE: a TRUNCATE naming the rollup tables too would find them in use.
+            f"$rollup$ BEGIN {' '.join(f'DELETE FROM {table};' for table in ROLLUP_TABLES)} RETURN NULL; END $rollup$"
         )
         statements.append(
             f"CREATE TRIGGER llm_agents_rollup_truncate AFTER TRUNCATE ON {EXECUTIONS} "
