@@ -528,7 +528,7 @@ def test_a_recorded_execution_carries_its_llm_spans_spend_by_model():
     }
     fallback.refresh_from_db()
     assert fallback.model_spend == {"model-c": ["4.00000000", 1010]}
-    # Nested executions are not roots: their own spend is their root's.
+    # What rebuild_aggregates computes from the spans is what was recorded.
     assert rollups.recompute_model_spend() == 0
     spent = (
         DailyRollup.objects.values("model_used").annotate(c=Sum("model_cost")).values_list("model_used", "c")
