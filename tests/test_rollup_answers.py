@@ -30,7 +30,7 @@ pytestmark = pytest.mark.django_db
 
 TIME_ZONES = ["UTC", "America/New_York", "Asia/Kolkata"]
 # Keys whose values are duration percentiles: within 1% (latency buckets), the rest exact.
-PERCENTILE_KEY = re.compile(r"(^|_)p\d+(_|$)|percentile")
+PERCENTILE_KEY = re.compile(r"(^|[_.\s])p\d+(_|$)|percentile")
 # Averages are a division: the last of their 8 places may round differently.
 AVERAGE_KEY = re.compile(r"avg|average|projected|rate")
 NOW_IN_LINK = re.compile(r"started_at__gte=[^&\"]+")
@@ -333,6 +333,11 @@ def test_the_admin_dashboard_shows_the_same_from_the_rollups(staff_client, perio
             shown = {
                 key: response.context[key]
                 for key in ("overview", "previous", "charts", "percentiles", "agents")
+            }
+            # The figures behind the charts, not their drawings: the latency chart draws percentiles
+            # (within 1% from the rollups) and every chart links to "now" to the microsecond.
+            shown["charts"] = {
+                key: value for key, value in shown["charts"].items() if not isinstance(value, str)
             }
             return shown
 

@@ -1,6 +1,6 @@
 """The rollups are exact (SPEC section 20): whatever writes the executions — the product, the ORM,
 raw SQL, COPY, ``recompute_costs``, retention — the hourly and daily rollup and latency tables equal
-what ``rollups.rebuild()`` computes from the rows; and each execution the product records carries its
+what ``rebuilds.rebuild()`` computes from the rows; and each execution the product records carries its
 llm spans' spend by model (``model_spend``)."""
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from llm_agents.models import (
     Execution,
     HourlyLatency,
     HourlyRollup,
+    rebuilds,
     rollups,
 )
 from llm_agents.testing import fake_llm
@@ -97,7 +98,7 @@ def rebuild_days() -> None:
 
 
 def assert_exact(*, spend_current: bool = True) -> None:
-    """The rollups equal what ``rollups.rebuild()`` makes of the rows. ``spend_current``: every
+    """The rollups equal what ``rebuilds.rebuild()`` makes of the rows. ``spend_current``: every
     root's ``model_spend`` is what its spans say (``recompute_model_spend`` changes nothing); False
     where a test edited the totals of rows that have spans by hand, which ``model_spend`` follows only
     after ``rebuild_aggregates`` (then the triggers are compared to a rebuild of the rows as they are)."""
@@ -105,8 +106,8 @@ def assert_exact(*, spend_current: bool = True) -> None:
     kept = snapshot()
     assert any(kept.values()), "no rollups at all"
     if spend_current:
-        assert rollups.recompute_model_spend() == 0, "model_spend was not what the spans say"
-        rollups.rebuild()
+        assert rebuilds.recompute_model_spend() == 0, "model_spend was not what the spans say"
+        rebuilds.rebuild()
     else:
         rebuild_days()
     assert snapshot() == kept
@@ -388,11 +389,6 @@ def test_rows_copied_in_on_postgresql_are_rolled_up_exactly():
     assert_exact()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="recompute_costs reprices spans and totals but leaves model_spend as it was: spend by model "
-    "(cost_by_model, the model_* rollup measures) keeps the old prices until rebuild_aggregates",
-)
 def test_recompute_costs_after_a_price_change_keeps_the_rollups_exact():
     rng = random.Random(6)
     product_work(rng, rounds=1)
@@ -529,7 +525,7 @@ def test_a_recorded_execution_carries_its_llm_spans_spend_by_model():
     fallback.refresh_from_db()
     assert fallback.model_spend == {"model-c": ["4.00000000", 1010]}
     # What rebuild_aggregates computes from the spans is what was recorded.
-    assert rollups.recompute_model_spend() == 0
+    assert rebuilds.recompute_model_spend() == 0
     spent = (
         DailyRollup.objects.values("model_used").annotate(c=Sum("model_cost")).values_list("model_used", "c")
     )
@@ -599,7 +595,7 @@ def test_migration_0011_fills_model_spend_and_the_rollups_of_existing_executions
         assert DailyRollup.objects.aggregate(n=Sum("executions"))["n"] == 3
         kept = snapshot()
         check_totals()
-        rollups.rebuild()
+        rebuilds.rebuild()
         assert snapshot() == kept
     finally:
         call_command("migrate", "llm_agents", verbosity=0)

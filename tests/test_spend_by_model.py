@@ -126,7 +126,7 @@ def test_compare_models_over_the_roots_that_used_each_model(traced_work, django_
             "executions": 2,
             "success_rate": 50.0,  # the trace failed, the plain call succeeded
             "avg_duration_ms": 200.0,
-            "p95_duration_ms": 290.0,  # 100 + 0.95 * 200
+            "p95_duration_ms": pytest.approx(290.0, rel=0.01),  # 100 + 0.95 * 200, within 1% from the rollups
             "avg_cost": Decimal("3.00000000"),  # ($2 + $4) / 2 roots
             "total_tokens": 3020,
         },
@@ -135,7 +135,7 @@ def test_compare_models_over_the_roots_that_used_each_model(traced_work, django_
             "executions": 1,
             "success_rate": 0.0,
             "avg_duration_ms": 300.0,
-            "p95_duration_ms": 300.0,
+            "p95_duration_ms": pytest.approx(300.0, rel=0.01),
             "avg_cost": Decimal("1.00000000"),
             "total_tokens": 1010,
         },
