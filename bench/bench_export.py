@@ -12,7 +12,7 @@ resident set (``getrusage``) before and after the export; the parent checks it a
 kernel's own count for the finished child (``RUSAGE_CHILDREN``).
 
 Target (issue 9): peak RSS ≤ 200 MB while exporting 1,000,000 executions as CSV.
-``--quick`` (20,000 executions) is the CI smoke run.
+``--quick`` (10,000 executions) is the CI smoke run.
 """
 
 from __future__ import annotations
@@ -60,13 +60,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Peak RSS of a CSV export")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--format", choices=["csv", "json"], default="csv")
-    parser.add_argument("--quick", action="store_true", help="20,000 executions, for CI smoke runs")
+    parser.add_argument("--quick", action="store_true", help="10,000 executions, for CI smoke runs")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.serve:
         serve_export(options.format)
         return
-    rows = 20_000 if options.quick else options.rows
+    rows = 10_000 if options.quick else options.rows
     vendor = setup_django()
 
     from django.contrib.auth import get_user_model
