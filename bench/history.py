@@ -444,7 +444,7 @@ def read_meta() -> dict[str, Any] | None:
         if cursor.fetchone()[0] is None:
             return None
         cursor.execute(
-            f"SELECT rows, seed, days, shape, extract(epoch FROM end_at), executions, spans, seconds "  # noqa: S608
+            f"SELECT rows, seed, days, shape, extract(epoch FROM end_at)::float8, executions, spans, seconds "  # noqa: S608
             f"FROM {META_TABLE} WHERE complete"
         )
         row = cursor.fetchone()
