@@ -644,12 +644,16 @@ def describe(window_days: float = 30) -> list[tuple[str, str]]:
         width, text_mean, text_median, duration_median = cursor.fetchone()
         cursor.execute("SELECT avg(pg_column_size(s.*)) FROM llm_agents_span AS s TABLESAMPLE SYSTEM (1)")
         span_width = cursor.fetchone()[0]
-        # Summed over partitions when the tables are partitioned (pg_partition_tree lists a plain table alone).
-        cursor.execute(
-            "SELECT (SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('llm_agents_execution')), "
-            "(SELECT sum(pg_relation_size(relid)) FROM pg_partition_tree('llm_agents_execution')), "
-            "(SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('llm_agents_span'))"
-        )
+        # Summed over partitions when the tables are partitioned (pg_partition_tree lists no plain table).
+        sizes = [
+            f"COALESCE((SELECT sum({function}(relid)) FROM pg_partition_tree('{table}')), {function}('{table}'))"
+            for function, table in (
+                ("pg_total_relation_size", "llm_agents_execution"),
+                ("pg_relation_size", "llm_agents_execution"),
+                ("pg_total_relation_size", "llm_agents_span"),
+            )
+        ]
+        cursor.execute(f"SELECT {', '.join(sizes)}")
         total_size, heap_size, span_size = cursor.fetchone()
 
     def share(part: int) -> str:
