@@ -198,6 +198,7 @@ def main() -> None:
             table.append((f"-- {group}", "", ""))
             group_seen = group
         fewer = f" ({len(durations)} runs)" if len(durations) < runs else ""
+        print(f"  {what}: p50 {p50:.1f} ms, p95 {p95:.1f} ms{fewer}", flush=True)  # progress of long runs
         table.append((f"  {what}", f"p50 {p50:7.1f} ms · p95 {p95:7.1f} ms{ratio}{fewer}", target))
     print_table(
         f"Issue 17's table at {label(rows)} executions on {vendor}, {runs} runs each after a warm-up", table
