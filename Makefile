@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 HOST ?= 127.0.0.1:8000
 
-.PHONY: api-schema demo test test-integration test-faults bench bench-smoke lint format typing docs nox wheel clean
+.PHONY: api-schema demo test test-integration test-faults bench bench-10m bench-smoke lint format typing docs nox wheel clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,18 +37,28 @@ test-integration: $(VENV)/.installed-dev
 test-faults: $(VENV)/.installed-dev
 	$(PY) -m pytest -m faults -s $(PYTEST_ARGS)
 
-## bench: every bench/ script at full size on PostgreSQL (databases $(BENCH_DATABASE_URL)*); prints the figures
+## bench: issue 17's table at 1M executions (bench_scale.py), then every other bench/ script at full size on
+## PostgreSQL (databases $(BENCH_DATABASE_URL)*; the 1M history is generated once and reused); prints the figures
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/llm_agents_bench
+BENCH_RESULTS ?= /tmp/llm_agents_bench
 BENCH_SCRIPTS := analytics api dashboard export budget_check retention tracking ingestion batches sync_prompts
 bench: $(VENV)/.installed-dev
+	cd bench && DATABASE_URL=$(BENCH_DATABASE_URL) ../$(PY) bench_scale.py --rows 1000000 \
+	  --json $(BENCH_RESULTS)/scale-1000000.json $(BENCH_SCALE_ARGS)
 	cd bench && for script in $(BENCH_SCRIPTS); do \
 	  echo "== bench_$$script.py"; \
 	  DATABASE_URL=$(BENCH_DATABASE_URL) ../$(PY) bench_$$script.py $(BENCH_ARGS) || exit 1; \
 	done
 
+## bench-10m: issue 17's table at 10M executions in a database of its own ($(BENCH_DATABASE_URL)_10m; generating it
+## takes long, a populated one is reused), with the ratio to the last `make bench` figures (not run in CI)
+bench-10m: $(VENV)/.installed-dev
+	cd bench && DATABASE_URL=$(BENCH_DATABASE_URL)_10m ../$(PY) bench_scale.py --rows 10000000 \
+	  --json $(BENCH_RESULTS)/scale-10000000.json --baseline $(BENCH_RESULTS)/scale-1000000.json $(BENCH_SCALE_ARGS)
+
 ## bench-smoke: every bench/ script at small sizes (CI: they must run; their timings are not judged)
 bench-smoke: $(VENV)/.installed-dev
-	cd bench && for script in $(BENCH_SCRIPTS); do \
+	cd bench && for script in $(BENCH_SCRIPTS) scale; do \
 	  echo "== bench_$$script.py --quick"; \
 	  DATABASE_URL=$(BENCH_DATABASE_URL)_smoke ../$(PY) bench_$$script.py --quick || exit 1; \
 	done

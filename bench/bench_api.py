@@ -3,14 +3,13 @@
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/llm_agents_bench .venv/bin/python bench/bench_api.py
     [--rows 1000000] [--runs 30] [--export] [--refill] [--quick]
 
-The executions table is filled to ``--rows`` root executions as ``bench/common.py`` does (about
-11,100 a day ending now: 90 days for a million; the server generates them with ``INSERT … SELECT
-generate_series``); a table already holding that many is reused (``bench_analytics.py`` leaves a
-million). Each URL is requested ``--runs`` times in-process through Django's test client, logged
+The executions table holds ``--rows`` root executions of issue 17's shape (``bench/history.py``:
+spread over the 90 days ending now, written with COPY); a database already holding that history is
+reused (``bench_scale.py`` and ``bench_analytics.py`` leave a million). Each URL is requested ``--runs`` times in-process through Django's test client, logged
 in as staff, after a warm-up: the figure is the server's time to answer, every query included.
 ``--export`` also streams the whole table through export/ in this process (``bench_export.py``
 measures the export's memory in a fresh process). Target (issue 7): overview/ p50 ≤ 150 ms at
-1,000,000 executions on PostgreSQL. ``--quick`` (20,000 rows, 3 runs) is the CI smoke run.
+1,000,000 executions on PostgreSQL. ``--quick`` (10,000 rows, 3 runs) is the CI smoke run.
 """
 
 from __future__ import annotations
@@ -57,9 +56,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--export", action="store_true", help="also stream the whole table through export/")
     parser.add_argument("--refill", action="store_true", help="delete and insert the rows again")
-    parser.add_argument("--quick", action="store_true", help="20,000 rows and 3 runs, for CI smoke runs")
+    parser.add_argument("--quick", action="store_true", help="10,000 rows and 3 runs, for CI smoke runs")
     options = parser.parse_args()
-    rows, runs = (20_000, 3) if options.quick else (options.rows, options.runs)
+    rows, runs = (10_000, 3) if options.quick else (options.rows, options.runs)
     vendor = setup_django()
 
     from django.conf import settings

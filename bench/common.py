@@ -4,7 +4,7 @@ With ``DATABASE_URL`` unset the scripts use a temporary SQLite file; point it at
 figures the issues quote: ``DATABASE_URL=postgres://postgres@127.0.0.1:5432/llm_agents_bench``.
 Scripts that empty or grow tables of their own use a database beside it (``<name>_<suffix>``), so
 the million executions the read benchmarks share survive between them. Every database is created
-if missing and migrated.
+if missing and migrated. The executions are issue 17's shape, written with COPY by ``history.py``.
 """
 
 from __future__ import annotations
@@ -14,78 +14,16 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# Executions per day of the generated history: a million cover 90 days, so a history of N rows
-# covers N / RATE days ending now and a 7-day window holds the same rows once the history is longer.
-RATE_PER_DAY = 1_000_000 / 90
-AGENTS = ["SearchAgent", "SummaryAgent", "SupportAgent", "InvoiceAgent", "RouterAgent", "TriageAgent",
-          "WriterAgent", "ReviewAgent", "nightly_digest", "ExtractAgent", "PlannerAgent", "TranslateAgent"]  # fmt: skip
-MODELS = [("gpt-4o-mini", 0.15, 0.60), ("gpt-4o", 2.50, 10.00), ("claude-sonnet-4", 3.00, 15.00),
-          ("gpt-4.1-nano", 0.10, 0.40), ("claude-3-5-haiku", 0.80, 4.00)]  # fmt: skip
-TENANTS = ["acme", "globex", "initech", None]
-CHUNK = 200_000
-
-INSERT_EXECUTIONS = """
-INSERT INTO llm_agents_execution (
-    id, kind, agent_type, agent_version, model_id, chosen_model_id, provider, temperature, status,
-    finish_reason, input_tokens, output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens,
-    total_tokens, input_cost, output_cost, total_cost, pricing_source, duration_ms, time_to_first_token_ms,
-    started_at, completed_at, created_at, parameters, system_prompt, user_prompt, response,
-    error_class, error_message, metadata, streaming, tool_calls, tool_calls_count, attempts,
-    attempts_count, fallback_chain, fallback_reason, cache_hit, retryable, rate_limited, tenant_id,
-    parent_id, root_id, prompt_version_id
-)
-SELECT
-    g.id, 'agent', (%(agents)s::text[])[1 + (i %% %(n_agents)s)], '1.' || (i %% 2),
-    (%(models)s::text[])[m], CASE WHEN i %% 50 = 0 THEN 'gpt-4o' ELSE (%(models)s::text[])[m] END,
-    'openai', 0,
-    CASE WHEN r < 0.03 THEN 'error' WHEN r < 0.04 THEN 'timeout' ELSE 'success' END,
-    CASE WHEN r < 0.04 THEN '' ELSE 'stop' END,
-    tin, tout, 0, 0, 0, tin + tout,
-    round(tin * (%(in_prices)s::numeric[])[m] / 1000000, 8),
-    round(tout * (%(out_prices)s::numeric[])[m] / 1000000, 8),
-    round(tin * (%(in_prices)s::numeric[])[m] / 1000000, 8) + round(tout * (%(out_prices)s::numeric[])[m] / 1000000, 8),
-    'genai_prices', dur, dur / 4, started, started + dur * interval '1 millisecond', started,
-    '{}'::jsonb, 'You are a helpful agent.', 'Question ' || i, CASE WHEN r < 0.04 THEN '' ELSE 'Answer ' || i END,
-    CASE WHEN r < 0.01 THEN 'RateLimitError' WHEN r < 0.02 THEN 'ProviderError'
-         WHEN r < 0.03 THEN 'AuthenticationError' WHEN r < 0.04 THEN 'ProviderTimeoutError' ELSE '' END,
-    CASE WHEN r < 0.01 THEN 'Rate limit reached' WHEN r < 0.02 THEN 'The server had an error'
-         WHEN r < 0.03 THEN 'Invalid API key' WHEN r < 0.04 THEN 'Request timed out' ELSE '' END,
-    '{}'::jsonb, i %% 5 = 0, '[]'::jsonb, i %% 3, '[]'::jsonb, 1, '[]'::jsonb, '', i %% 7 = 0,
-    r < 0.02, r < 0.01, (%(tenants)s::text[])[1 + (i %% %(n_tenants)s)], NULL, g.id, NULL
-FROM (
-    SELECT gen_random_uuid() AS id, i, random() AS r, 1 + (i * 7 %% %(n_models)s) AS m,
-           (200 + random() * 4000)::int AS tin, (20 + random() * 900)::int AS tout,
-           (150 + random() * random() * 9000)::int AS dur,
-           now() - (%(days)s * (1 - i::float / %(rows)s) + random() / 1000) * interval '1 day' AS started
-    FROM generate_series(%(first)s, %(last)s) AS i
-) AS g
-"""
-
-# Three spans per execution, as an agent call with a retrieval, a provider request and a tool run.
-INSERT_SPANS = """
-INSERT INTO llm_agents_span (
-    id, execution_id, parent_id, name, kind, status, model_id, provider, input, output, input_tokens,
-    output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens, total_cost, duration_ms, time_to_first_token_ms, error_class,
-    error_message, metadata, started_at, completed_at
-)
-SELECT
-    gen_random_uuid(), e.id, NULL, (ARRAY['retrieval', e.model_id, 'lookup'])[k],
-    (ARRAY['retriever', 'llm', 'tool'])[k], 'ok', CASE WHEN k = 2 THEN e.model_id ELSE '' END,
-    CASE WHEN k = 2 THEN 'openai' ELSE '' END, '{"q": "x"}'::jsonb, '"y"'::jsonb,
-    CASE WHEN k = 2 THEN e.input_tokens ELSE 0 END, CASE WHEN k = 2 THEN e.output_tokens ELSE 0 END, 0, 0, 0,
-    CASE WHEN k = 2 THEN e.total_cost ELSE 0 END, e.duration_ms / 3, NULL, '', '', '{}'::jsonb,
-    e.started_at + (k - 1) * e.duration_ms / 3 * interval '1 millisecond',
-    e.started_at + k * e.duration_ms / 3 * interval '1 millisecond'
-FROM llm_agents_execution AS e CROSS JOIN generate_series(1, %(per_execution)s) AS k
-WHERE e.started_at >= %(low)s AND e.started_at < %(high)s
-"""
+# The generated history (bench/history.py): N root executions spread evenly over the 90 days
+# ending now, whatever N, so a third of them fall in any 30-day window (issue 17's data shape).
+HISTORY_DAYS = 90.0
+BASE_URL = {"url": ""}  # the database setup_django() chose (use_database() adds suffixes to it)
 
 
 def database_url(suffix: str = "") -> str:
@@ -106,7 +44,7 @@ def setup_django(suffix: str = "", *, migrate: bool = True) -> str:
     """Configure Django with the test settings on the benchmark database (created and migrated
     unless ``migrate`` is false); returns its vendor."""
     url = database_url(suffix)
-    os.environ["DATABASE_URL"] = url
+    os.environ["DATABASE_URL"] = BASE_URL["url"] = url
     os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
     if is_postgres(url) and migrate:
         create_postgres_database(url)
@@ -131,6 +69,23 @@ def create_postgres_database(url: str) -> None:
             connection.execute(f'CREATE DATABASE "{name}"')
 
 
+def use_database(suffix: str = "") -> None:
+    """Point Django's default connection at the PostgreSQL database ``setup_django()`` chose, with
+    ``_<suffix>`` added to its name (created and migrated if missing)."""
+    from django.core.management import call_command
+    from django.db import connections
+
+    parts = urlsplit(BASE_URL["url"])
+    name = parts.path.lstrip("/") + (f"_{suffix}" if suffix else "")
+    url = parts._replace(path=f"/{name}").geturl()
+    create_postgres_database(url)
+    connection = connections["default"]
+    connection.close()
+    connection.settings_dict["NAME"] = name
+    os.environ["DATABASE_URL"] = url
+    call_command("migrate", verbosity=0)
+
+
 def drop_postgres_database(url: str) -> None:
     import psycopg
 
@@ -141,57 +96,24 @@ def drop_postgres_database(url: str) -> None:
 
 
 def history_days(rows: int) -> float:
-    """Days a history of ``rows`` executions covers at the generated rate."""
-    return rows / RATE_PER_DAY
+    """Days a generated history covers (the same for every size)."""
+    return HISTORY_DAYS
 
 
-def fill_executions(rows: int, *, days: float | None = None, spans: int = 0, quiet: bool = False) -> None:
-    """Empty the executions and spans tables, then insert ``rows`` root executions spread evenly
-    over the ``days`` (default: at the generated rate) ending now, in time order as a live system
-    writes them, with ``spans`` spans each; then analyse. On PostgreSQL the server generates the
-    rows (``INSERT … SELECT generate_series`` in chunks); elsewhere ``bulk_create``."""
-    import datetime as dt
-
+def fill_executions(rows: int, *, days: float | None = None, spans: int = 3, quiet: bool = False) -> None:
+    """Empty the executions and spans tables and write ``rows`` root executions of issue 17's shape
+    (``bench/history.py``: over ``days``, default 90, ending now, 3 spans each) with COPY; on SQLite
+    (no COPY) a plainer history with ``bulk_create``."""
+    import history
     from django.db import connection
 
-    days = history_days(rows) if days is None else days
-    started = time.perf_counter()
+    days = HISTORY_DAYS if days is None else days
     if connection.vendor != "postgresql":
         fill_python(rows, days, spans)
         return
-    params = {
-        "agents": AGENTS,
-        "n_agents": len(AGENTS),
-        "models": [m[0] for m in MODELS],
-        "n_models": len(MODELS),
-        "in_prices": [m[1] for m in MODELS],
-        "out_prices": [m[2] for m in MODELS],
-        "tenants": TENANTS,
-        "n_tenants": len(TENANTS),
-        "days": days,
-        "rows": rows,
-    }
-    with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE llm_agents_span, llm_agents_execution CASCADE")
-        for first in range(1, rows + 1, CHUNK):
-            last = min(first + CHUNK - 1, rows)
-            cursor.execute(INSERT_EXECUTIONS, {**params, "first": first, "last": last})
-            if not quiet:
-                print(f"  inserted executions {first:,}–{last:,}", flush=True)
-        if spans:
-            cursor.execute("SELECT min(started_at), max(started_at) FROM llm_agents_execution")
-            low, high = cursor.fetchone()
-            steps = max(rows // CHUNK, 1)
-            edges = [low + (high - low) * step / steps for step in range(steps)]
-            edges.append(high + dt.timedelta(seconds=1))
-            for lower, upper in zip(edges, edges[1:], strict=False):
-                cursor.execute(INSERT_SPANS, {"per_execution": spans, "low": lower, "high": upper})
-            if not quiet:
-                print(f"  inserted {spans} spans per execution", flush=True)
-        cursor.execute("VACUUM ANALYZE llm_agents_execution")
-        cursor.execute("VACUUM ANALYZE llm_agents_span")
-    if not quiet:
-        print(f"  {rows:,} executions in {time.perf_counter() - started:.0f} s", flush=True)
+    if spans != 3:
+        raise ValueError("the generated history has 3 spans per root execution")
+    history.generate(rows, days=days, quiet=quiet)
 
 
 def fill_python(rows: int, days: float, spans: int) -> None:
@@ -200,30 +122,32 @@ def fill_python(rows: int, days: float, spans: int) -> None:
     from decimal import Decimal
 
     from django.utils import timezone
+    from history import AGENTS, MODELS
 
     from llm_agents.models import Execution, Span
 
+    tenants = ["acme", "globex", "initech", None]
     Span.objects.all().delete()
     Execution.objects.all().delete()
     rng = random.Random(8)
     now = timezone.now()
     executions, span_rows = [], []
     for i in range(rows):
-        model, in_price, out_price = MODELS[i * 7 % len(MODELS)]
+        model, _provider, in_price, out_price = MODELS[i * 7 % len(MODELS)]
         r = rng.random()
         tin, tout = rng.randint(200, 4200), rng.randint(20, 920)
-        input_cost = round(Decimal(tin) * Decimal(str(in_price)) / 1_000_000, 8)
-        output_cost = round(Decimal(tout) * Decimal(str(out_price)) / 1_000_000, 8)
+        input_cost = round(Decimal(tin) * Decimal(in_price) / 1_000_000, 8)
+        output_cost = round(Decimal(tout) * Decimal(out_price) / 1_000_000, 8)
         started = now - dt.timedelta(days=days * (1 - i / rows) + rng.random() / 1000)
         execution = Execution(
-            agent_type=AGENTS[i % len(AGENTS)], agent_version=f"1.{i % 2}", model_id=model,
+            agent_type=AGENTS[i % len(AGENTS)][0], agent_version=f"1.{i % 2}", model_id=model,
             chosen_model_id="gpt-4o" if i % 50 == 0 else model,
             status="error" if r < 0.03 else "timeout" if r < 0.04 else "success",
             error_class="RateLimitError" if r < 0.01 else "", input_tokens=tin, output_tokens=tout,
             total_tokens=tin + tout, input_cost=input_cost, output_cost=output_cost,
             total_cost=input_cost + output_cost, duration_ms=int(150 + rng.random() ** 2 * 9000),
             streaming=i % 5 == 0, tool_calls_count=i % 3, cache_hit=i % 7 == 0, rate_limited=r < 0.01,
-            started_at=started, tenant_id=TENANTS[i % len(TENANTS)],
+            started_at=started, tenant_id=tenants[i % len(tenants)],
         )  # fmt: skip
         executions.append(execution)
         for k in range(spans):
@@ -237,11 +161,18 @@ def fill_python(rows: int, days: float, spans: int) -> None:
 
 
 def ensure_executions(rows: int, *, refill: bool = False) -> None:
-    """Fill the executions table to ``rows`` (see ``fill_executions``) unless it already holds
-    exactly that many root executions from an earlier run."""
+    """Fill the executions table to ``rows`` root executions (see ``fill_executions``) unless it
+    already holds that generated history (``history.ensure``: same size, seed and shape, less
+    than a day old)."""
+    import history
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        history.ensure(rows, refill=refill)
+        return
     from llm_agents.models import Execution
 
-    present = Execution.objects.count()
+    present = Execution.objects.filter(parent__isnull=True).count()
     if present != rows or refill:
         print(f"filling the executions table: {present:,} rows, want {rows:,}", flush=True)
         fill_executions(rows)
