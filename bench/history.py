@@ -104,6 +104,7 @@ EXECUTION_COLUMNS = (
     "system_prompt", "user_prompt", "response", "error_class", "error_message", "metadata", "streaming",
     "tool_calls", "tool_calls_count", "attempts", "attempts_count", "fallback_chain", "fallback_reason",
     "cache_hit", "retryable", "rate_limited", "tenant_id", "parent_id", "root_id", "prompt_version_id",
+    "model_spend",
 )  # fmt: skip
 SPAN_COLUMNS = (
     "id", "execution_id", "parent_id", "name", "kind", "status", "model_id", "provider", "input", "output",
@@ -151,6 +152,11 @@ def _cost_units(price: str) -> int:
 
 def _money(units: int) -> str:
     return f"{units // 100_000_000}.{units % 100_000_000:08d}"
+
+
+def _spend_json(spent: dict[str, list[int]]) -> str:
+    """``model_spend`` (``{model: [cost, tokens]}``, costs from whole units) as COPY text."""
+    return json.dumps({model: [_money(cost), tokens] for model, (cost, tokens) in spent.items()})
 
 
 def _uuid(rng: random.Random) -> str:
@@ -303,6 +309,10 @@ class Plan:
                 f"{int(llm_seconds * 250) if streaming else chr(92) + 'N'}\t{error_class}\t{error_message}\t{{}}\t"
                 f"{s1}\t{s2}{extra_spans}\n"
             )
+            # model_spend as the product records it: the llm spans' spend by model, nested ones included.
+            spent = (
+                {chosen_model: [in_cost + out_cost, tin + tout]} if in_cost + out_cost or tin + tout else {}
+            )
             nested_line = ""
             if nested:
                 child_agent, child_model_index, child_version = NESTED_AGENT
@@ -331,9 +341,13 @@ class Plan:
                     f"genai_prices\t{child_duration}\t\\N\t{s2}\t{completed_text}\t{s2}\t{{}}\t"
                     f"{self.nested_prompt[:300]}\t{corpus[child_offset : child_offset + 200]}\t"
                     f"{corpus[child_offset + 200 : child_offset + 500]}\t\t\t{{}}\tf\t[]\t0\t[]\t1\t[]\t\tf\tf\tf\t"
-                    f"{tenant if tenant is not None else chr(92) + 'N'}\t{execution_id}\t{execution_id}\t\\N"
+                    f"{tenant if tenant is not None else chr(92) + 'N'}\t{execution_id}\t{execution_id}\t\\N\t"
+                    f"{_spend_json({child_model: [child_in_cost + child_out_cost, child_in + child_out]})}"
                     f"{extra_executions}\n"
                 )
+                entry = spent.setdefault(child_model, [0, 0])
+                entry[0] += child_in_cost + child_out_cost
+                entry[1] += child_in + child_out
                 tin, tout = tin + child_in, tout + child_out
                 in_cost, out_cost = in_cost + child_in_cost, out_cost + child_out_cost
             else:
@@ -368,7 +382,8 @@ class Plan:
                 f"{'t' if failure and failure[2] in ('RateLimitError', 'APIConnectionError', 'InternalServerError', 'ProviderTimeoutError') else 'f'}\t"
                 f"{'t' if failure and failure[2] == 'RateLimitError' else 'f'}\t"
                 f"{tenant if tenant is not None else chr(92) + 'N'}\t\\N\t{execution_id}\t"
-                f"{prompt_version if prompt_version is not None else chr(92) + 'N'}{extra_executions}\n"
+                f"{prompt_version if prompt_version is not None else chr(92) + 'N'}\t{_spend_json(spent)}"
+                f"{extra_executions}\n"
             )
             if nested_line:
                 executions.append(nested_line)

@@ -6,8 +6,6 @@ command says so."""
 from __future__ import annotations
 
 import datetime as dt
-import sys
-import types
 from io import StringIO
 
 import pytest
@@ -23,6 +21,7 @@ from llm_agents.models import BatchRequest, Execution, Span
 from llm_agents.tasks import ensure_partitions
 from llm_agents.testing import fake_llm
 from tests.factories import BatchRequestFactory, ExecutionFactory, PromptVersionFactory, SpanFactory
+from tests.test_rollups import assert_exact
 
 pytestmark = pytest.mark.django_db
 
@@ -208,11 +207,11 @@ def test_the_orm_and_tracking_work_on_partitioned_tables(staff_client):
 
 
 @postgresql_only
-def test_enable_installs_the_rollup_triggers_again_on_the_partitioned_table(monkeypatch):
-    """The old table's triggers go with it; ``llm_agents.db.rollups.install_triggers(connection)``
-    (main's rollups; a stand-in here that installs a statement trigger with a transition table, as
-    they do) is called once the partitioned table holds the rows."""
+def test_enable_installs_the_rollup_triggers_again_on_the_partitioned_table():
+    """The old table's triggers go with it; the rollups' are installed again on the partitioned
+    table (once it holds the rows, so none is counted twice), and keep the rollups exact."""
     populate(timezone.now())
+    assert_exact(spend_current=False)
     with connection.cursor() as cursor:
         cursor.execute("CREATE TABLE inserted_rows (n int)")
         cursor.execute(
@@ -220,32 +219,17 @@ def test_enable_installs_the_rollup_triggers_again_on_the_partitioned_table(monk
             "INSERT INTO inserted_rows SELECT count(*) FROM new_rows; RETURN NULL; END $$"
         )
         cursor.execute(
-            f"CREATE TRIGGER old_rollups AFTER INSERT ON {EXECUTIONS} REFERENCING NEW TABLE AS new_rows "
+            f"CREATE TRIGGER hosts_trigger AFTER INSERT ON {EXECUTIONS} REFERENCING NEW TABLE AS new_rows "
             "FOR EACH STATEMENT EXECUTE FUNCTION count_inserted()"
         )
-    calls = []
-
-    def install_triggers(conn):
-        assert partitions.is_partitioned(conn, EXECUTIONS) and Execution.objects.count() == 18
-        calls.append(conn)
-        with conn.cursor() as cursor:
-            cursor.execute(
-                f"CREATE TRIGGER rollups AFTER INSERT ON {EXECUTIONS} REFERENCING NEW TABLE AS new_rows "
-                "FOR EACH STATEMENT EXECUTE FUNCTION count_inserted()"
-            )
-
-    monkeypatch.setitem(
-        sys.modules, "llm_agents.db.rollups", types.SimpleNamespace(install_triggers=install_triggers)
-    )
     out = run("--enable", "--no-partman")
-    assert calls == [connection]
-    assert "triggers of the old table (the rollups' are installed again): old_rollups" in out
-    with connection.cursor() as cursor:
-        cursor.execute("DELETE FROM inserted_rows")
+    assert "triggers of the old table (the rollups' are installed again): hosts_trigger" in out
+    assert partitions.is_partitioned(connection, EXECUTIONS)
+    assert_exact(spend_current=False)  # the copy into the partitions counted nothing twice
     ExecutionFactory.create_batch(3)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT n FROM inserted_rows")
-        assert cursor.fetchall() == [(1,), (1,), (1,)]
+    Execution.objects.filter(parent__isnull=True).order_by("started_at").first().delete()
+    Execution.objects.filter(parent__isnull=True).update(status="error")
+    assert_exact(spend_current=False)
 
 
 @postgresql_only
@@ -314,16 +298,13 @@ def test_pg_partman_makes_and_keeps_the_partitions_when_the_server_has_it():
 # -- retention -------------------------------------------------------------------------------------
 
 
-def make_rollup_table() -> None:
-    """A stand-in for one of the rollup tables the rollups add (a ``start`` column)."""
-    with connection.cursor() as cursor:
-        cursor.execute("CREATE TABLE llm_agents_rollup_hourly (start timestamptz NOT NULL, executions int)")
-
-
 def rollup_starts() -> list[dt.datetime]:
+    """The first hour of the hourly rollups, per month."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT start FROM llm_agents_rollup_hourly ORDER BY start")
-        return [start for (start,) in cursor.fetchall()]
+        cursor.execute(
+            "SELECT date_trunc('month', start AT TIME ZONE 'UTC') FROM llm_agents_rollup_hourly GROUP BY 1"
+        )
+        return sorted(month.replace(tzinfo=dt.UTC) for (month,) in cursor.fetchall())
 
 
 @postgresql_only
@@ -348,10 +329,7 @@ def test_purge_drops_whole_months_and_deletes_rows_only_in_the_boundary_month():
     before_cutoff = family(boundary + (cutoff - boundary) / 2, batch=True)
     after_cutoff = [family(cutoff + dt.timedelta(hours=1)), family(now - dt.timedelta(days=1))]
     run("--enable", "--no-partman")
-    make_rollup_table()
-    with connection.cursor() as cursor:
-        for moment in (boundary - dt.timedelta(days=40), boundary - dt.timedelta(hours=1), boundary, cutoff):
-            cursor.execute("INSERT INTO llm_agents_rollup_hourly VALUES (%s, 1)", [moment])
+    assert min(rollup_starts()) < boundary
     dropped_months = partitions.months_before(connection, cutoff)
     assert dropped_months and max(dropped_months) < boundary
 
@@ -374,7 +352,9 @@ def test_purge_drops_whole_months_and_deletes_rows_only_in_the_boundary_month():
     }
     assert Span.objects.count() == 4 * len(after_cutoff)
     assert (result.executions, result.spans) == (3 * len(gone) + 1, 4 * len(gone) + 1)
-    assert rollup_starts() == [boundary, cutoff]  # the dropped months' rollup rows went with them
+    # The dropped months' rollups went with them; the rest equal a rebuild of the rows that stay.
+    assert min(rollup_starts()) == boundary
+    assert_exact(spend_current=False)
     assert retention.purge(days).executions == 0
 
 
