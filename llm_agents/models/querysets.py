@@ -468,7 +468,7 @@ class ExecutionQuerySet(models.QuerySet):
     def cost_by_model(self, period: str = "today") -> list[dict[str, Any]]:
         """``[{model_id, total_cost, executions}]``, costliest first, by the model that answered: each
         llm span's cost goes to its model, nested executions and fallbacks included, and
-        ``executions`` counts the root executions that used the model (see :meth:`_model_spend`)."""
+        ``executions`` counts the root executions that used the model (see :meth:`spend_by_model_sql`)."""
         rows = self.for_period(period)._spend_by_model()
         return [{key: row[key] for key in ("model_id", "total_cost", "executions")} for row in rows]
 
@@ -927,14 +927,14 @@ class ExecutionQuerySet(models.QuerySet):
             ]
             result.sort(key=lambda row: (-row["executions"], row["model_id"]))
             return result
-        spend = self._model_spend()
+        spend = self.spend_by_model_sql()
         if spend is None:
             return []
         sql, params = spend
         connection = connections[self.db]
         postgres = fastpaths.is_postgresql(connection)
         p95_column = fastpaths.USED_P95_POSTGRESQL if postgres else "NULL"
-        rows = self._run(
+        rows = self._run_sql(
             sql
             + f"""
             SELECT model_id, SUM(counted), SUM(CASE WHEN counted = 1 AND status = 'success' THEN 1 ELSE 0 END),
@@ -979,11 +979,11 @@ class ExecutionQuerySet(models.QuerySet):
             return None
 
         def edge_spend(queryset: Any) -> list[tuple[Any, ...]]:
-            spend = queryset._model_spend()
+            spend = queryset.spend_by_model_sql()
             if spend is None:
                 return []
             sql, params = spend
-            return queryset._run(
+            return queryset._run_sql(
                 sql + "SELECT model_id, status, SUM(counted), SUM(cost), SUM(tokens), SUM(duration_ms), "
                 "COUNT(duration_ms) FROM used GROUP BY model_id, status",
                 params,
@@ -1011,7 +1011,7 @@ class ExecutionQuerySet(models.QuerySet):
                 row["p95"] = None if p95 is None else round(p95, 2)
         return models_used
 
-    def _model_spend(self) -> tuple[str, list[Any]] | None:
+    def spend_by_model_sql(self) -> tuple[str, list[Any]] | None:
         """The SQL of common table expressions over the root executions of this queryset, and
         its parameters, ending with ``used (root_id, status, duration_ms, model_id, cost, tokens,
         counted)``: the spend of each root execution by model, with the root's own status and
@@ -1063,14 +1063,14 @@ class ExecutionQuerySet(models.QuerySet):
         """
         return sql, list(roots_params)
 
-    def _run(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    def _run_sql(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
         with connections[self.db].cursor() as cursor:
             cursor.execute(sql, params)
             return list(cursor.fetchall())
 
     def _spend_by_model(self) -> list[dict[str, Any]]:
         """``[{model_id, total_cost, executions, total_tokens}]`` by the model that answered, costliest
-        first, in one query (see :meth:`_model_spend`); ``executions`` counts the root executions that
+        first, in one query (see :meth:`spend_by_model_sql`); ``executions`` counts the root executions that
         used the model."""
         from_rollups = self._models_from_rollups(with_p95=False)
         if from_rollups is not None:
@@ -1081,11 +1081,11 @@ class ExecutionQuerySet(models.QuerySet):
             ]  # fmt: skip
             result.sort(key=lambda row: (-row["total_cost"], -row["executions"], row["model_id"]))
             return result
-        spend = self._model_spend()
+        spend = self.spend_by_model_sql()
         if spend is None:
             return []
         sql, params = spend
-        rows = self._run(
+        rows = self._run_sql(
             sql + "SELECT model_id, SUM(cost), SUM(counted), SUM(tokens) FROM used GROUP BY model_id", params
         )
         result = [

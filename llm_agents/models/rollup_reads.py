@@ -287,7 +287,9 @@ def totals(
     date (day) or an aware datetime (hour). ``edges`` False leaves the rows at the edges out."""
     result = Totals(measures)
     zone = timezone.get_default_timezone()
-    days, hours, rows = plan.pieces(by_day=local is None or (local == "day" and _utc_zone(zone)))
+    # Local days are UTC days, and the daily rollups serve them, only where the zone is UTC.
+    by_day = local is None or (local == "day" and zone_offsets(plan) == {dt.timedelta(0)})
+    days, hours, rows = plan.pieces(by_day=by_day)
     # At least one column to group on (a query grouped on nothing would not be one row per group).
     grouped = list(group_by) or ["status"]
     names = [f"g{index}" for index in range(len(grouped))] + (["g_start"] if local else [])
@@ -354,28 +356,23 @@ def _row_groups(names: Sequence[str], grouped: Sequence[str], local: str | None)
     return groups
 
 
-def _utc_zone(zone: Any) -> bool:
-    now = timezone.now()
-    return all(
-        timezone.localtime(now + dt.timedelta(days=offset), zone).utcoffset() == dt.timedelta(0)
-        for offset in range(-370, 1, 30)
-    )
+def zone_offsets(plan: Plan) -> set[dt.timedelta]:
+    """The offsets from UTC that ``TIME_ZONE`` takes over the plan's period, sampled every 12 hours
+    (real zones change at most twice a year, at a whole local hour); an open start looks back 400 days."""
+    zone = timezone.get_default_timezone()
+    end = plan.end or timezone.now()
+    moment = plan.start or end - dt.timedelta(days=400)
+    offsets = set()
+    while moment <= end + DAY:
+        offsets.add(timezone.localtime(moment, zone).utcoffset() or dt.timedelta(0))
+        moment += dt.timedelta(hours=12)
+    return offsets
 
 
 def whole_hour_zone(plan: Plan) -> bool:
-    """Whether ``TIME_ZONE``'s offset from UTC is a whole number of hours over the plan's period
-    (checked at each hour boundary would be exact; every day's noon and midnight suffices for real
-    zones, whose changes happen at whole hours of local time)."""
-    zone = timezone.get_default_timezone()
-    end = plan.end or timezone.now()
-    start = plan.start or end - dt.timedelta(days=400)
-    moment = start
-    while moment <= end + DAY:
-        offset = timezone.localtime(moment, zone).utcoffset() or dt.timedelta(0)
-        if offset.total_seconds() % 3600:
-            return False
-        moment += dt.timedelta(hours=12)
-    return True
+    """Whether local hours (and so local days) are whole UTC hours over the plan's period: then the
+    hourly rollups can be grouped by local day or hour (``Asia/Kolkata`` is not; the rows answer)."""
+    return all(offset.total_seconds() % 3600 == 0 for offset in zone_offsets(plan))
 
 
 def _local(start: Any, unit: str, zone: Any) -> Any:
@@ -469,7 +466,7 @@ def histogram(queryset: Any, plan: Plan, *, by_model: bool = False) -> dict[str,
 
 
 def _edge_durations_by_model(queryset: Any) -> list[tuple[str, int, int]]:
-    spend = queryset._model_spend()
+    spend = queryset.spend_by_model_sql()
     if spend is None:
         return []
     text, params = spend
