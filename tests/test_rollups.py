@@ -16,7 +16,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 from django.db.migrations.executor import MigrationExecutor
 from django.db.models import Count, Sum
 from django.test import override_settings
@@ -26,9 +26,11 @@ from llm_agents import Agent, Param, trace
 from llm_agents.db import rollups as sql_rollups
 from llm_agents.models import (
     CostConfig,
+    DailyDurations,
     DailyLatency,
     DailyRollup,
     Execution,
+    HourlyDurations,
     HourlyLatency,
     HourlyRollup,
     rebuilds,
@@ -47,6 +49,8 @@ TABLES = (
     (DailyRollup, rollups.ROLLUP_KEYS, rollups.ROLLUP_MEASURES),
     (HourlyLatency, rollups.LATENCY_KEYS, rollups.LATENCY_MEASURES),
     (DailyLatency, rollups.LATENCY_KEYS, rollups.LATENCY_MEASURES),
+    (HourlyDurations, rollups.DURATION_KEYS, rollups.DURATION_MEASURES),
+    (DailyDurations, rollups.DURATION_KEYS, rollups.DURATION_MEASURES),
 )
 CENT = Decimal("0.00000001")
 
@@ -88,7 +92,7 @@ def check_totals() -> None:
         got = {key: value or 0 for key, value in got.items()}
         got["total_cost"] = Decimal(got["total_cost"]).quantize(CENT)
         assert got == {**expected, "duration_count": timed}, model.__name__
-    for model in (HourlyLatency, DailyLatency):
+    for model in (HourlyLatency, DailyLatency, HourlyDurations, DailyDurations):
         assert (model.objects.aggregate(n=Sum("executions"))["n"] or 0) == timed, model.__name__
 
 
@@ -96,7 +100,8 @@ def rebuild_days() -> None:
     """The rollups recomputed from the rows as they are (``rebuild()`` without its ``model_spend``
     refresh)."""
     for day in sql_rollups.days_with_rows(connection):
-        sql_rollups.rebuild_day(connection, day)
+        with transaction.atomic():
+            sql_rollups.rebuild_day(connection, day)
 
 
 def assert_exact(*, spend_current: bool = True) -> None:
@@ -470,7 +475,7 @@ def test_truncating_the_executions_empties_the_rollups():
     with connection.cursor() as cursor:
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the test's own writes: no pending FK checks
         cursor.execute("TRUNCATE llm_agents_execution CASCADE")
-    assert [model.objects.count() for model, _, _ in TABLES] == [0, 0, 0, 0]
+    assert [model.objects.count() for model, _, _ in TABLES] == [0] * len(TABLES)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -481,7 +486,7 @@ def test_flush_empties_the_executions_and_their_rollups():
     assert HourlyRollup.objects.exists()
     call_command("flush", interactive=False, verbosity=0)
     assert not Execution.objects.exists()
-    assert [model.objects.count() for model, _, _ in TABLES] == [0, 0, 0, 0]
+    assert [model.objects.count() for model, _, _ in TABLES] == [0] * len(TABLES)
 
 
 # -- rebuild_aggregates -----------------------------------------------------------------------------
@@ -612,9 +617,29 @@ def test_migration_0011_fills_model_spend_and_the_rollups_of_existing_executions
         assert spends[fallback.id] == {"model-c": ["2.00000000", 20]}
         assert spends[plain.id] == {}
         assert DailyRollup.objects.aggregate(n=Sum("executions"))["n"] == 3
+        call_command("migrate", "llm_agents", "0012", verbosity=0)  # durations from the latency rollups
         kept = snapshot()
         check_totals()
         rebuilds.rebuild()
+        assert snapshot() == kept
+    finally:
+        call_command("migrate", "llm_agents", verbosity=0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migration_0012_back_and_forth_keeps_writes_working_and_durations_exact():
+    ExecutionFactory(duration_ms=1200)
+    try:
+        call_command("migrate", "llm_agents", "0011", verbosity=0)
+        assert sql_rollups.DAILY_DURATIONS not in connection.introspection.table_names()
+        ExecutionFactory(duration_ms=450)  # the triggers no longer keep the dropped tables
+        assert DailyRollup.objects.aggregate(n=Sum("executions"))["n"] == 2
+        call_command("migrate", "llm_agents", verbosity=0)
+        assert DailyDurations.objects.aggregate(n=Sum("executions"))["n"] == 2
+        ExecutionFactory(duration_ms=80)
+        kept = snapshot()
+        check_totals()
+        rebuild_days()
         assert snapshot() == kept
     finally:
         call_command("migrate", "llm_agents", verbosity=0)

@@ -28,17 +28,10 @@ from django.apps import apps
 from django.db import connections, router, transaction
 
 from ..conf import app_settings
+from .rollups import ROLLUP_TABLES  # a dropped month's rows leave the rollups with it (no trigger sees it)
 
 #: The coming months kept created beyond the current one.
 DEFAULT_AHEAD = 3
-#: The rollup tables kept by the database (``llm_agents.db.rollups``), each with a ``start`` column:
-#: a dropped month's rows leave them with it (triggers do not see a dropped partition).
-ROLLUP_TABLES = (
-    "llm_agents_rollup_hourly",
-    "llm_agents_rollup_daily",
-    "llm_agents_latency_hourly",
-    "llm_agents_latency_daily",
-)
 #: The first PostgreSQL release whose partitioned tables carry everything used here (row triggers
 #: and statement triggers with transition tables on the parent, BEFORE triggers, logical replicas).
 MINIMUM_SERVER_VERSION = 130000

@@ -29,11 +29,14 @@ EXECUTIONS = "llm_agents_execution"
 BUCKETS = "llm_agents_latency_bucket"
 HOURLY, DAILY = "llm_agents_rollup_hourly", "llm_agents_rollup_daily"
 HOURLY_LATENCY, DAILY_LATENCY = "llm_agents_latency_hourly", "llm_agents_latency_daily"
-ROLLUP_TABLES = (HOURLY, DAILY, HOURLY_LATENCY, DAILY_LATENCY)
+HOURLY_DURATIONS, DAILY_DURATIONS = "llm_agents_durations_hourly", "llm_agents_durations_daily"
+ROLLUP_TABLES = (HOURLY, DAILY, HOURLY_LATENCY, DAILY_LATENCY, HOURLY_DURATIONS, DAILY_DURATIONS)
+DAILY_TABLES = (DAILY, DAILY_LATENCY, DAILY_DURATIONS)
 
 KEYS = ("start", "kind", "agent_type", "agent_version", "model_id", "model_used", "tenant_id", "status",
         "error_category", "prompt_version_id")  # fmt: skip
 LATENCY_KEYS = ("start", "tenant_id", "model_used", "bucket")
+DURATION_KEYS = ("start", "bucket")
 # measure -> its contribution, from the columns of ``contributions()``.
 MEASURES = {
     "executions": "sign * is_primary",
@@ -171,11 +174,13 @@ def contributions(rows: str, dialect: Dialect) -> str:
         WHERE NOT EXISTS (SELECT 1 FROM {dialect.each("e.spend")} u WHERE u.key = e.answered)"""
 
 
-def upserts(rows: str, dialect: Dialect) -> list[str]:
-    """The four statements that add the contributions of ``rows`` to the rollups."""
+def upserts(rows: str, dialect: Dialect, tables: Sequence[str] = ROLLUP_TABLES) -> list[str]:
+    """The statements that add the contributions of ``rows`` to the rollup ``tables``, one each."""
     source = contributions(rows, dialect)
     statements = []
     for table, unit in ((HOURLY, "hour"), (DAILY, "day")):
+        if table not in tables:
+            continue
         keys = ", ".join(KEYS)
         selected = ", ".join(
             [dialect.truncate("c.started_at", unit), *(f"c.{key}" for key in KEYS[1:])]
@@ -189,9 +194,15 @@ def upserts(rows: str, dialect: Dialect) -> list[str]:
             f"ON CONFLICT ({keys}) DO UPDATE SET {updates}"
         )
     for table, unit in ((HOURLY_LATENCY, "hour"), (DAILY_LATENCY, "day")):
-        bucket = f"(SELECT b.bucket FROM {BUCKETS} b WHERE b.upper_ms >= c.duration_ms ORDER BY b.upper_ms LIMIT 1)"
+        if table not in tables:
+            continue
         selected = ", ".join(
-            [dialect.truncate("c.started_at", unit), "c.tenant_id", "c.model_used", bucket]
+            [
+                dialect.truncate("c.started_at", unit),
+                "c.tenant_id",
+                "c.model_used",
+                bucket_lookup("c.duration_ms"),
+            ]
             + [f"SUM({expression})" for expression in LATENCY_MEASURES.values()]
         )
         keys = ", ".join(LATENCY_KEYS)
@@ -203,10 +214,25 @@ def upserts(rows: str, dialect: Dialect) -> list[str]:
             f"FROM ({source}) c WHERE c.duration_ms IS NOT NULL GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 "
             f"ON CONFLICT ({keys}) DO UPDATE SET {updates}"
         )
+    for table, unit in ((HOURLY_DURATIONS, "hour"), (DAILY_DURATIONS, "day")):
+        if table not in tables:
+            continue
+        # Every root execution once, straight from the rows: no model to spread it over.
+        statements.append(
+            f"INSERT INTO {table} (start, bucket, executions) SELECT {dialect.truncate('x.started_at', unit)}, "
+            f"{bucket_lookup('x.duration_ms')}, SUM(x.sign) FROM ({rows}) x WHERE x.duration_ms IS NOT NULL "
+            f"GROUP BY 1, 2 ORDER BY 1, 2 ON CONFLICT (start, bucket) DO UPDATE SET "
+            f"executions = {table}.executions + excluded.executions"
+        )
     return statements
 
 
-def cleanups(old_rows: str, dialect: Dialect) -> list[str]:
+def bucket_lookup(duration: str) -> str:
+    """The latency bucket of ``duration`` (milliseconds), from the table of buckets."""
+    return f"(SELECT b.bucket FROM {BUCKETS} b WHERE b.upper_ms >= {duration} ORDER BY b.upper_ms LIMIT 1)"
+
+
+def cleanups(old_rows: str, dialect: Dialect, tables: Sequence[str] = ROLLUP_TABLES) -> list[str]:
     """The statements that delete the rollup rows left with no execution by ``old_rows`` (updated or
     deleted rows), among the hours and days and agents (tenants) they touched: a rollup row exists
     exactly while executions have its key (an agent call's running row, once finished, leaves none)."""
@@ -217,9 +243,18 @@ def cleanups(old_rows: str, dialect: Dialect) -> list[str]:
         (HOURLY_LATENCY, "hour", "tenant_id", "COALESCE(o.tenant_id, '')"),
         (DAILY_LATENCY, "day", "tenant_id", "COALESCE(o.tenant_id, '')"),
     ):
+        if table not in tables:
+            continue
         statements.append(
             f"DELETE FROM {table} WHERE executions = 0 AND model_executions = 0 AND (start, {column}) IN "
             f"(SELECT DISTINCT {dialect.truncate('o.started_at', unit)}, {value} FROM ({old_rows}) o)"
+        )
+    for table, unit in ((HOURLY_DURATIONS, "hour"), (DAILY_DURATIONS, "day")):
+        if table not in tables:
+            continue
+        statements.append(
+            f"DELETE FROM {table} WHERE executions = 0 AND start IN "
+            f"(SELECT DISTINCT {dialect.truncate('o.started_at', unit)} FROM ({old_rows}) o)"
         )
     return statements
 
@@ -229,8 +264,8 @@ def cleanups(old_rows: str, dialect: Dialect) -> list[str]:
 TRIGGER_EVENTS = ("insert", "update", "delete")
 
 
-def trigger_statements(vendor: str) -> list[str]:
-    """The DDL that installs the triggers on ``vendor``'s executions table."""
+def trigger_statements(vendor: str, tables: Sequence[str] = ROLLUP_TABLES) -> list[str]:
+    """The DDL that installs the triggers on ``vendor``'s executions table, keeping ``tables``."""
     dialect = Dialect(vendor)
     statements = []
     if dialect.postgresql:
@@ -243,9 +278,9 @@ def trigger_statements(vendor: str) -> list[str]:
             "delete": (rows_of("old_rows", -1), "REFERENCING OLD TABLE AS old_rows"),
         }
         for event, (rows, referencing) in sources.items():
-            statements_run = upserts(rows, dialect)
+            statements_run = upserts(rows, dialect, tables)
             if event != "insert":
-                statements_run += cleanups(rows_of("old_rows", -1), dialect)
+                statements_run += cleanups(rows_of("old_rows", -1), dialect, tables)
             body = ";\n".join(statements_run)
             statements.append(
                 f"CREATE OR REPLACE FUNCTION llm_agents_rollup_{event}() RETURNS trigger LANGUAGE plpgsql AS "
@@ -258,7 +293,7 @@ def trigger_statements(vendor: str) -> list[str]:
         statements.append(
             "CREATE OR REPLACE FUNCTION llm_agents_rollup_truncate() RETURNS trigger LANGUAGE plpgsql AS "
             # DELETE, not TRUNCATE: a TRUNCATE naming the rollup tables too would find them in use.
-            f"$rollup$ BEGIN {' '.join(f'DELETE FROM {table};' for table in ROLLUP_TABLES)} RETURN NULL; END $rollup$"
+            f"$rollup$ BEGIN {' '.join(f'DELETE FROM {table};' for table in tables)} RETURN NULL; END $rollup$"
         )
         statements.append(
             f"CREATE TRIGGER llm_agents_rollup_truncate AFTER TRUNCATE ON {EXECUTIONS} "
@@ -271,9 +306,9 @@ def trigger_statements(vendor: str) -> list[str]:
         "delete": trigger_row("OLD", -1),
     }
     for event, rows in changes.items():
-        statements_run = upserts(rows, dialect)
+        statements_run = upserts(rows, dialect, tables)
         if event != "insert":
-            statements_run += cleanups(trigger_row("OLD", -1), dialect)
+            statements_run += cleanups(trigger_row("OLD", -1), dialect, tables)
         body = ";\n".join(statements_run)
         statements.append(
             f"CREATE TRIGGER llm_agents_rollup_{event} AFTER {event.upper()} ON {EXECUTIONS} "
@@ -310,11 +345,23 @@ def install_buckets(connection: Any, buckets: Sequence[tuple[int, int]]) -> None
         cursor.execute(f"INSERT INTO {BUCKETS} (bucket, lower_ms, upper_ms) VALUES {values}")
 
 
-def install_triggers(connection: Any) -> None:
-    """(Re)create the rollup triggers on ``connection``'s executions table (idempotent): migration
-    0011, and the partitioning command after it rebuilt the table."""
+def present(connection: Any) -> tuple[str, ...]:
+    """The rollup tables ``connection``'s database has: a migration adds them one after another, and
+    the triggers and rebuilds keep those there are (migration 0011 runs before 0012 adds durations)."""
     with connection.cursor() as cursor:
-        for statement in drop_statements(connection.vendor) + trigger_statements(connection.vendor):
+        existing = set(connection.introspection.table_names(cursor))
+    return tuple(table for table in ROLLUP_TABLES if table in existing)
+
+
+def install_triggers(connection: Any) -> None:
+    """(Re)create the rollup triggers on ``connection``'s executions table (idempotent), keeping the
+    rollup tables present: migrations 0011 and 0012, and the partitioning command after it rebuilt
+    the table."""
+    statements = drop_statements(connection.vendor) + trigger_statements(
+        connection.vendor, present(connection)
+    )
+    with connection.cursor() as cursor:
+        for statement in statements:
             cursor.execute(statement)
 
 
@@ -345,12 +392,13 @@ def rebuild_day(connection: Any, day: dt.date) -> None:
     start = dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
     low, high = literal(start, vendor), literal(start + dt.timedelta(days=1), vendor)
     rows = rows_of(EXECUTIONS, 1, f"r.started_at >= {low} AND r.started_at < {high}")
+    tables = present(connection)
     with connection.cursor() as cursor:
         if vendor == "postgresql":
             cursor.execute(f"LOCK TABLE {EXECUTIONS} IN SHARE ROW EXCLUSIVE MODE")
-        for table in ROLLUP_TABLES:
+        for table in tables:
             cursor.execute(f"DELETE FROM {table} WHERE start >= {low} AND start < {high}")
-        for statement in upserts(rows, Dialect(vendor)):
+        for statement in upserts(rows, Dialect(vendor), tables):
             cursor.execute(statement)
 
 
@@ -359,8 +407,9 @@ def forget(connection: Any, start: dt.datetime, end: dt.datetime) -> None:
     rows of those days without deleting them row by row (a dropped partition fires no trigger)."""
     vendor = connection.vendor
     low, high = literal(start, vendor), literal(end, vendor)
+    tables = present(connection)
     with connection.cursor() as cursor:
-        for table in ROLLUP_TABLES:
+        for table in tables:
             cursor.execute(f"DELETE FROM {table} WHERE start >= {low} AND start < {high}")
 
 
@@ -371,7 +420,7 @@ def days_with_rows(connection: Any) -> list[dt.date]:
         [
             f"SELECT DISTINCT {dialect.truncate('started_at', 'day')} AS day FROM {EXECUTIONS} WHERE parent_id IS NULL"
         ]
-        + [f"SELECT DISTINCT start FROM {table}" for table in (DAILY, DAILY_LATENCY)]
+        + [f"SELECT DISTINCT start FROM {table}" for table in present(connection) if table in DAILY_TABLES]
     )
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT day FROM ({sql}) d ORDER BY day")

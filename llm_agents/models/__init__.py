@@ -3,7 +3,7 @@ from .budgets import Budget, BudgetReservation, SpendCounter
 from .costs import CostConfig
 from .executions import Execution, Span
 from .prompts import Prompt, PromptVersion
-from .rollups import DailyLatency, DailyRollup, HourlyLatency, HourlyRollup
+from .rollups import DailyDurations, DailyLatency, DailyRollup, HourlyDurations, HourlyLatency, HourlyRollup
 
 __all__ = [
     "Batch",
@@ -11,9 +11,11 @@ __all__ = [
     "Budget",
     "BudgetReservation",
     "CostConfig",
+    "DailyDurations",
     "DailyLatency",
     "DailyRollup",
     "Execution",
+    "HourlyDurations",
     "HourlyLatency",
     "HourlyRollup",
     "Prompt",

@@ -44,7 +44,7 @@ from ..conf import app_settings
 from ..db import rollups as sql
 from ..failures import FAILED_STATUSES, error_category
 from ..latency import bucket_of
-from .rollups import DailyLatency, DailyRollup, HourlyLatency, HourlyRollup
+from .rollups import DailyDurations, DailyLatency, DailyRollup, HourlyDurations, HourlyLatency, HourlyRollup
 
 ZERO = Decimal(0)
 HOUR = dt.timedelta(hours=1)
@@ -428,7 +428,14 @@ def histogram(queryset: Any, plan: Plan, *, by_model: bool = False) -> dict[str,
     out: dict[str, dict[int, int]] = {}
     days, hours, rows = plan.pieces(by_day=True)
     parts = []
-    for model, ranges in ((DailyLatency, days), (HourlyLatency, hours)):
+    # All traffic has histograms of its own, a few hundred rows a day rather than one per tenant,
+    # model used and bucket.
+    tables = (
+        (DailyDurations, HourlyDurations)
+        if not (by_model or plan.conditions)
+        else (DailyLatency, HourlyLatency)
+    )
+    for model, ranges in zip(tables, (days, hours), strict=True):
         if ranges:
             parts.append(
                 model.objects.using(queryset.db)
@@ -440,10 +447,7 @@ def histogram(queryset: Any, plan: Plan, *, by_model: bool = False) -> dict[str,
                 .annotate(n=Sum(measure))
             )
     if rows and not by_model:
-        bucket = RawSQL(
-            f"SELECT b.bucket FROM {sql.BUCKETS} b WHERE b.upper_ms >= duration_ms ORDER BY b.upper_ms LIMIT 1",
-            (),
-        )
+        bucket = RawSQL(sql.bucket_lookup("duration_ms")[1:-1], ())
         parts.append(
             queryset.filter(_ranges_q("started_at", rows))
             .filter(duration_ms__isnull=False)

@@ -61,6 +61,8 @@ ROLLUP_MEASURES = (
 )
 LATENCY_KEYS = ("start", "tenant_id", "model_used", "bucket")
 LATENCY_MEASURES = ("executions", "model_executions")
+DURATION_KEYS = ("start", "bucket")
+DURATION_MEASURES = ("executions",)
 
 
 def _count() -> models.BigIntegerField:
@@ -155,6 +157,38 @@ class DailyLatency(Latency):
         db_table = "llm_agents_latency_daily"
         managed = False  # see Rollup.Meta
         constraints = [models.UniqueConstraint(fields=LATENCY_KEYS, name="llm_latency_daily_key")]
+
+
+class Durations(models.Model):
+    """How many root executions of an hour or a day (UTC) took a duration in each latency bucket,
+    whatever their tenant and model: the histogram of all traffic, a few hundred rows a day, for the
+    questions that filter on nothing but time (overview, dashboard, ``percentiles()``)."""
+
+    start = models.DateTimeField()
+    bucket = models.SmallIntegerField()
+    executions = _count()
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"bucket {self.bucket} at {self.start:%Y-%m-%d %H:%M}"
+
+
+class HourlyDurations(Durations):
+    class Meta:
+        db_table = "llm_agents_durations_hourly"
+        managed = False  # see Rollup.Meta
+        verbose_name_plural = "hourly durations"
+        constraints = [models.UniqueConstraint(fields=DURATION_KEYS, name="llm_durations_hourly_key")]
+
+
+class DailyDurations(Durations):
+    class Meta:
+        db_table = "llm_agents_durations_daily"
+        managed = False  # see Rollup.Meta
+        verbose_name_plural = "daily durations"
+        constraints = [models.UniqueConstraint(fields=DURATION_KEYS, name="llm_durations_daily_key")]
 
 
 def spend_by_model(
