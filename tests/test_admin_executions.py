@@ -16,8 +16,9 @@ from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.text import capfirst
 
-from llm_agents.admin.executions import PAYLOAD_PREVIEW_CHARS, EstimatedCountPaginator
+from llm_agents.admin.executions import PAYLOAD_PREVIEW_CHARS
 from llm_agents.models import Execution
+from llm_agents.models.pagination import LargeTablePaginator
 
 from .factories import ExecutionFactory, PromptVersionFactory, SpanFactory
 
@@ -465,18 +466,18 @@ def test_unfiltered_large_lists_use_the_planner_estimate(django_assert_num_queri
     with connection.cursor() as cursor:
         cursor.execute(f"ANALYZE {Execution._meta.db_table}")
 
-    class SmallThreshold(EstimatedCountPaginator):
+    class SmallThreshold(LargeTablePaginator):
         estimate_above = 10
 
     with CaptureQueriesContext(connection) as captured:
         assert SmallThreshold(Execution.objects.all(), 50).count == 30
     assert len(captured) == 1 and "reltuples" in captured[0]["sql"]
-    with CaptureQueriesContext(connection) as captured:
-        assert SmallThreshold(Execution.objects.filter(status="success"), 50).count == 30
+    with CaptureQueriesContext(connection) as captured:  # filtered: counted exactly
+        assert SmallThreshold(Execution.objects.filter(streaming=False), 50).count == 30
     assert "COUNT(" in captured[0]["sql"].upper()
 
 
 def test_small_tables_are_counted_exactly():
     for _ in range(3):
         ExecutionFactory()
-    assert EstimatedCountPaginator(Execution.objects.all(), 50).count == 3
+    assert LargeTablePaginator(Execution.objects.all(), 50).count == 3

@@ -16,12 +16,15 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
 from llm_agents.analytics import overview
 from llm_agents.models import Execution
+from llm_agents.models.pagination import LargeTablePaginator
 from llm_agents.periods import PERIODS, resolve_period
 from tests.api_support import API
 from tests.factories import ExecutionFactory, PromptVersionFactory, local_today
@@ -342,3 +345,39 @@ def test_the_admin_dashboard_shows_the_same_from_the_rollups(staff_client, perio
             return shown
 
         answers_agree(context, f"dashboard {period}")
+
+
+# -- executions lists -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata"])
+def test_filtered_executions_lists_are_counted_exactly_from_the_rollups(staff_client, zone):
+    with override_settings(TIME_ZONE=zone):
+        build_data()
+        now = timezone.now()
+        odd = now - dt.timedelta(days=6, minutes=17, seconds=3)
+        lists = [
+            Execution.objects.filter(agent_type="A"),  # with its nested executions
+            Execution.objects.filter(agent_type="B", status="error"),
+            Execution.objects.filter(model_id__in=["model-a", "model-c"], started_at__gte=odd),
+            Execution.objects.filter(tenant_id="acme", started_at__gte=odd, started_at__lt=now - dt.timedelta(hours=30)),
+            Execution.objects.filter(parent__isnull=True, kind="agent", agent_type="A"),
+        ]  # fmt: skip
+        for listed in lists:
+            with CaptureQueriesContext(connection) as captured:
+                counted = LargeTablePaginator(listed, 50).count
+            assert counted == listed.count() > 0, listed.query
+            assert any("llm_agents_rollup_" in query["sql"] for query in captured), "counted from the rows"
+        assert Execution.objects.filter(agent_type="A", parent__isnull=False).exists()
+        # A filter the rollups do not keep: the rows count.
+        cached = Execution.objects.filter(agent_type="A", cache_hit=True)
+        with CaptureQueriesContext(connection) as captured:
+            assert LargeTablePaginator(cached, 50).count == cached.count()
+        assert not any("llm_agents_rollup_" in query["sql"] for query in captured)
+
+        response = staff_client.get(f"{API}executions/", {"agent_type": "A", "page_size": 5})
+        assert response.status_code == 200
+        assert response.json()["count"] == Execution.objects.filter(agent_type="A").count()
+        changelist = staff_client.get(reverse("admin:llm_agents_execution_changelist"), {"agent_type": "A"})
+        assert changelist.status_code == 200
+        assert changelist.context["cl"].result_count == Execution.objects.filter(agent_type="A").count()

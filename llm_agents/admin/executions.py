@@ -13,7 +13,6 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ERROR_FLAG, PAGE_VAR, ChangeList
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.paginator import Paginator
 from django.db import connections, transaction
 from django.db.models import F, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
@@ -21,7 +20,6 @@ from django.http.response import HttpResponseBase
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
@@ -29,6 +27,7 @@ from ..api.export import csv_response
 from ..db import fastpaths
 from ..db.routing import for_analytics
 from ..models import Execution, PromptVersion, Span
+from ..models.pagination import LargeTablePaginator
 from ..models.querysets import (
     ERROR_CATEGORIES,
     FAILED_STATUSES,
@@ -181,23 +180,6 @@ class IndexedValuesFilter(admin.AllValuesFieldListFilter):
             self.lookup_choices = fastpaths.distinct_values_postgresql(queryset, field.column)  # type: ignore[assignment]
 
 
-class EstimatedCountPaginator(Paginator):
-    """On PostgreSQL, an unfiltered list of a large table is counted from the planner's statistics
-    (``pg_class.reltuples``) instead of a full scan; filtered lists and small tables count exactly."""
-
-    estimate_above = 100_000
-
-    @cached_property
-    def count(self) -> int:
-        queryset = cast("QuerySet[Any]", self.object_list)
-        query = getattr(queryset, "query", None)
-        if query is not None and not query.where and fastpaths.is_postgresql(connections[queryset.db]):
-            estimate = fastpaths.row_estimate_postgresql(queryset)
-            if estimate is not None and estimate > self.estimate_above:
-                return estimate
-        return super().count
-
-
 class ListedExecutions(ExecutionQuerySet):
     """The executions list's queryset. The admin's date hierarchy asks it for the years, months or
     days that hold rows; on PostgreSQL (with ``USE_TZ``) each candidate between the first and the last
@@ -323,7 +305,7 @@ class ExecutionAdmin(TenantScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmi
     date_hierarchy = "started_at"
     list_select_related = False
     show_full_result_count = False
-    paginator = EstimatedCountPaginator
+    paginator = LargeTablePaginator
     list_per_page = 50
     change_list_template = "admin/llm_agents/execution/change_list.html"
     change_form_template = "admin/llm_agents/execution/change_form.html"
@@ -492,4 +474,4 @@ class SpanAdmin(TenantScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ["name", "model_id", "=execution__id"]
     raw_id_fields = ["execution", "parent"]
     show_full_result_count = False
-    paginator = EstimatedCountPaginator
+    paginator = LargeTablePaginator

@@ -1,4 +1,5 @@
-"""Page-number pagination: ``page`` and ``page_size`` (at most 500; default ``API_PAGE_SIZE``)."""
+"""Page-number pagination: ``page`` and ``page_size`` (at most 500; default ``API_PAGE_SIZE``), counted
+as the admin counts (``LargeTablePaginator``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 
 from ..conf import app_settings
+from ..models.pagination import LargeTablePaginator
 from .params import parse_int
 
 if TYPE_CHECKING:
@@ -19,6 +21,7 @@ MAX_PAGE_SIZE = 500
 
 
 class ApiPagination(PageNumberPagination):
+    django_paginator_class = LargeTablePaginator
     page_size_query_param = "page_size"
     max_page_size = MAX_PAGE_SIZE
 

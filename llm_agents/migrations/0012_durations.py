@@ -11,6 +11,10 @@ def install_durations(apps, schema_editor):
     from llm_agents.models import rebuilds
 
     connection = schema_editor.connection
+    if connection.vendor == "postgresql":
+        # No write may land between the copy below and the triggers that keep the copy up to date.
+        with connection.cursor() as cursor:
+            cursor.execute("LOCK TABLE llm_agents_execution IN SHARE ROW EXCLUSIVE MODE")
     for name, source in TABLES:
         model = apps.get_model("llm_agents", name)
         schema_editor.create_model(model)

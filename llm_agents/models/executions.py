@@ -142,6 +142,14 @@ class Execution(models.Model):
                 ],
                 name="llm_exec_root_cover_idx",
             ),
+            # Nested executions (a few in a hundred) by agent, covering the other keys lists filter
+            # on: an executions list counts its root executions from the rollups and these from here.
+            CoveringIndex(
+                fields=["agent_type", "started_at"],
+                condition=Q(parent__isnull=False),
+                covering=["model_id", "tenant_id", "status", "kind"],
+                name="llm_exec_nested_idx",
+            ),
             models.Index(fields=["agent_type", "started_at"], name="llm_exec_agent_started_idx"),
             models.Index(fields=["model_id", "started_at"], name="llm_exec_model_started_idx"),
             models.Index(fields=["tenant_id", "started_at"], name="llm_exec_tenant_started_idx"),

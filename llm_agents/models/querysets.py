@@ -314,6 +314,18 @@ class ExecutionQuerySet(models.QuerySet):
         filters make the rows answer (see :mod:`llm_agents.models.rollup_reads`)."""
         return rollup_reads.plan_for(self.root_executions())
 
+    def rollup_count(self) -> int | None:
+        """How many executions this queryset holds, counted exactly from the rollups when its
+        filters allow (see :meth:`rollup_plan`): its root executions from them, its nested ones (a
+        few in a hundred) from the rows; None when the rows must count. Lists of millions of rows
+        filtered by agent, model, tenant, status or time are paginated with it."""
+        roots = self.root_executions()
+        plan = rollup_reads.plan_for(roots)
+        if plan is None:
+            return None
+        counted = rollup_reads.totals(roots, plan, (), ("executions",)).total()["executions"]
+        return int(counted) + self.filter(parent__isnull=False).count()
+
     def _rollup_groups(
         self, group_by: Sequence[str], measures: Sequence[str] = tuple(rollup_reads.ROW_MEASURES), *,
         local: str | None = None,
