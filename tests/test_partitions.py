@@ -6,11 +6,13 @@ command says so."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import connection, connections
 from django.test import override_settings
 from django.urls import reverse
 from django.utils import timezone
@@ -380,3 +382,52 @@ def test_purge_executions_reports_the_months_dropped():
     out = StringIO()
     call_command("purge_executions", "--days", "100", stdout=out)
     assert "Deleted 3 executions and 4 spans (monthly partitions dropped: 1)." in out.getvalue()
+
+
+@postgresql_only
+@MONTHLY
+@pytest.mark.django_db(transaction=True)
+def test_dropping_a_month_behind_a_long_read_does_not_queue_writers_behind_it():
+    """A DETACH waiting for a long read would hold every writer queued behind it: it gives up after
+    a moment and tries again, so a write goes through while the read goes on, and the month is
+    dropped once the read is over."""
+    now = timezone.now()
+    old = family(partitions.month_start(now - dt.timedelta(days=100)) + dt.timedelta(days=2))
+    run("--enable", "--no-partman")
+    reader = connection.copy()
+    reader.set_autocommit(False)
+    timings: dict[str, float] = {}
+    errors: list[BaseException] = []
+
+    def in_thread(name: str, work) -> threading.Thread:
+        def target() -> None:
+            started = time.perf_counter()
+            try:
+                work()
+            except BaseException as error:  # noqa: BLE001 - reported by the test
+                errors.append(error)
+            finally:
+                timings[name] = time.perf_counter() - started
+                connections.close_all()
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        return thread
+
+    try:
+        with reader.cursor() as cursor:
+            cursor.execute(f"SELECT count(*) FROM {EXECUTIONS}")  # holds the table until it ends
+        purge = in_thread("purge", lambda: retention.purge(60))
+        time.sleep(0.5)  # the purge is now trying to detach the old month
+        write = in_thread("write", lambda: ExecutionFactory(started_at=timezone.now()))
+        write.join(timeout=10)
+        assert "write" in timings and purge.is_alive(), "the purge went through while the read held the table"
+        time.sleep(1.0)
+    finally:
+        reader.rollback()
+        reader.close()
+    purge.join(timeout=30)
+    assert not errors, errors
+    assert timings["write"] < 1.0  # not the ~1.5 s the read went on for after the purge began
+    assert not Execution.objects.filter(pk=old.pk).exists()
+    assert partitions.month_start(old.started_at) not in months_of(EXECUTIONS)

@@ -20,12 +20,13 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.apps import apps
-from django.db import connections, router, transaction
+from django.db import OperationalError, connections, router, transaction
 
 from ..conf import app_settings
 from .rollups import ROLLUP_TABLES  # a dropped month's rows leave the rollups with it (no trigger sees it)
@@ -490,27 +491,66 @@ def install_rollup_triggers(connection: Any) -> bool:
 # -- retention -------------------------------------------------------------------------------------
 
 
+#: Dropping a month needs each table to itself for a moment (``DETACH PARTITION``). Waiting for that
+#: behind a long read would queue every writer behind the wait, so the detach gives up after
+#: ``DETACH_LOCK_TIMEOUT`` and is tried again after a pause, up to ``DETACH_ATTEMPTS`` times: writers
+#: wait at most that long at a time.
+DETACH_LOCK_TIMEOUT = "100ms"
+DETACH_ATTEMPTS = 200
+LOCK_NOT_AVAILABLE = "55P03"
+
+
 def drop_month(connection: Any, month: dt.datetime) -> dict[str, int]:
     """Drop the partitions of the month starting ``month`` from both tables, and that month's rows of
     the rollup tables that exist; returns the rows dropped per table (planner's estimates are not
-    used: the rows are counted first). Run inside the caller's transaction."""
+    used: the rows are counted first, before anything waits on them). Run inside the caller's
+    transaction: writers wait for it from the detach to the commit (dropping two tables and a
+    month of rollup rows), and for each detach attempt at most ``DETACH_LOCK_TIMEOUT``."""
     month = month_start(month)
     end = next_month(month)
     quote = connection.ops.quote_name
+    found = [
+        (table, partition.name)
+        for table in tables()
+        for partition in partitions(connection, table)
+        if partition.start == month and partition.end == end
+    ]
     dropped: dict[str, int] = {}
     with connection.cursor() as cursor:
-        for table in tables():
-            for partition in partitions(connection, table):
-                if partition.start == month and partition.end == end:
-                    cursor.execute(f"SELECT count(*) FROM {quote(partition.name)}")
-                    dropped[table] = int(cursor.fetchone()[0])
-                    cursor.execute(f"ALTER TABLE {quote(table)} DETACH PARTITION {quote(partition.name)}")
-                    cursor.execute(f"DROP TABLE {quote(partition.name)}")
+        for table, name in found:
+            cursor.execute(f"SELECT count(*) FROM {quote(name)}")
+            dropped[table] = int(cursor.fetchone()[0])
+        if found:
+            _detach(connection, found)
+        for _, name in found:
+            cursor.execute(f"DROP TABLE {quote(name)}")
         existing = set(connection.introspection.table_names(cursor))
         for rollup in ROLLUP_TABLES:
             if rollup in existing:
                 cursor.execute(f"DELETE FROM {quote(rollup)} WHERE start >= %s AND start < %s", [month, end])
     return dropped
+
+
+def _detach(connection: Any, found: list[tuple[str, str]]) -> None:
+    """Detach the partitions ``found`` ((table, partition) pairs) together: each attempt is a
+    savepoint whose rollback, when a lock is not had in ``DETACH_LOCK_TIMEOUT``, releases the locks
+    it took, so writers are not kept waiting between attempts."""
+    quote = connection.ops.quote_name
+    for attempt in range(1, DETACH_ATTEMPTS + 1):
+        try:
+            with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+                cursor.execute(f"SET LOCAL lock_timeout = '{DETACH_LOCK_TIMEOUT}'")
+                for table, name in found:
+                    cursor.execute(f"ALTER TABLE {quote(table)} DETACH PARTITION {quote(name)}")
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = DEFAULT")
+            return
+        except OperationalError as error:
+            cause = error.__cause__
+            code = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+            if code != LOCK_NOT_AVAILABLE or attempt == DETACH_ATTEMPTS:
+                raise
+        time.sleep(min(0.02 * attempt, 1.0))
 
 
 def orphan_executions(connection: Any, since: dt.datetime, until: dt.datetime) -> list[Any]:
