@@ -41,7 +41,8 @@ test-faults: $(VENV)/.installed-dev
 ## PostgreSQL (databases $(BENCH_DATABASE_URL)*; the 1M history is generated once and reused); prints the figures
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/llm_agents_bench
 BENCH_RESULTS ?= /tmp/llm_agents_bench
-BENCH_SCRIPTS := analytics api dashboard export budget_check retention tracking ingestion batches sync_prompts
+BENCH_SCRIPTS := analytics api dashboard export budget_check retention retention_partitions tracking ingestion batches \
+  sync_prompts
 bench: $(VENV)/.installed-dev
 	cd bench && DATABASE_URL=$(BENCH_DATABASE_URL) ../$(PY) bench_scale.py --rows 1000000 \
 	  --json $(BENCH_RESULTS)/scale-1000000.json $(BENCH_SCALE_ARGS)
@@ -51,10 +52,12 @@ bench: $(VENV)/.installed-dev
 	done
 
 ## bench-10m: issue 17's table at 10M executions in a database of its own ($(BENCH_DATABASE_URL)_10m; generating it
-## takes long, a populated one is reused), with the ratio to the last `make bench` figures (not run in CI)
+## takes long, a populated one is reused), with the ratio to the last `make bench` figures, then dropping a month of
+## it as monthly partitions (which converts it, and leaves it to be generated again next time; not run in CI)
 bench-10m: $(VENV)/.installed-dev
 	cd bench && DATABASE_URL=$(BENCH_DATABASE_URL)_10m ../$(PY) bench_scale.py --rows 10000000 \
 	  --json $(BENCH_RESULTS)/scale-10000000.json --baseline $(BENCH_RESULTS)/scale-1000000.json $(BENCH_SCALE_ARGS)
+	cd bench && DATABASE_URL=$(BENCH_DATABASE_URL)_10m ../$(PY) bench_retention_partitions.py --rows 10000000 --in-place
 
 ## bench-smoke: every bench/ script at small sizes (CI: they must run; their timings are not judged)
 bench-smoke: $(VENV)/.installed-dev
