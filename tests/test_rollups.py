@@ -28,10 +28,12 @@ from llm_agents.models import (
     CostConfig,
     DailyDurations,
     DailyLatency,
+    DailyModelDurations,
     DailyRollup,
     Execution,
     HourlyDurations,
     HourlyLatency,
+    HourlyModelDurations,
     HourlyRollup,
     rebuilds,
     rollups,
@@ -51,6 +53,8 @@ TABLES = (
     (DailyLatency, rollups.LATENCY_KEYS, rollups.LATENCY_MEASURES),
     (HourlyDurations, rollups.DURATION_KEYS, rollups.DURATION_MEASURES),
     (DailyDurations, rollups.DURATION_KEYS, rollups.DURATION_MEASURES),
+    (HourlyModelDurations, rollups.MODEL_DURATION_KEYS, rollups.DURATION_MEASURES),
+    (DailyModelDurations, rollups.MODEL_DURATION_KEYS, rollups.DURATION_MEASURES),
 )
 CENT = Decimal("0.00000001")
 
@@ -94,6 +98,9 @@ def check_totals() -> None:
         assert got == {**expected, "duration_count": timed}, model.__name__
     for model in (HourlyLatency, DailyLatency, HourlyDurations, DailyDurations):
         assert (model.objects.aggregate(n=Sum("executions"))["n"] or 0) == timed, model.__name__
+    used = HourlyLatency.objects.aggregate(n=Sum("model_executions"))["n"] or 0
+    for model in (HourlyModelDurations, DailyModelDurations):
+        assert (model.objects.aggregate(n=Sum("executions"))["n"] or 0) == used, model.__name__
 
 
 def rebuild_days() -> None:

@@ -30,8 +30,13 @@ BUCKETS = "llm_agents_latency_bucket"
 HOURLY, DAILY = "llm_agents_rollup_hourly", "llm_agents_rollup_daily"
 HOURLY_LATENCY, DAILY_LATENCY = "llm_agents_latency_hourly", "llm_agents_latency_daily"
 HOURLY_DURATIONS, DAILY_DURATIONS = "llm_agents_durations_hourly", "llm_agents_durations_daily"
-ROLLUP_TABLES = (HOURLY, DAILY, HOURLY_LATENCY, DAILY_LATENCY, HOURLY_DURATIONS, DAILY_DURATIONS)
-DAILY_TABLES = (DAILY, DAILY_LATENCY, DAILY_DURATIONS)
+HOURLY_MODEL_DURATIONS, DAILY_MODEL_DURATIONS = (
+    "llm_agents_model_durations_hourly",
+    "llm_agents_model_durations_daily",
+)
+ROLLUP_TABLES = (HOURLY, DAILY, HOURLY_LATENCY, DAILY_LATENCY, HOURLY_DURATIONS, DAILY_DURATIONS,
+                 HOURLY_MODEL_DURATIONS, DAILY_MODEL_DURATIONS)  # fmt: skip
+DAILY_TABLES = (DAILY, DAILY_LATENCY, DAILY_DURATIONS, DAILY_MODEL_DURATIONS)
 
 KEYS = ("start", "kind", "agent_type", "agent_version", "model_id", "model_used", "tenant_id", "status",
         "error_category", "prompt_version_id")  # fmt: skip
@@ -224,6 +229,17 @@ def upserts(rows: str, dialect: Dialect, tables: Sequence[str] = ROLLUP_TABLES) 
             f"GROUP BY 1, 2 ORDER BY 1, 2 ON CONFLICT (start, bucket) DO UPDATE SET "
             f"executions = {table}.executions + excluded.executions"
         )
+    for table, unit in ((HOURLY_MODEL_DURATIONS, "hour"), (DAILY_MODEL_DURATIONS, "day")):
+        if table not in tables:
+            continue
+        # Every model a root execution used (``model_executions`` of the latency rollups).
+        statements.append(
+            f"INSERT INTO {table} (start, model_used, bucket, executions) SELECT "
+            f"{dialect.truncate('c.started_at', unit)}, c.model_used, {bucket_lookup('c.duration_ms')}, "
+            f"SUM({LATENCY_MEASURES['model_executions']}) FROM ({source}) c WHERE c.duration_ms IS NOT NULL "
+            f"GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 ON CONFLICT (start, model_used, bucket) DO UPDATE SET "
+            f"executions = {table}.executions + excluded.executions"
+        )
     return statements
 
 
@@ -249,7 +265,12 @@ def cleanups(old_rows: str, dialect: Dialect, tables: Sequence[str] = ROLLUP_TAB
             f"DELETE FROM {table} WHERE executions = 0 AND model_executions = 0 AND (start, {column}) IN "
             f"(SELECT DISTINCT {dialect.truncate('o.started_at', unit)}, {value} FROM ({old_rows}) o)"
         )
-    for table, unit in ((HOURLY_DURATIONS, "hour"), (DAILY_DURATIONS, "day")):
+    for table, unit in (
+        (HOURLY_DURATIONS, "hour"),
+        (DAILY_DURATIONS, "day"),
+        (HOURLY_MODEL_DURATIONS, "hour"),
+        (DAILY_MODEL_DURATIONS, "day"),
+    ):
         if table not in tables:
             continue
         statements.append(

@@ -2,12 +2,19 @@
 
 from django.db import migrations, models
 
-TABLES = (("HourlyDurations", "llm_agents_latency_hourly"), ("DailyDurations", "llm_agents_latency_daily"))
+# model -> (its keys, the latency rollup it starts from, the measure summed there)
+TABLES = {
+    "HourlyDurations": ("start, bucket", "llm_agents_latency_hourly", "executions"),
+    "DailyDurations": ("start, bucket", "llm_agents_latency_daily", "executions"),
+    "HourlyModelDurations": ("start, model_used, bucket", "llm_agents_latency_hourly", "model_executions"),
+    "DailyModelDurations": ("start, model_used, bucket", "llm_agents_latency_daily", "model_executions"),
+}
 
 
 def install_durations(apps, schema_editor):
-    # The histograms of all traffic start as the sums of the per-tenant, per-model ones kept since
-    # 0011 (each root execution counted once there under the model that answered): no row is read.
+    # The histograms of all traffic and of each model start as sums of the per-tenant, per-model
+    # ones kept since 0011 (each root execution counted there once under the model that answered,
+    # and once under every model it used): no execution row is read.
     from llm_agents.models import rebuilds
 
     connection = schema_editor.connection
@@ -15,14 +22,13 @@ def install_durations(apps, schema_editor):
         # No write may land between the copy below and the triggers that keep the copy up to date.
         with connection.cursor() as cursor:
             cursor.execute("LOCK TABLE llm_agents_execution IN SHARE ROW EXCLUSIVE MODE")
-    for name, source in TABLES:
+    for name, (keys, source, measure) in TABLES.items():
         model = apps.get_model("llm_agents", name)
         schema_editor.create_model(model)
         with connection.cursor() as cursor:
             cursor.execute(
-                f"INSERT INTO {model._meta.db_table} (start, bucket, executions) "
-                f"SELECT start, bucket, SUM(executions) FROM {source} GROUP BY start, bucket "
-                "HAVING SUM(executions) <> 0"
+                f"INSERT INTO {model._meta.db_table} ({keys}, executions) "
+                f"SELECT {keys}, SUM({measure}) FROM {source} GROUP BY {keys} HAVING SUM({measure}) <> 0"
             )
     rebuilds.install(connection)
 
@@ -30,13 +36,13 @@ def install_durations(apps, schema_editor):
 def remove_durations(apps, schema_editor):
     from llm_agents.db import rollups
 
-    for name, _ in TABLES:
+    for name in TABLES:
         schema_editor.delete_model(apps.get_model("llm_agents", name))
     rollups.install_triggers(schema_editor.connection)  # without them
 
 
 class Migration(migrations.Migration):
-    # Latency histograms of all traffic, kept by the rollup triggers (SPEC section 20).
+    # Latency histograms of all traffic and of each model, kept by the rollup triggers (SPEC section 20).
 
     dependencies = [
         ('llm_agents', '0011_rollups'),
@@ -71,6 +77,38 @@ class Migration(migrations.Migration):
                 'db_table': 'llm_agents_durations_hourly',
                 'managed': False,
                 'constraints': [models.UniqueConstraint(fields=('start', 'bucket'), name='llm_durations_hourly_key')],
+            },
+        ),
+        migrations.CreateModel(
+            name='DailyModelDurations',
+            fields=[
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('start', models.DateTimeField()),
+                ('model_used', models.CharField(max_length=255)),
+                ('bucket', models.SmallIntegerField()),
+                ('executions', models.BigIntegerField(default=0)),
+            ],
+            options={
+                'verbose_name_plural': 'daily model durations',
+                'db_table': 'llm_agents_model_durations_daily',
+                'managed': False,
+                'constraints': [models.UniqueConstraint(fields=('start', 'model_used', 'bucket'), name='llm_model_durations_daily_key')],
+            },
+        ),
+        migrations.CreateModel(
+            name='HourlyModelDurations',
+            fields=[
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('start', models.DateTimeField()),
+                ('model_used', models.CharField(max_length=255)),
+                ('bucket', models.SmallIntegerField()),
+                ('executions', models.BigIntegerField(default=0)),
+            ],
+            options={
+                'verbose_name_plural': 'hourly model durations',
+                'db_table': 'llm_agents_model_durations_hourly',
+                'managed': False,
+                'constraints': [models.UniqueConstraint(fields=('start', 'model_used', 'bucket'), name='llm_model_durations_hourly_key')],
             },
         ),
         migrations.RunPython(install_durations, remove_durations),

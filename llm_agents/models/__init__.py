@@ -3,7 +3,16 @@ from .budgets import Budget, BudgetReservation, SpendCounter
 from .costs import CostConfig
 from .executions import Execution, Span
 from .prompts import Prompt, PromptVersion
-from .rollups import DailyDurations, DailyLatency, DailyRollup, HourlyDurations, HourlyLatency, HourlyRollup
+from .rollups import (
+    DailyDurations,
+    DailyLatency,
+    DailyModelDurations,
+    DailyRollup,
+    HourlyDurations,
+    HourlyLatency,
+    HourlyModelDurations,
+    HourlyRollup,
+)
 
 __all__ = [
     "Batch",
@@ -13,10 +22,12 @@ __all__ = [
     "CostConfig",
     "DailyDurations",
     "DailyLatency",
+    "DailyModelDurations",
     "DailyRollup",
     "Execution",
     "HourlyDurations",
     "HourlyLatency",
+    "HourlyModelDurations",
     "HourlyRollup",
     "Prompt",
     "PromptVersion",

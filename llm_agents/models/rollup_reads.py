@@ -44,7 +44,16 @@ from ..conf import app_settings
 from ..db import rollups as sql
 from ..failures import FAILED_STATUSES, error_category
 from ..latency import bucket_of
-from .rollups import DailyDurations, DailyLatency, DailyRollup, HourlyDurations, HourlyLatency, HourlyRollup
+from .rollups import (
+    DailyDurations,
+    DailyLatency,
+    DailyModelDurations,
+    DailyRollup,
+    HourlyDurations,
+    HourlyLatency,
+    HourlyModelDurations,
+    HourlyRollup,
+)
 
 ZERO = Decimal(0)
 HOUR = dt.timedelta(hours=1)
@@ -309,10 +318,9 @@ def totals(
                 .values(*names)
                 .annotate(**sums)
             )
-    if rows and edges:
+    for edge in edge_rows(queryset, rows) if edges else ():
         parts.append(
-            queryset.filter(_ranges_q("started_at", rows))
-            .order_by()
+            edge.order_by()
             .annotate(**_row_groups(names, grouped, local))
             .values(*names)
             .annotate(**{f"m{index}": ROW_MEASURES[measure] for index, measure in enumerate(measures)})
@@ -326,6 +334,14 @@ def totals(
             key += (_local(row["g_start"], local, zone),)
         result.add(key, {measure: row[f"m{index}"] for index, measure in enumerate(measures)})
     return result
+
+
+def edge_rows(queryset: Any, rows: Sequence[tuple[Any, Any]]) -> list[Any]:
+    """``queryset`` narrowed to each range of ``rows`` (the partial hours at the period's edges), one
+    queryset per range: ANDed with the period's own bounds, a single range is what the index scans
+    (PostgreSQL keeps the tightest bounds), where an OR of two would be a filter on a scan of the
+    whole period."""
+    return [queryset.filter(_range_q("started_at", low, high)) for low, high in rows]
 
 
 def _ranges_q(field: str, ranges: Sequence[tuple[Any, Any]]) -> Q:
@@ -401,10 +417,8 @@ def model_totals(
     days, hours, rows = plan.pieces(by_day=True)
     # The rollups' part: the plan without its edges (the rows' part is spend()'s).
     out = totals(queryset.none(), plan, ("model_used", "status"), measures, edges=False)
-    if rows:
-        for model_used, status, n, cost, tokens, duration_sum, duration_count in spend(
-            queryset.filter(_ranges_q("started_at", rows))
-        ):
+    for edge in edge_rows(queryset, rows):
+        for model_used, status, n, cost, tokens, duration_sum, duration_count in spend(edge):
             out.add(
                 (model_used, status),
                 {
@@ -428,13 +442,15 @@ def histogram(queryset: Any, plan: Plan, *, by_model: bool = False) -> dict[str,
     out: dict[str, dict[int, int]] = {}
     days, hours, rows = plan.pieces(by_day=True)
     parts = []
-    # All traffic has histograms of its own, a few hundred rows a day rather than one per tenant,
-    # model used and bucket.
-    tables = (
-        (DailyDurations, HourlyDurations)
-        if not (by_model or plan.conditions)
-        else (DailyLatency, HourlyLatency)
-    )
+    # All traffic, and every model, have histograms of their own, without the tenant: a few hundred
+    # rows a day (per model) rather than one per tenant, model used and bucket.
+    if plan.conditions:
+        tables: tuple[Any, Any] = (DailyLatency, HourlyLatency)
+    else:
+        tables = (
+            (DailyModelDurations, HourlyModelDurations) if by_model else (DailyDurations, HourlyDurations)
+        )
+        measure = "executions"
     for model, ranges in zip(tables, (days, hours), strict=True):
         if ranges:
             parts.append(
@@ -446,11 +462,10 @@ def histogram(queryset: Any, plan: Plan, *, by_model: bool = False) -> dict[str,
                 .values("g_model", "g_bucket")
                 .annotate(n=Sum(measure))
             )
-    if rows and not by_model:
-        bucket = RawSQL(sql.bucket_lookup("duration_ms")[1:-1], ())
+    bucket = RawSQL(sql.bucket_lookup("duration_ms")[1:-1], ())
+    for edge in edge_rows(queryset, rows) if not by_model else ():
         parts.append(
-            queryset.filter(_ranges_q("started_at", rows))
-            .filter(duration_ms__isnull=False)
+            edge.filter(duration_ms__isnull=False)
             .order_by()
             .annotate(g_model=Value(""), g_bucket=ExpressionWrapper(bucket, output_field=IntegerField()))
             .values("g_model", "g_bucket")
@@ -461,9 +476,8 @@ def histogram(queryset: Any, plan: Plan, *, by_model: bool = False) -> dict[str,
         for row in combined:
             counts = out.setdefault(row["g_model"], {})
             counts[row["g_bucket"]] = counts.get(row["g_bucket"], 0) + row["n"]
-    if rows and by_model:
-        edge = queryset.filter(_ranges_q("started_at", rows)).filter(duration_ms__isnull=False)
-        for model_used, duration, n in _edge_durations_by_model(edge):
+    for edge in edge_rows(queryset, rows) if by_model else ():
+        for model_used, duration, n in _edge_durations_by_model(edge.filter(duration_ms__isnull=False)):
             counts = out.setdefault(model_used, {})
             counts[bucket_of(duration)] = counts.get(bucket_of(duration), 0) + n
     return out

@@ -63,6 +63,7 @@ LATENCY_KEYS = ("start", "tenant_id", "model_used", "bucket")
 LATENCY_MEASURES = ("executions", "model_executions")
 DURATION_KEYS = ("start", "bucket")
 DURATION_MEASURES = ("executions",)
+MODEL_DURATION_KEYS = ("start", "model_used", "bucket")
 
 
 def _count() -> models.BigIntegerField:
@@ -189,6 +190,43 @@ class DailyDurations(Durations):
         managed = False  # see Rollup.Meta
         verbose_name_plural = "daily durations"
         constraints = [models.UniqueConstraint(fields=DURATION_KEYS, name="llm_durations_daily_key")]
+
+
+class ModelDurations(models.Model):
+    """How many root executions of an hour or a day (UTC) that used a model took a duration in each
+    latency bucket, whatever their tenant (counted under every model they used, as the latency
+    rollups' ``model_executions``): the per-model histograms of ``compare_models()``."""
+
+    start = models.DateTimeField()
+    model_used = models.CharField(max_length=255)
+    bucket = models.SmallIntegerField()
+    executions = _count()
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.model_used} bucket {self.bucket} at {self.start:%Y-%m-%d %H:%M}"
+
+
+class HourlyModelDurations(ModelDurations):
+    class Meta:
+        db_table = "llm_agents_model_durations_hourly"
+        managed = False  # see Rollup.Meta
+        verbose_name_plural = "hourly model durations"
+        constraints = [
+            models.UniqueConstraint(fields=MODEL_DURATION_KEYS, name="llm_model_durations_hourly_key")
+        ]
+
+
+class DailyModelDurations(ModelDurations):
+    class Meta:
+        db_table = "llm_agents_model_durations_daily"
+        managed = False  # see Rollup.Meta
+        verbose_name_plural = "daily model durations"
+        constraints = [
+            models.UniqueConstraint(fields=MODEL_DURATION_KEYS, name="llm_model_durations_daily_key")
+        ]
 
 
 def spend_by_model(
