@@ -474,6 +474,7 @@ def generate(rows: int, *, days: float = DAYS, seed: int = SEED, quiet: bool = F
     with COPY, then VACUUM ANALYZE; returns the record ``read_meta()`` reads back."""
     from django.db import connection
 
+    from llm_agents.db import rollups
     from llm_agents.models import Execution, Span
 
     if connection.vendor != "postgresql":
@@ -561,6 +562,9 @@ def generate(rows: int, *, days: float = DAYS, seed: int = SEED, quiet: bool = F
         cursor.execute("SET maintenance_work_mem = '512MB'")  # VACUUM merges the GIN pending list
         cursor.execute("VACUUM ANALYZE llm_agents_execution")
         cursor.execute("VACUUM ANALYZE llm_agents_span")
+        # The rollups were updated at every chunk: vacuumed as autovacuum keeps such small, busy tables.
+        for table in rollups.present(connection):
+            cursor.execute(f"VACUUM ANALYZE {table}")
         cursor.execute("RESET maintenance_work_mem")
         seconds = time.perf_counter() - started
         meta = {

@@ -990,12 +990,12 @@ class ExecutionQuerySet(models.QuerySet):
         if counts is None:
             return None
 
-        def edge_spend(queryset: Any) -> list[tuple[Any, ...]]:
-            spend = queryset.spend_by_model_sql()
+        def edge_spend(edges: list[Any]) -> list[tuple[Any, ...]]:
+            spend = edges[0].spend_by_model_sql(*edges[1:])
             if spend is None:
                 return []
             sql, params = spend
-            return queryset._run_sql(
+            return edges[0]._run_sql(
                 sql + "SELECT model_id, status, SUM(counted), SUM(cost), SUM(tokens), SUM(duration_ms), "
                 "COUNT(duration_ms) FROM used GROUP BY model_id, status",
                 params,
@@ -1023,8 +1023,9 @@ class ExecutionQuerySet(models.QuerySet):
                 row["p95"] = None if p95 is None else round(p95, 2)
         return models_used
 
-    def spend_by_model_sql(self) -> tuple[str, list[Any]] | None:
-        """The SQL of common table expressions over the root executions of this queryset, and
+    def spend_by_model_sql(self, *others: ExecutionQuerySet) -> tuple[str, list[Any]] | None:
+        """The SQL of common table expressions over the root executions of this queryset (and of
+        ``others``, added with UNION ALL: the partial hours at both edges of a period), and
         its parameters, ending with ``used (root_id, status, duration_ms, model_id, cost, tokens,
         counted)``: the spend of each root execution by model, with the root's own status and
         duration, one row per root and model (``counted`` is 1: count those for "roots that used it").
@@ -1037,24 +1038,31 @@ class ExecutionQuerySet(models.QuerySet):
         this queryset can match no row (``none()``, an empty ``__in``).
         """
         connection = connections[self.db]
-        try:
-            roots_sql, roots_params = (
-                self.root_executions()
-                .order_by()
-                .values_list(
-                    "id",
-                    "status",
-                    "duration_ms",
-                    "total_cost",
-                    "total_tokens",
-                    "model_id",
-                    "chosen_model_id",
-                    "model_spend",
-                )  # fmt: skip
-                .query.sql_with_params()
-            )
-        except EmptyResultSet:
+        selects, roots_params = [], []
+        for queryset in (self, *others):
+            try:
+                select, params = (
+                    queryset.root_executions()
+                    .order_by()
+                    .values_list(
+                        "id",
+                        "status",
+                        "duration_ms",
+                        "total_cost",
+                        "total_tokens",
+                        "model_id",
+                        "chosen_model_id",
+                        "model_spend",
+                    )  # fmt: skip
+                    .query.sql_with_params()
+                )
+            except EmptyResultSet:
+                continue
+            selects.append(select)  # no ORDER BY or LIMIT: SQLite takes no parentheses here
+            roots_params.extend(params)
+        if not selects:
             return None
+        roots_sql = " UNION ALL ".join(selects)
         dialect = rollups.Dialect(connection.vendor)
         sql = f"""
         WITH roots (id, status, duration_ms, total_cost, total_tokens, model_id, chosen_model_id, model_spend)

@@ -401,11 +401,11 @@ def _local(start: Any, unit: str, zone: Any) -> Any:
 
 
 def model_totals(
-    queryset: Any, plan: Plan, spend: Callable[[Any], list[tuple[Any, ...]]]
+    queryset: Any, plan: Plan, spend: Callable[[list[Any]], list[tuple[Any, ...]]]
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """Per (model used, status): ``model_executions``, ``model_cost``, ``model_tokens``,
     ``model_duration_sum``, ``model_duration_count`` — the rollups' spend by model, with the edge
-    rows' from ``spend(queryset)`` (rows of ``(model, status, executions, cost, tokens,
+    rows' from ``spend(edges)`` (the querysets of the partial hours at the edges; rows of ``(model, status, executions, cost, tokens,
     duration_sum, duration_count)``). Two queries at most."""
     measures = (
         "model_executions",
@@ -417,8 +417,9 @@ def model_totals(
     days, hours, rows = plan.pieces(by_day=True)
     # The rollups' part: the plan without its edges (the rows' part is spend()'s).
     out = totals(queryset.none(), plan, ("model_used", "status"), measures, edges=False)
-    for edge in edge_rows(queryset, rows):
-        for model_used, status, n, cost, tokens, duration_sum, duration_count in spend(edge):
+    edges = edge_rows(queryset, rows)
+    if edges:
+        for model_used, status, n, cost, tokens, duration_sum, duration_count in spend(edges):
             out.add(
                 (model_used, status),
                 {
@@ -476,19 +477,20 @@ def histogram(queryset: Any, plan: Plan, *, by_model: bool = False) -> dict[str,
         for row in combined:
             counts = out.setdefault(row["g_model"], {})
             counts[row["g_bucket"]] = counts.get(row["g_bucket"], 0) + row["n"]
-    for edge in edge_rows(queryset, rows) if by_model else ():
-        for model_used, duration, n in _edge_durations_by_model(edge.filter(duration_ms__isnull=False)):
+    edges = [edge.filter(duration_ms__isnull=False) for edge in edge_rows(queryset, rows)] if by_model else []
+    if edges:
+        for model_used, duration, n in _edge_durations_by_model(edges):
             counts = out.setdefault(model_used, {})
             counts[bucket_of(duration)] = counts.get(bucket_of(duration), 0) + n
     return out
 
 
-def _edge_durations_by_model(queryset: Any) -> list[tuple[str, int, int]]:
-    spend = queryset.spend_by_model_sql()
+def _edge_durations_by_model(edges: list[Any]) -> list[tuple[str, int, int]]:
+    spend = edges[0].spend_by_model_sql(*edges[1:])
     if spend is None:
         return []
     text, params = spend
-    with connections[queryset.db].cursor() as cursor:
+    with connections[edges[0].db].cursor() as cursor:
         cursor.execute(
             text + "SELECT model_id, duration_ms, COUNT(*) FROM used WHERE duration_ms IS NOT NULL "
             "GROUP BY model_id, duration_ms",
