@@ -1038,7 +1038,8 @@ class ExecutionQuerySet(models.QuerySet):
         this queryset can match no row (``none()``, an empty ``__in``).
         """
         connection = connections[self.db]
-        selects, roots_params = [], []
+        selects: list[str] = []
+        roots_params: list[Any] = []
         for queryset in (self, *others):
             try:
                 select, params = (
