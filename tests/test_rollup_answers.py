@@ -23,7 +23,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from llm_agents.analytics import overview
-from llm_agents.models import Execution
+from llm_agents.models import Execution, rollup_reads
 from llm_agents.models.pagination import LargeTablePaginator
 from llm_agents.periods import PERIODS, resolve_period
 from tests.api_support import API
@@ -381,3 +381,25 @@ def test_filtered_executions_lists_are_counted_exactly_from_the_rollups(staff_cl
         changelist = staff_client.get(reverse("admin:llm_agents_execution_changelist"), {"agent_type": "A"})
         assert changelist.status_code == 200
         assert changelist.context["cl"].result_count == Execution.objects.filter(agent_type="A").count()
+
+
+# -- one read shared by the dashboard's questions ----------------------------------------------------
+
+
+def test_shared_totals_answer_as_their_own_queries_without_querying():
+    build_data()
+    period = resolve_period("30d")
+    scoped = Execution.objects.for_period(period)
+    alone = (scoped.summary(), scoped.summary_by("agent_type"), scoped.error_analysis(),
+             scoped.by_agent("A").summary(), scoped.filter(status__in=["error", "timeout"]).summary())  # fmt: skip
+    with rollup_reads.shared_totals(scoped, ("agent_type", "status", "error_category")):
+        with CaptureQueriesContext(connection) as captured:
+            shared = (scoped.summary(), scoped.summary_by("agent_type"), scoped.error_analysis(),
+                      scoped.by_agent("A").summary(), scoped.filter(status__in=["error", "timeout"]).summary())  # fmt: skip
+        # Grouped by local day, or over another period: their own queries.
+        with CaptureQueriesContext(connection) as own:
+            scoped.timeline(period, "day")
+            Execution.objects.for_period(resolve_period("7d")).summary()
+    assert shared == alone
+    assert not any("llm_agents_rollup_" in query["sql"] for query in captured), captured.captured_queries
+    assert sum("llm_agents_rollup_" in query["sql"] for query in own) == 2

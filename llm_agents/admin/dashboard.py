@@ -21,7 +21,7 @@ from django.utils.translation import gettext as _
 
 from ..analytics import LATENCY_PERCENTS, overview
 from ..db.routing import for_analytics
-from ..models import Execution
+from ..models import Execution, rollup_reads
 from ..models.querysets import ERROR_CATEGORIES, FAILED_STATUSES, error_category
 from ..periods import Period, resolve_period
 from .charts import Bar, Column, Segment, bar_list_chart, column_chart, stacked_column_chart
@@ -246,11 +246,24 @@ def dashboard_view(model_admin: admin.ModelAdmin, request: HttpRequest) -> Templ
     name = selected_period(request)
     period = resolve_period(name)
     executions = for_analytics(admin_tenant_scope(request).filter(Execution.objects.all()))
-    links = Links(period)
 
+    scoped = executions.for_period(period)
+    # The summary, the agents and the error categories of the period: one read of the rollups.
+    with rollup_reads.shared_totals(scoped, ("agent_type", "status", "error_category")):
+        return render_dashboard(model_admin, request, name, period, executions, scoped)
+
+
+def render_dashboard(
+    model_admin: admin.ModelAdmin,
+    request: HttpRequest,
+    name: str,
+    period: Period,
+    executions: Any,
+    scoped: Any,
+) -> TemplateResponse:
+    links = Links(period)
     now = overview(executions, period)
     before = overview(executions, period.previous(), forecast=False)  # the month's projection is shown once
-    scoped = executions.for_period(period)
     percentiles = {f"p{percent}": now[f"p{percent}_duration_ms"] for percent in LATENCY_PERCENTS}
     agents = scoped.summary_by("agent_type")[:10]
     for row in agents:

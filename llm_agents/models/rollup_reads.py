@@ -15,7 +15,9 @@ a whole number of hours from UTC over the period; otherwise the rows answer.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -294,6 +296,10 @@ def totals(
     the rollups and the rows at the edges, in one query. ``local`` ("day" or "hour") adds the local
     day or hour the executions started in (``TIME_ZONE``) as the last item of each group key, as a
     date (day) or an aware datetime (hour). ``edges`` False leaves the rows at the edges out."""
+    if local is None and edges:
+        shared = _shared_totals(queryset.db, plan, group_by, measures)
+        if shared is not None:
+            return shared
     result = Totals(measures)
     zone = timezone.get_default_timezone()
     # Local days are UTC days, and the daily rollups serve them, only where the zone is UTC.
@@ -334,6 +340,55 @@ def totals(
             key += (_local(row["g_start"], local, zone),)
         result.add(key, {measure: row[f"m{index}"] for index, measure in enumerate(measures)})
     return result
+
+
+#: The reads :func:`shared_totals` made: (database alias, plan, keys grouped by, totals).
+_SHARED: ContextVar[tuple[tuple[str, Plan, tuple[str, ...], Totals], ...]] = ContextVar(
+    "llm_agents_shared_totals", default=()
+)
+
+
+@contextmanager
+def shared_totals(queryset: Any, group_by: Sequence[str]) -> Iterator[None]:
+    """Within the block, the totals of the root executions of ``queryset`` — or of those of them
+    filtered on keys of ``group_by`` (a status, an agent) — grouped by any of ``group_by``, are summed
+    in Python from one read of every measure made on entry, instead of a query each: the dashboard
+    asks for the summary, the summary by agent and the error categories of one period. Grouping by
+    local day or hour still queries. Nothing is shared when the rows answer ``queryset``."""
+    roots = queryset.root_executions()
+    plan = plan_for(roots)
+    if plan is None:
+        yield
+        return
+    found = totals(roots, plan, group_by, tuple(ROW_MEASURES))
+    token = _SHARED.set((*_SHARED.get(), (roots.db, plan, tuple(group_by), found)))
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
+def _shared_totals(alias: str, plan: Plan, group_by: Sequence[str], measures: Sequence[str]) -> Totals | None:
+    """``totals()`` from a read of :func:`shared_totals` that holds it, or None."""
+    for db, base, grouped, found in _SHARED.get():
+        extra = set(plan.conditions) - set(base.conditions)
+        if (
+            db != alias
+            or (base.start, base.end) != (plan.start, plan.end)
+            or not set(base.conditions) <= set(plan.conditions)
+            or not set(group_by) <= set(grouped)
+            or not set(measures) <= set(found.measures)
+            or any(column not in grouped for column, _, _ in extra)
+        ):
+            continue
+        result = Totals(measures)
+        positions = [grouped.index(column) for column in group_by]
+        checks = [(grouped.index(column), set(values), keep) for column, values, keep in extra]
+        for key, values in found.groups.items():
+            if all((key[index] in values_) == keep for index, values_, keep in checks):
+                result.add(tuple(key[index] for index in positions), values)
+        return result
+    return None
 
 
 def edge_rows(queryset: Any, rows: Sequence[tuple[Any, Any]]) -> list[Any]:
