@@ -1,5 +1,4 @@
-"""Page-number pagination: ``page`` and ``page_size`` (at most 500; default ``API_PAGE_SIZE``), counted
-as the admin counts (``LargeTablePaginator``)."""
+"""Page-number pagination: ``page`` and ``page_size`` (at most 500; default ``API_PAGE_SIZE``)."""
 
 from __future__ import annotations
 
@@ -21,7 +20,6 @@ MAX_PAGE_SIZE = 500
 
 
 class ApiPagination(PageNumberPagination):
-    django_paginator_class = LargeTablePaginator
     page_size_query_param = "page_size"
     max_page_size = MAX_PAGE_SIZE
 
@@ -47,3 +45,10 @@ class ApiPagination(PageNumberPagination):
                     f"Results per page, at most {MAX_PAGE_SIZE}; default API_PAGE_SIZE."
                 )
         return parameters
+
+
+class ExecutionPagination(ApiPagination):
+    """``executions/``: counted as the admin's executions list is (``LargeTablePaginator``: the
+    planner's estimate when unfiltered and large, the rollups when filtered on their keys)."""
+
+    django_paginator_class = LargeTablePaginator

@@ -37,7 +37,7 @@ from ..models.querysets import COST_GROUPS, prompt_performance
 from . import serializers as s
 from .export import csv_response, export_rows, json_lines
 from .filters import BatchFilterSet, BudgetFilterSet, ExecutionFilterSet, PromptFilterSet
-from .pagination import ApiPagination
+from .pagination import ApiPagination, ExecutionPagination
 from .params import parse_choice, parse_int, parse_period, period_parameters, required
 from .permissions import ApiPermissionsMixin
 from .schema import ApiAutoSchema, ApiSchemaGenerator, api_schema
@@ -111,6 +111,7 @@ class ExecutionListView(ApiMixin, generics.ListAPIView):
 
     serializer_class = s.ExecutionSerializer
     filterset_class = ExecutionFilterSet
+    pagination_class = ExecutionPagination
 
     def get_queryset(self) -> QuerySet:
         queryset = self.executions().defer(*DETAIL_FIELDS_ONLY).order_by("-started_at", "-id")

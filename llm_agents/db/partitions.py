@@ -521,7 +521,7 @@ def drop_month(connection: Any, month: dt.datetime) -> dict[str, int]:
             cursor.execute(f"SELECT count(*) FROM {quote(name)}")
             dropped[table] = int(cursor.fetchone()[0])
         if found:
-            _detach(connection, found)
+            detach(connection, found)
         for _, name in found:
             cursor.execute(f"DROP TABLE {quote(name)}")
         existing = set(connection.introspection.table_names(cursor))
@@ -531,8 +531,9 @@ def drop_month(connection: Any, month: dt.datetime) -> dict[str, int]:
     return dropped
 
 
-def _detach(connection: Any, found: list[tuple[str, str]]) -> None:
-    """Detach the partitions ``found`` ((table, partition) pairs) together: each attempt is a
+def detach(connection: Any, found: list[tuple[str, str]]) -> None:
+    """Detach the partitions ``found`` ((table, partition) pairs) together, in the caller's
+    transaction, writers waiting at most ``DETACH_LOCK_TIMEOUT`` at a time: each attempt is a
     savepoint whose rollback, when a lock is not had in ``DETACH_LOCK_TIMEOUT``, releases the locks
     it took, so writers are not kept waiting between attempts."""
     quote = connection.ops.quote_name
