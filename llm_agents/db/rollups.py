@@ -181,7 +181,23 @@ def contributions(rows: str, dialect: Dialect) -> str:
 
 def upserts(rows: str, dialect: Dialect, tables: Sequence[str] = ROLLUP_TABLES) -> list[str]:
     """The statements that add the contributions of ``rows`` to the rollup ``tables``, one each."""
-    source = contributions(rows, dialect)
+    return _upserts(f"({rows})", f"({contributions(rows, dialect)})", dialect, tables)
+
+
+def one_upsert(rows: str, dialect: Dialect, tables: Sequence[str] = ROLLUP_TABLES) -> str:
+    """PostgreSQL: :func:`upserts` as one statement (data-modifying WITH queries), the rows and their
+    contributions computed once: a trigger runs one statement, planned once, instead of one a table."""
+    found = _upserts("written", "contributed", dialect, tables)
+    steps = ", ".join(f"upsert_{index} AS ({statement})" for index, statement in enumerate(found[:-1]))
+    return (
+        f"WITH written AS MATERIALIZED ({rows}), contributed AS MATERIALIZED "
+        f"({contributions('SELECT * FROM written', dialect)}){', ' + steps if steps else ''} {found[-1]}"
+    )
+
+
+def _upserts(rows: str, source: str, dialect: Dialect, tables: Sequence[str]) -> list[str]:
+    """The upserts reading the root execution rows from ``rows`` and their contributions from
+    ``source`` (subqueries in parentheses, or the names of WITH queries)."""
     statements = []
     for table, unit in ((HOURLY, "hour"), (DAILY, "day")):
         if table not in tables:
@@ -194,7 +210,7 @@ def upserts(rows: str, dialect: Dialect, tables: Sequence[str] = ROLLUP_TABLES) 
         positions = ", ".join(str(position) for position in range(1, len(KEYS) + 1))
         updates = ", ".join(f"{measure} = {table}.{measure} + excluded.{measure}" for measure in MEASURES)
         statements.append(
-            f"INSERT INTO {table} ({keys}, {', '.join(MEASURES)}) SELECT {selected} FROM ({source}) c "
+            f"INSERT INTO {table} ({keys}, {', '.join(MEASURES)}) SELECT {selected} FROM {source} c "
             f"WHERE 1 = 1 GROUP BY {positions} ORDER BY {positions} "
             f"ON CONFLICT ({keys}) DO UPDATE SET {updates}"
         )
@@ -216,7 +232,7 @@ def upserts(rows: str, dialect: Dialect, tables: Sequence[str] = ROLLUP_TABLES) 
         )
         statements.append(
             f"INSERT INTO {table} ({keys}, {', '.join(LATENCY_MEASURES)}) SELECT {selected} "
-            f"FROM ({source}) c WHERE c.duration_ms IS NOT NULL GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 "
+            f"FROM {source} c WHERE c.duration_ms IS NOT NULL GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 "
             f"ON CONFLICT ({keys}) DO UPDATE SET {updates}"
         )
     for table, unit in ((HOURLY_DURATIONS, "hour"), (DAILY_DURATIONS, "day")):
@@ -225,7 +241,7 @@ def upserts(rows: str, dialect: Dialect, tables: Sequence[str] = ROLLUP_TABLES) 
         # Every root execution once, straight from the rows: no model to spread it over.
         statements.append(
             f"INSERT INTO {table} (start, bucket, executions) SELECT {dialect.truncate('x.started_at', unit)}, "
-            f"{bucket_lookup('x.duration_ms')}, SUM(x.sign) FROM ({rows}) x WHERE x.duration_ms IS NOT NULL "
+            f"{bucket_lookup('x.duration_ms')}, SUM(x.sign) FROM {rows} x WHERE x.duration_ms IS NOT NULL "
             f"GROUP BY 1, 2 ORDER BY 1, 2 ON CONFLICT (start, bucket) DO UPDATE SET "
             f"executions = {table}.executions + excluded.executions"
         )
@@ -236,7 +252,7 @@ def upserts(rows: str, dialect: Dialect, tables: Sequence[str] = ROLLUP_TABLES) 
         statements.append(
             f"INSERT INTO {table} (start, model_used, bucket, executions) SELECT "
             f"{dialect.truncate('c.started_at', unit)}, c.model_used, {bucket_lookup('c.duration_ms')}, "
-            f"SUM({LATENCY_MEASURES['model_executions']}) FROM ({source}) c WHERE c.duration_ms IS NOT NULL "
+            f"SUM({LATENCY_MEASURES['model_executions']}) FROM {source} c WHERE c.duration_ms IS NOT NULL "
             f"GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 ON CONFLICT (start, model_used, bucket) DO UPDATE SET "
             f"executions = {table}.executions + excluded.executions"
         )
@@ -280,6 +296,12 @@ def cleanups(old_rows: str, dialect: Dialect, tables: Sequence[str] = ROLLUP_TAB
     return statements
 
 
+def one_statement(statements: Sequence[str]) -> str:
+    """PostgreSQL: several independent data-modifying statements as one (WITH queries)."""
+    steps = ", ".join(f"step_{index} AS ({statement})" for index, statement in enumerate(statements[:-1]))
+    return f"WITH {steps} {statements[-1]}" if steps else statements[-1]
+
+
 # -- triggers ---------------------------------------------------------------------------------------
 
 TRIGGER_EVENTS = ("insert", "update", "delete")
@@ -299,13 +321,23 @@ def trigger_statements(vendor: str, tables: Sequence[str] = ROLLUP_TABLES) -> li
             "delete": (rows_of("old_rows", -1), "REFERENCING OLD TABLE AS old_rows"),
         }
         for event, (rows, referencing) in sources.items():
-            statements_run = upserts(rows, dialect, tables)
-            if event != "insert":
-                statements_run += cleanups(rows_of("old_rows", -1), dialect, tables)
+            # A statement that wrote no root execution (an INSERT … ON CONFLICT DO UPDATE fires the
+            # INSERT trigger with no new row, a write of nested executions) returns at once; one
+            # that did runs one upsert, and an update or a delete one cleanup, each planned once.
+            written = {"insert": ("new_rows",), "update": ("new_rows", "old_rows"), "delete": ("old_rows",)}[
+                event
+            ]
+            nothing = " AND ".join(
+                f"NOT EXISTS (SELECT 1 FROM {name} WHERE parent_id IS NULL)" for name in written
+            )
+            statements_run = [one_upsert(rows, dialect, tables)] if tables else []
+            if event != "insert" and tables:
+                statements_run.append(one_statement(cleanups(rows_of("old_rows", -1), dialect, tables)))
             body = ";\n".join(statements_run)
             statements.append(
                 f"CREATE OR REPLACE FUNCTION llm_agents_rollup_{event}() RETURNS trigger LANGUAGE plpgsql AS "
-                f"$rollup$ BEGIN\n{body};\nRETURN NULL; END $rollup$"
+                f"$rollup$ BEGIN\nIF {nothing} THEN RETURN NULL; "
+                f"END IF;\n{body};\nRETURN NULL; END $rollup$"
             )
             statements.append(
                 f"CREATE TRIGGER llm_agents_rollup_{event} AFTER {event.upper()} ON {EXECUTIONS} {referencing} "
