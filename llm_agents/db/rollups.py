@@ -5,10 +5,11 @@ them (SPEC section 20):
 
 - on PostgreSQL, statement-level ``AFTER INSERT / UPDATE / DELETE`` triggers with transition tables
   (one pass per statement, however many rows it wrote: a ``bulk_create`` or a COPY of thousands of
-  rows is four upserts) and an ``AFTER TRUNCATE`` trigger that empties the rollups;
-- on SQLite, row-level triggers doing the same for each row.
+  rows is one upsert statement over every rollup table, :func:`one_upsert`, and for an update or a
+  delete one cleanup statement) and an ``AFTER TRUNCATE`` trigger that empties the rollups;
+- on SQLite, row-level triggers running the same upserts one table at a time for each row.
 
-Both run the same statements, built here: a written root execution adds its contributions (see
+Both run the same upserts, built here: a written root execution adds its contributions (see
 :mod:`llm_agents.models.rollups`) and an updated or deleted one takes its old contributions away, so
 an update that changes nothing the rollups keep adds and removes the same amounts. Each statement
 upserts its rows in key order, so concurrent writers take the rollup rows' locks in one order.
