@@ -30,6 +30,7 @@ from llm_agents.models import (
     DailyLatency,
     DailyModelDurations,
     DailyRollup,
+    DailyTotals,
     Execution,
     HourlyDurations,
     HourlyLatency,
@@ -49,6 +50,7 @@ MONEY = {"input_cost", "output_cost", "total_cost", "model_cost"}
 TABLES = (
     (HourlyRollup, rollups.ROLLUP_KEYS, rollups.ROLLUP_MEASURES),
     (DailyRollup, rollups.ROLLUP_KEYS, rollups.ROLLUP_MEASURES),
+    (DailyTotals, rollups.TOTALS_KEYS, rollups.ROLLUP_MEASURES),
     (HourlyLatency, rollups.LATENCY_KEYS, rollups.LATENCY_MEASURES),
     (DailyLatency, rollups.LATENCY_KEYS, rollups.LATENCY_MEASURES),
     (HourlyDurations, rollups.DURATION_KEYS, rollups.DURATION_MEASURES),
@@ -80,8 +82,9 @@ def snapshot() -> dict[str, dict[tuple, tuple]]:
 
 
 def check_totals() -> None:
-    """The rollups add up to the root rows themselves (so they cannot be equally wrong as a rebuild)."""
-    roots = Execution.objects.filter(parent__isnull=True)
+    """The rollups add up to the finished root rows themselves (so they cannot be equally wrong as a
+    rebuild); running ones are left out until they finish."""
+    roots = Execution.objects.filter(parent__isnull=True).exclude(status=Execution.Status.RUNNING)
     expected = roots.aggregate(
         executions=Count("*"), total_cost=Sum("total_cost"), total_tokens=Sum("total_tokens"),
         duration_sum=Sum("duration_ms"), input_tokens=Sum("input_tokens"),
@@ -89,7 +92,7 @@ def check_totals() -> None:
     expected = {key: value or 0 for key, value in expected.items()}
     expected["total_cost"] = Decimal(expected["total_cost"]).quantize(CENT)
     timed = roots.filter(duration_ms__isnull=False).count()
-    for model in (HourlyRollup, DailyRollup):
+    for model in (HourlyRollup, DailyRollup, DailyTotals):
         got = model.objects.aggregate(
             **{key: Sum(key) for key in expected}, duration_count=Sum("duration_count")
         )
@@ -597,6 +600,7 @@ def test_migration_0011_fills_model_spend_and_the_rollups_of_existing_executions
 
         def execution(**fields):
             fields.setdefault("started_at", now)
+            fields.setdefault("status", "success")
             row = OldExecution(agent_type=fields.pop("agent_type", "a"), **fields)
             row.root_id = fields["parent"].root_id if fields.get("parent") else row.id
             row.save()
@@ -624,7 +628,7 @@ def test_migration_0011_fills_model_spend_and_the_rollups_of_existing_executions
         assert spends[fallback.id] == {"model-c": ["2.00000000", 20]}
         assert spends[plain.id] == {}
         assert DailyRollup.objects.aggregate(n=Sum("executions"))["n"] == 3
-        call_command("migrate", "llm_agents", "0012", verbosity=0)  # durations from the latency rollups
+        call_command("migrate", "llm_agents", verbosity=0)  # durations (0012) and totals (0015) from the rollups
         kept = snapshot()
         check_totals()
         rebuilds.rebuild()
@@ -643,6 +647,62 @@ def test_migration_0012_back_and_forth_keeps_writes_working_and_durations_exact(
         assert DailyRollup.objects.aggregate(n=Sum("executions"))["n"] == 2
         call_command("migrate", "llm_agents", verbosity=0)
         assert DailyDurations.objects.aggregate(n=Sum("executions"))["n"] == 2
+        ExecutionFactory(duration_ms=80)
+        kept = snapshot()
+        check_totals()
+        rebuild_days()
+        assert snapshot() == kept
+    finally:
+        call_command("migrate", "llm_agents", verbosity=0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migration_0014_leaves_running_executions_out_of_the_rollups_and_back_in():
+    ExecutionFactory(duration_ms=700)
+    running = ExecutionFactory(status=Execution.Status.RUNNING, duration_ms=None, total_tokens=50)
+    assert DailyRollup.objects.aggregate(n=Sum("executions"))["n"] == 1  # the running one is not there
+    try:
+        call_command("migrate", "llm_agents", "0013", verbosity=0)
+        # As before 0014: running executions are in, and a finish moves their contribution.
+        assert DailyRollup.objects.aggregate(n=Sum("executions"), t=Sum("total_tokens"))["n"] == 2
+        Execution.objects.filter(pk=running.pk).update(status=Execution.Status.SUCCESS, duration_ms=900)
+        ExecutionFactory(status=Execution.Status.RUNNING, duration_ms=None)
+        assert DailyRollup.objects.filter(status="running").aggregate(n=Sum("executions"))["n"] == 1
+        assert DailyRollup.objects.aggregate(n=Sum("executions"))["n"] == 3
+        call_command("migrate", "llm_agents", verbosity=0)
+        assert not DailyRollup.objects.filter(status="running").exists()
+        assert not HourlyRollup.objects.filter(status="running").exists()
+        assert DailyRollup.objects.aggregate(n=Sum("executions"))["n"] == 2
+        kept = snapshot()
+        check_totals()
+        rebuild_days()
+        assert snapshot() == kept
+    finally:
+        call_command("migrate", "llm_agents", verbosity=0)
+
+
+def test_a_trace_reaches_the_rollups_when_it_finishes():
+    with fake_llm() as llm, trace("pipeline"):
+        answer(llm, "model-a")
+        AskA.call()
+        # While the trace runs, its running row is written but not in the rollups.
+        assert Execution.objects.filter(parent__isnull=True, status=Execution.Status.RUNNING).count() == 1
+        assert not DailyRollup.objects.exists()
+        assert Execution.objects.last_30_days().summary()["total"] == 1
+    assert DailyRollup.objects.aggregate(n=Sum("executions"))["n"] == 1
+    check_totals()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migration_0015_fills_the_daily_totals_from_the_daily_rollups():
+    ExecutionFactory(duration_ms=1200, tenant_id="acme")
+    ExecutionFactory(duration_ms=300, agent_version="2.0", started_at=timezone.now() - dt.timedelta(days=3))
+    try:
+        call_command("migrate", "llm_agents", "0014", verbosity=0)
+        assert sql_rollups.DAILY_TOTALS not in connection.introspection.table_names()
+        ExecutionFactory(duration_ms=450, status="error", error_class="RateLimitError")
+        call_command("migrate", "llm_agents", verbosity=0)
+        assert DailyTotals.objects.aggregate(n=Sum("executions"))["n"] == 3
         ExecutionFactory(duration_ms=80)
         kept = snapshot()
         check_totals()

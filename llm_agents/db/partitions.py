@@ -504,8 +504,9 @@ def drop_month(connection: Any, month: dt.datetime) -> dict[str, int]:
     """Drop the partitions of the month starting ``month`` from both tables, and that month's rows of
     the rollup tables that exist; returns the rows dropped per table (planner's estimates are not
     used: the rows are counted first, before anything waits on them). Run inside the caller's
-    transaction: writers wait for it from the detach to the commit (dropping two tables and a
-    month of rollup rows), and for each detach attempt at most ``DETACH_LOCK_TIMEOUT``."""
+    transaction: the month's rollup rows are deleted first (no writer of another month waits for
+    that), then writers wait from the detach to the commit (dropping two tables), and for each
+    detach attempt at most ``DETACH_LOCK_TIMEOUT``."""
     month = month_start(month)
     end = next_month(month)
     quote = connection.ops.quote_name
@@ -520,14 +521,16 @@ def drop_month(connection: Any, month: dt.datetime) -> dict[str, int]:
         for table, name in found:
             cursor.execute(f"SELECT count(*) FROM {quote(name)}")
             dropped[table] = int(cursor.fetchone()[0])
-        if found:
-            detach(connection, found)
-        for _, name in found:
-            cursor.execute(f"DROP TABLE {quote(name)}")
+        # The month's rollup rows go first: writers of other months never touch them, so deleting
+        # them keeps nobody waiting, while after the detach every writer would wait for it.
         existing = set(connection.introspection.table_names(cursor))
         for rollup in ROLLUP_TABLES:
             if rollup in existing:
                 cursor.execute(f"DELETE FROM {quote(rollup)} WHERE start >= %s AND start < %s", [month, end])
+        if found:
+            detach(connection, found)
+        for _, name in found:
+            cursor.execute(f"DROP TABLE {quote(name)}")
     return dropped
 
 

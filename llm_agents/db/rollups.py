@@ -26,9 +26,12 @@ from typing import Any
 
 from ..failures import ERROR_CLASS_CATEGORIES, ERROR_MESSAGE_KEYWORDS, FAILED_STATUSES
 
+RUNNING = "running"  # Execution.Status.RUNNING (this layer imports no model)
+
 EXECUTIONS = "llm_agents_execution"
 BUCKETS = "llm_agents_latency_bucket"
 HOURLY, DAILY = "llm_agents_rollup_hourly", "llm_agents_rollup_daily"
+DAILY_TOTALS = "llm_agents_totals_daily"
 HOURLY_LATENCY, DAILY_LATENCY = "llm_agents_latency_hourly", "llm_agents_latency_daily"
 HOURLY_DURATIONS, DAILY_DURATIONS = "llm_agents_durations_hourly", "llm_agents_durations_daily"
 HOURLY_MODEL_DURATIONS, DAILY_MODEL_DURATIONS = (
@@ -36,11 +39,12 @@ HOURLY_MODEL_DURATIONS, DAILY_MODEL_DURATIONS = (
     "llm_agents_model_durations_daily",
 )
 ROLLUP_TABLES = (HOURLY, DAILY, HOURLY_LATENCY, DAILY_LATENCY, HOURLY_DURATIONS, DAILY_DURATIONS,
-                 HOURLY_MODEL_DURATIONS, DAILY_MODEL_DURATIONS)  # fmt: skip
-DAILY_TABLES = (DAILY, DAILY_LATENCY, DAILY_DURATIONS, DAILY_MODEL_DURATIONS)
+                 HOURLY_MODEL_DURATIONS, DAILY_MODEL_DURATIONS, DAILY_TOTALS)  # fmt: skip
+DAILY_TABLES = (DAILY, DAILY_LATENCY, DAILY_DURATIONS, DAILY_MODEL_DURATIONS, DAILY_TOTALS)
 
 KEYS = ("start", "kind", "agent_type", "agent_version", "model_id", "model_used", "tenant_id", "status",
         "error_category", "prompt_version_id")  # fmt: skip
+TOTALS_KEYS = ("start", "agent_type", "model_used", "status", "error_category")
 LATENCY_KEYS = ("start", "tenant_id", "model_used", "bucket")
 DURATION_KEYS = ("start", "bucket")
 # measure -> its contribution, from the columns of ``contributions()``.
@@ -132,17 +136,27 @@ def error_category(row: str, dialect: Dialect) -> str:
     )
 
 
-def rows_of(source: str, sign: int, where: str = "") -> str:
-    """Root execution rows of ``source`` (a table or a transition table) with their ``sign``."""
+def kept(row: str, settled_only: bool = True) -> str:
+    """The condition for ``row`` (an alias, ``NEW`` or ``OLD``) to be in the rollups: a root
+    execution that has finished. A running one is not: an agent call writes its running row, then
+    finishes it, and keeping it out spares that first write (and the finish's taking it back) the
+    rollups' work; readers add the running rows of a period from the rows (``rollup_reads``).
+    ``settled_only`` False keeps running ones too, as the rollups did before migration 0014."""
+    condition = f"{row}.parent_id IS NULL"
+    return f"{condition} AND {row}.status <> '{RUNNING}'" if settled_only else condition
+
+
+def rows_of(source: str, sign: int, where: str = "", *, settled_only: bool = True) -> str:
+    """The rows of ``source`` (a table or a transition table) the rollups keep, with their ``sign``."""
     columns = ", ".join(f"r.{column}" for column in COLUMNS)
     condition = f" AND ({where})" if where else ""
-    return f"SELECT {sign} AS sign, {columns} FROM {source} r WHERE r.parent_id IS NULL{condition}"
+    return f"SELECT {sign} AS sign, {columns} FROM {source} r WHERE {kept('r', settled_only)}{condition}"
 
 
-def trigger_row(prefix: str, sign: int) -> str:
-    """SQLite: the ``NEW`` or ``OLD`` row, when it is a root execution, with its ``sign``."""
+def trigger_row(prefix: str, sign: int, *, settled_only: bool = True) -> str:
+    """SQLite: the ``NEW`` or ``OLD`` row, when the rollups keep it, with its ``sign``."""
     columns = ", ".join(f"{prefix}.{column} AS {column}" for column in COLUMNS)
-    return f"SELECT {sign} AS sign, {columns} WHERE {prefix}.parent_id IS NULL"
+    return f"SELECT {sign} AS sign, {columns} WHERE {kept(prefix, settled_only)}"
 
 
 def contributions(rows: str, dialect: Dialect) -> str:
@@ -200,15 +214,15 @@ def _upserts(rows: str, source: str, dialect: Dialect, tables: Sequence[str]) ->
     """The upserts reading the root execution rows from ``rows`` and their contributions from
     ``source`` (subqueries in parentheses, or the names of WITH queries)."""
     statements = []
-    for table, unit in ((HOURLY, "hour"), (DAILY, "day")):
+    for table, unit, key_columns in ((HOURLY, "hour", KEYS), (DAILY, "day", KEYS), (DAILY_TOTALS, "day", TOTALS_KEYS)):
         if table not in tables:
             continue
-        keys = ", ".join(KEYS)
+        keys = ", ".join(key_columns)
         selected = ", ".join(
-            [dialect.truncate("c.started_at", unit), *(f"c.{key}" for key in KEYS[1:])]
+            [dialect.truncate("c.started_at", unit), *(f"c.{key}" for key in key_columns[1:])]
             + [f"SUM({expression})" for expression in MEASURES.values()]
         )
-        positions = ", ".join(str(position) for position in range(1, len(KEYS) + 1))
+        positions = ", ".join(str(position) for position in range(1, len(key_columns) + 1))
         updates = ", ".join(f"{measure} = {table}.{measure} + excluded.{measure}" for measure in MEASURES)
         statements.append(
             f"INSERT INTO {table} ({keys}, {', '.join(MEASURES)}) SELECT {selected} FROM {source} c "
@@ -268,11 +282,12 @@ def bucket_lookup(duration: str) -> str:
 def cleanups(old_rows: str, dialect: Dialect, tables: Sequence[str] = ROLLUP_TABLES) -> list[str]:
     """The statements that delete the rollup rows left with no execution by ``old_rows`` (updated or
     deleted rows), among the hours and days and agents (tenants) they touched: a rollup row exists
-    exactly while executions have its key (an agent call's running row, once finished, leaves none)."""
+    exactly while executions have its key (a re-priced or retried row moved away leaves none)."""
     statements = []
     for table, unit, column, value in (
         (HOURLY, "hour", "agent_type", "o.agent_type"),
         (DAILY, "day", "agent_type", "o.agent_type"),
+        (DAILY_TOTALS, "day", "agent_type", "o.agent_type"),
         (HOURLY_LATENCY, "hour", "tenant_id", "COALESCE(o.tenant_id, '')"),
         (DAILY_LATENCY, "day", "tenant_id", "COALESCE(o.tenant_id, '')"),
     ):
@@ -308,37 +323,41 @@ def one_statement(statements: Sequence[str]) -> str:
 TRIGGER_EVENTS = ("insert", "update", "delete")
 
 
-def trigger_statements(vendor: str, tables: Sequence[str] = ROLLUP_TABLES) -> list[str]:
-    """The DDL that installs the triggers on ``vendor``'s executions table, keeping ``tables``."""
+def trigger_statements(
+    vendor: str, tables: Sequence[str] = ROLLUP_TABLES, *, settled_only: bool = True
+) -> list[str]:
+    """The DDL that installs the triggers on ``vendor``'s executions table, keeping ``tables``
+    (``settled_only``: see :func:`kept`)."""
     dialect = Dialect(vendor)
     statements = []
     if dialect.postgresql:
+        new, old = (rows_of(name, sign, settled_only=settled_only) for name, sign in (("new_rows", 1), ("old_rows", -1)))
         sources = {
-            "insert": (rows_of("new_rows", 1), "REFERENCING NEW TABLE AS new_rows"),
-            "update": (
-                rows_of("new_rows", 1) + " UNION ALL " + rows_of("old_rows", -1),
-                "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
-            ),
-            "delete": (rows_of("old_rows", -1), "REFERENCING OLD TABLE AS old_rows"),
+            "insert": (new, "REFERENCING NEW TABLE AS new_rows"),
+            "update": (new + " UNION ALL " + old, "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows"),
+            "delete": (old, "REFERENCING OLD TABLE AS old_rows"),
         }
         for event, (rows, referencing) in sources.items():
-            # A statement that wrote no root execution (an INSERT … ON CONFLICT DO UPDATE fires the
-            # INSERT trigger with no new row, a write of nested executions) returns at once; one
-            # that did runs one upsert, and an update or a delete one cleanup, each planned once.
+            # A statement that wrote no row the rollups keep (an agent call's running row, an
+            # INSERT … ON CONFLICT DO UPDATE that fires the INSERT trigger with no new row, a write
+            # of nested executions) returns at once; one that did runs one upsert, and one that
+            # changed or deleted such rows one cleanup, each planned once.
             written = {"insert": ("new_rows",), "update": ("new_rows", "old_rows"), "delete": ("old_rows",)}[
                 event
             ]
             nothing = " AND ".join(
-                f"NOT EXISTS (SELECT 1 FROM {name} WHERE parent_id IS NULL)" for name in written
+                f"NOT EXISTS (SELECT 1 FROM {name} r WHERE {kept('r', settled_only)})" for name in written
             )
-            statements_run = [one_upsert(rows, dialect, tables)] if tables else []
+            body = f"{one_upsert(rows, dialect, tables)};" if tables else ""
             if event != "insert" and tables:
-                statements_run.append(one_statement(cleanups(rows_of("old_rows", -1), dialect, tables)))
-            body = ";\n".join(statements_run)
+                body += (
+                    f"\nIF EXISTS (SELECT 1 FROM old_rows r WHERE {kept('r', settled_only)}) THEN "
+                    f"{one_statement(cleanups(old, dialect, tables))}; END IF;"
+                )
             statements.append(
                 f"CREATE OR REPLACE FUNCTION llm_agents_rollup_{event}() RETURNS trigger LANGUAGE plpgsql AS "
                 f"$rollup$ BEGIN\nIF {nothing} THEN RETURN NULL; "
-                f"END IF;\n{body};\nRETURN NULL; END $rollup$"
+                f"END IF;\n{body}\nRETURN NULL; END $rollup$"
             )
             statements.append(
                 f"CREATE TRIGGER llm_agents_rollup_{event} AFTER {event.upper()} ON {EXECUTIONS} {referencing} "
@@ -354,19 +373,20 @@ def trigger_statements(vendor: str, tables: Sequence[str] = ROLLUP_TABLES) -> li
             "FOR EACH STATEMENT EXECUTE FUNCTION llm_agents_rollup_truncate()"
         )
         return statements
+    new, old = (trigger_row(prefix, sign, settled_only=settled_only) for prefix, sign in (("NEW", 1), ("OLD", -1)))
     changes = {
-        "insert": trigger_row("NEW", 1),
-        "update": trigger_row("NEW", 1) + " UNION ALL " + trigger_row("OLD", -1),
-        "delete": trigger_row("OLD", -1),
+        "insert": (new, kept("NEW", settled_only)),
+        "update": (new + " UNION ALL " + old, f"({kept('NEW', settled_only)}) OR ({kept('OLD', settled_only)})"),
+        "delete": (old, kept("OLD", settled_only)),
     }
-    for event, rows in changes.items():
+    for event, (rows, when) in changes.items():
         statements_run = upserts(rows, dialect, tables)
         if event != "insert":
-            statements_run += cleanups(trigger_row("OLD", -1), dialect, tables)
+            statements_run += cleanups(old, dialect, tables)
         body = ";\n".join(statements_run)
         statements.append(
             f"CREATE TRIGGER llm_agents_rollup_{event} AFTER {event.upper()} ON {EXECUTIONS} "
-            f"FOR EACH ROW BEGIN\n{body};\nEND"
+            f"FOR EACH ROW WHEN {when} BEGIN\n{body};\nEND"
         )
     return statements
 
@@ -407,12 +427,12 @@ def present(connection: Any) -> tuple[str, ...]:
     return tuple(table for table in ROLLUP_TABLES if table in existing)
 
 
-def install_triggers(connection: Any) -> None:
+def install_triggers(connection: Any, *, settled_only: bool = True) -> None:
     """(Re)create the rollup triggers on ``connection``'s executions table (idempotent), keeping the
-    rollup tables present: migrations 0011 and 0012, and the partitioning command after it rebuilt
-    the table."""
+    rollup tables present: migrations 0011, 0012 and 0014, and the partitioning command after it
+    rebuilt the table (``settled_only``: see :func:`kept`)."""
     statements = drop_statements(connection.vendor) + trigger_statements(
-        connection.vendor, present(connection)
+        connection.vendor, present(connection), settled_only=settled_only
     )
     with connection.cursor() as cursor:
         for statement in statements:
@@ -438,14 +458,14 @@ def literal(moment: dt.datetime, vendor: str) -> str:
     return f"'{utc.isoformat(sep=' ')}'"
 
 
-def rebuild_day(connection: Any, day: dt.date) -> None:
+def rebuild_day(connection: Any, day: dt.date, *, settled_only: bool = True) -> None:
     """Recompute the rollups of one UTC day from its rows. Run it in a transaction: on PostgreSQL it
     locks the executions table against writes (not reads) until that transaction ends, so no write
-    lands between emptying the day and adding its rows back."""
+    lands between emptying the day and adding its rows back (``settled_only``: see :func:`kept`)."""
     vendor = connection.vendor
     start = dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
     low, high = literal(start, vendor), literal(start + dt.timedelta(days=1), vendor)
-    rows = rows_of(EXECUTIONS, 1, f"r.started_at >= {low} AND r.started_at < {high}")
+    rows = rows_of(EXECUTIONS, 1, f"r.started_at >= {low} AND r.started_at < {high}", settled_only=settled_only)
     tables = present(connection)
     with connection.cursor() as cursor:
         if vendor == "postgresql":

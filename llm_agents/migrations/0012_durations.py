@@ -38,7 +38,8 @@ def remove_durations(apps, schema_editor):
 
     for name in TABLES:
         schema_editor.delete_model(apps.get_model("llm_agents", name))
-    rollups.install_triggers(schema_editor.connection)  # without them
+    # Without them, and as they were before 0014 (running executions kept too).
+    rollups.install_triggers(schema_editor.connection, settled_only=False)
 
 
 class Migration(migrations.Migration):

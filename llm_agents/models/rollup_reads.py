@@ -4,8 +4,9 @@
 rollups keep (the start time, agent, version, model asked for, tenant, status, kind, prompt version)
 it returns a :class:`Plan`, else None and the analytics read the rows as before. A plan splits the
 period into whole UTC days (read from the daily rollups), whole hours (the hourly rollups) and the
-partial hours at its edges (the rows themselves, through the same queryset), and adds the three up:
-counts and sums are the rows' own, to the cent and the token. Durations come from the latency
+partial hours at its edges (the rows themselves, through the same queryset), and adds the three up,
+with the executions still running, which the rollups leave out (the rows again): counts and sums
+are the rows' own, to the cent and the token. Durations come from the latency
 histograms (:mod:`llm_agents.latency`), within 1%, when the filters are only on time and tenant.
 
 Grouping by local day or hour (trends, timelines) reads hourly rollups and needs ``TIME_ZONE`` to be
@@ -51,6 +52,7 @@ from .rollups import (
     DailyLatency,
     DailyModelDurations,
     DailyRollup,
+    DailyTotals,
     HourlyDurations,
     HourlyLatency,
     HourlyModelDurations,
@@ -310,7 +312,9 @@ def totals(
     names = [f"g{index}" for index in range(len(grouped))] + (["g_start"] if local else [])
     sums = {f"m{index}": Sum(measure) for index, measure in enumerate(measures)}
     parts = []
-    for model, ranges in ((DailyRollup, days), (HourlyRollup, hours)):
+    # The daily totals answer for whole days when the question needs none of the keys they leave out.
+    daily = DailyTotals if plan.only_on(sql.TOTALS_KEYS) and set(grouped) <= set(sql.TOTALS_KEYS) else DailyRollup
+    for model, ranges in ((daily, days), (HourlyRollup, hours)):
         if ranges:
             groups = {name: F(column) for name, column in zip(names, grouped, strict=False)}
             if local:
@@ -324,7 +328,7 @@ def totals(
                 .values(*names)
                 .annotate(**sums)
             )
-    for edge in edge_rows(queryset, rows) if edges else ():
+    for edge in row_parts(queryset, plan, rows) if edges else ():
         parts.append(
             edge.order_by()
             .annotate(**_row_groups(names, grouped, local))
@@ -397,6 +401,18 @@ def edge_rows(queryset: Any, rows: Sequence[tuple[Any, Any]]) -> list[Any]:
     (PostgreSQL keeps the tightest bounds), where an OR of two would be a filter on a scan of the
     whole period."""
     return [queryset.filter(_range_q("started_at", low, high)) for low, high in rows]
+
+
+def row_parts(queryset: Any, plan: Plan, rows: Sequence[tuple[Any, Any]]) -> list[Any]:
+    """The querysets whose rows are added to the rollups' part of a plan: the partial hours at the
+    edges (:func:`edge_rows`) and the running executions of the whole hours, which the rollups leave
+    out until they finish (``db.rollups.kept``); an index on (status, started_at) finds those few."""
+    parts = edge_rows(queryset, rows)
+    low = ceil(plan.start, HOUR) if plan.start is not None else None
+    high = floor(plan.end, HOUR) if plan.end is not None else None
+    if low is None or high is None or low < high:
+        parts.append(queryset.filter(status=sql.RUNNING).filter(_range_q("started_at", low, high)))
+    return parts
 
 
 def _ranges_q(field: str, ranges: Sequence[tuple[Any, Any]]) -> Q:
@@ -472,7 +488,7 @@ def model_totals(
     days, hours, rows = plan.pieces(by_day=True)
     # The rollups' part: the plan without its edges (the rows' part is spend()'s).
     out = totals(queryset.none(), plan, ("model_used", "status"), measures, edges=False)
-    edges = edge_rows(queryset, rows)
+    edges = row_parts(queryset, plan, rows)
     if edges:
         for model_used, status, n, cost, tokens, duration_sum, duration_count in spend(edges):
             out.add(
@@ -519,7 +535,7 @@ def histogram(queryset: Any, plan: Plan, *, by_model: bool = False) -> dict[str,
                 .annotate(n=Sum(measure))
             )
     bucket = RawSQL(sql.bucket_lookup("duration_ms")[1:-1], ())
-    for edge in edge_rows(queryset, rows) if not by_model else ():
+    for edge in row_parts(queryset, plan, rows) if not by_model else ():
         parts.append(
             edge.filter(duration_ms__isnull=False)
             .order_by()
@@ -532,7 +548,9 @@ def histogram(queryset: Any, plan: Plan, *, by_model: bool = False) -> dict[str,
         for row in combined:
             counts = out.setdefault(row["g_model"], {})
             counts[row["g_bucket"]] = counts.get(row["g_bucket"], 0) + row["n"]
-    edges = [edge.filter(duration_ms__isnull=False) for edge in edge_rows(queryset, rows)] if by_model else []
+    edges = (
+        [edge.filter(duration_ms__isnull=False) for edge in row_parts(queryset, plan, rows)] if by_model else []
+    )
     if edges:
         for model_used, duration, n in _edge_durations_by_model(edges):
             counts = out.setdefault(model_used, {})

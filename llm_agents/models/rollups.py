@@ -1,10 +1,11 @@
 """Hourly and daily aggregates of root executions, kept by the database itself (SPEC section 20).
 
 The rows of ``Execution`` stay the single source of truth: triggers installed by migration 0011
-(:mod:`llm_agents.db.rollups`) add every root execution written, and take away every one updated or
-deleted, in the same statement's transaction, whatever writes it (the product, the ORM, raw SQL,
-COPY). Analytics read these tables for the whole hours and days of a period and the rows for the
-partial hours at its edges (:mod:`llm_agents.models.rollup_reads`).
+(:mod:`llm_agents.db.rollups`) add every finished root execution written, and take away every one
+updated or deleted, in the same statement's transaction, whatever writes it (the product, the ORM,
+raw SQL, COPY). Running executions are left out (since migration 0014) until they finish. Analytics
+read these tables for the whole hours and days of a period and the rows for the partial hours at
+its edges and the running executions (:mod:`llm_agents.models.rollup_reads`).
 
 Each root execution adds one contribution per model it used (the keys of its ``model_spend``, or
 the model that answered when it has none recorded) and one for the model that answered: the
@@ -59,6 +60,8 @@ ROLLUP_MEASURES = (
     "model_duration_sum",
     "model_duration_count",
 )
+#: The keys of the daily totals: the rollups' without tenant, versions, model asked for and kind.
+TOTALS_KEYS = ("start", "agent_type", "model_used", "status", "error_category")
 LATENCY_KEYS = ("start", "tenant_id", "model_used", "bucket")
 LATENCY_MEASURES = ("executions", "model_executions")
 DURATION_KEYS = ("start", "bucket")
@@ -125,6 +128,47 @@ class DailyRollup(Rollup):
         db_table = "llm_agents_rollup_daily"
         managed = False  # see Rollup.Meta
         constraints = [models.UniqueConstraint(fields=ROLLUP_KEYS, name="llm_rollup_daily_key")]
+
+
+class DailyTotals(models.Model):
+    """The figures of a day's (UTC) root executions per agent, model used, status and error
+    category: the daily rollups summed over tenants, versions, models asked for and kinds, about a
+    fourth of their rows, for the questions that filter and group on nothing else (the dashboard's
+    and the API's own). Counts come first, then money, then the keys: PostgreSQL reads the
+    fixed-width columns at the front of a row fastest."""
+
+    start = models.DateTimeField(help_text=_("The day (UTC) the executions started in."))
+    executions = _count()
+    input_tokens = _count()
+    output_tokens = _count()
+    cached_tokens = _count()
+    cache_write_tokens = _count()
+    reasoning_tokens = _count()
+    total_tokens = _count()
+    cache_hits = _count()
+    duration_sum = _count()
+    duration_count = _count()
+    model_executions = _count()
+    model_tokens = _count()
+    model_duration_sum = _count()
+    model_duration_count = _count()
+    input_cost = money_field()
+    output_cost = money_field()
+    total_cost = money_field()
+    model_cost = money_field()
+    agent_type = models.CharField(max_length=255)
+    model_used = models.CharField(max_length=255, help_text=_("A model that answered (see the module)."))
+    status = models.CharField(max_length=10)
+    error_category = models.CharField(max_length=20, help_text=_("Blank unless the status is a failure."))
+
+    class Meta:
+        db_table = "llm_agents_totals_daily"
+        managed = False  # see Rollup.Meta
+        verbose_name_plural = "daily totals"
+        constraints = [models.UniqueConstraint(fields=TOTALS_KEYS, name="llm_totals_daily_key")]
+
+    def __str__(self) -> str:
+        return f"{self.agent_type} {self.model_used} {self.status} on {self.start:%Y-%m-%d}"
 
 
 class Latency(models.Model):
