@@ -36,6 +36,7 @@ from llm_agents.models import (
     HourlyLatency,
     HourlyModelDurations,
     HourlyRollup,
+    HourlyTotals,
     rebuilds,
     rollups,
 )
@@ -50,6 +51,7 @@ MONEY = {"input_cost", "output_cost", "total_cost", "model_cost"}
 TABLES = (
     (HourlyRollup, rollups.ROLLUP_KEYS, rollups.ROLLUP_MEASURES),
     (DailyRollup, rollups.ROLLUP_KEYS, rollups.ROLLUP_MEASURES),
+    (HourlyTotals, rollups.TOTALS_KEYS, rollups.ROLLUP_MEASURES),
     (DailyTotals, rollups.TOTALS_KEYS, rollups.ROLLUP_MEASURES),
     (HourlyLatency, rollups.LATENCY_KEYS, rollups.LATENCY_MEASURES),
     (DailyLatency, rollups.LATENCY_KEYS, rollups.LATENCY_MEASURES),
@@ -92,7 +94,7 @@ def check_totals() -> None:
     expected = {key: value or 0 for key, value in expected.items()}
     expected["total_cost"] = Decimal(expected["total_cost"]).quantize(CENT)
     timed = roots.filter(duration_ms__isnull=False).count()
-    for model in (HourlyRollup, DailyRollup, DailyTotals):
+    for model in (HourlyRollup, DailyRollup, HourlyTotals, DailyTotals):
         got = model.objects.aggregate(
             **{key: Sum(key) for key in expected}, duration_count=Sum("duration_count")
         )
@@ -628,7 +630,7 @@ def test_migration_0011_fills_model_spend_and_the_rollups_of_existing_executions
         assert spends[fallback.id] == {"model-c": ["2.00000000", 20]}
         assert spends[plain.id] == {}
         assert DailyRollup.objects.aggregate(n=Sum("executions"))["n"] == 3
-        call_command("migrate", "llm_agents", verbosity=0)  # durations (0012) and totals (0015) from the rollups
+        call_command("migrate", "llm_agents", verbosity=0)  # durations (0012) and totals (0015, 0016) from the rollups
         kept = snapshot()
         check_totals()
         rebuilds.rebuild()
@@ -694,15 +696,17 @@ def test_a_trace_reaches_the_rollups_when_it_finishes():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_migration_0015_fills_the_daily_totals_from_the_daily_rollups():
+def test_migrations_0015_and_0016_fill_the_totals_from_the_rollups():
     ExecutionFactory(duration_ms=1200, tenant_id="acme")
     ExecutionFactory(duration_ms=300, agent_version="2.0", started_at=timezone.now() - dt.timedelta(days=3))
     try:
         call_command("migrate", "llm_agents", "0014", verbosity=0)
         assert sql_rollups.DAILY_TOTALS not in connection.introspection.table_names()
+        assert sql_rollups.HOURLY_TOTALS not in connection.introspection.table_names()
         ExecutionFactory(duration_ms=450, status="error", error_class="RateLimitError")
         call_command("migrate", "llm_agents", verbosity=0)
         assert DailyTotals.objects.aggregate(n=Sum("executions"))["n"] == 3
+        assert HourlyTotals.objects.aggregate(n=Sum("executions"))["n"] == 3
         ExecutionFactory(duration_ms=80)
         kept = snapshot()
         check_totals()

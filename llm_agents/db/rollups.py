@@ -31,7 +31,7 @@ RUNNING = "running"  # Execution.Status.RUNNING (this layer imports no model)
 EXECUTIONS = "llm_agents_execution"
 BUCKETS = "llm_agents_latency_bucket"
 HOURLY, DAILY = "llm_agents_rollup_hourly", "llm_agents_rollup_daily"
-DAILY_TOTALS = "llm_agents_totals_daily"
+HOURLY_TOTALS, DAILY_TOTALS = "llm_agents_totals_hourly", "llm_agents_totals_daily"
 HOURLY_LATENCY, DAILY_LATENCY = "llm_agents_latency_hourly", "llm_agents_latency_daily"
 HOURLY_DURATIONS, DAILY_DURATIONS = "llm_agents_durations_hourly", "llm_agents_durations_daily"
 HOURLY_MODEL_DURATIONS, DAILY_MODEL_DURATIONS = (
@@ -39,7 +39,7 @@ HOURLY_MODEL_DURATIONS, DAILY_MODEL_DURATIONS = (
     "llm_agents_model_durations_daily",
 )
 ROLLUP_TABLES = (HOURLY, DAILY, HOURLY_LATENCY, DAILY_LATENCY, HOURLY_DURATIONS, DAILY_DURATIONS,
-                 HOURLY_MODEL_DURATIONS, DAILY_MODEL_DURATIONS, DAILY_TOTALS)  # fmt: skip
+                 HOURLY_MODEL_DURATIONS, DAILY_MODEL_DURATIONS, HOURLY_TOTALS, DAILY_TOTALS)  # fmt: skip
 DAILY_TABLES = (DAILY, DAILY_LATENCY, DAILY_DURATIONS, DAILY_MODEL_DURATIONS, DAILY_TOTALS)
 
 KEYS = ("start", "kind", "agent_type", "agent_version", "model_id", "model_used", "tenant_id", "status",
@@ -214,7 +214,12 @@ def _upserts(rows: str, source: str, dialect: Dialect, tables: Sequence[str]) ->
     """The upserts reading the root execution rows from ``rows`` and their contributions from
     ``source`` (subqueries in parentheses, or the names of WITH queries)."""
     statements = []
-    for table, unit, key_columns in ((HOURLY, "hour", KEYS), (DAILY, "day", KEYS), (DAILY_TOTALS, "day", TOTALS_KEYS)):
+    for table, unit, key_columns in (
+        (HOURLY, "hour", KEYS),
+        (DAILY, "day", KEYS),
+        (HOURLY_TOTALS, "hour", TOTALS_KEYS),
+        (DAILY_TOTALS, "day", TOTALS_KEYS),
+    ):
         if table not in tables:
             continue
         keys = ", ".join(key_columns)
@@ -287,6 +292,7 @@ def cleanups(old_rows: str, dialect: Dialect, tables: Sequence[str] = ROLLUP_TAB
     for table, unit, column, value in (
         (HOURLY, "hour", "agent_type", "o.agent_type"),
         (DAILY, "day", "agent_type", "o.agent_type"),
+        (HOURLY_TOTALS, "hour", "agent_type", "o.agent_type"),
         (DAILY_TOTALS, "day", "agent_type", "o.agent_type"),
         (HOURLY_LATENCY, "hour", "tenant_id", "COALESCE(o.tenant_id, '')"),
         (DAILY_LATENCY, "day", "tenant_id", "COALESCE(o.tenant_id, '')"),

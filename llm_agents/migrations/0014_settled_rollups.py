@@ -6,9 +6,10 @@ def _days_with_running_rows(connection):
 
     day = rollups.Dialect(connection.vendor).truncate("started_at", "day")
     with connection.cursor() as cursor:
+        # No parameters: SQLite's day expression holds % (strftime), which DEBUG's query log would
+        # take for a placeholder.
         cursor.execute(
-            f"SELECT DISTINCT {day} FROM {rollups.EXECUTIONS} WHERE parent_id IS NULL AND status = %s",
-            [rollups.RUNNING],
+            f"SELECT DISTINCT {day} FROM {rollups.EXECUTIONS} WHERE parent_id IS NULL AND status = '{rollups.RUNNING}'"
         )
         return sorted({rollups.parse_day(row[0]) for row in cursor.fetchall()})
 

@@ -52,7 +52,7 @@ class Migration(migrations.Migration):
             name="DailyTotals",
             fields=[
                 ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("start", models.DateTimeField(help_text="The day (UTC) the executions started in.")),
+                ("start", models.DateTimeField(help_text="The hour or day (UTC) the executions started in.")),
                 *((name, count()) for name in (
                     "executions", "input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens",
                     "reasoning_tokens", "total_tokens", "cache_hits", "duration_sum", "duration_count",

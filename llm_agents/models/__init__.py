@@ -13,6 +13,7 @@ from .rollups import (
     HourlyLatency,
     HourlyModelDurations,
     HourlyRollup,
+    HourlyTotals,
 )
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "HourlyLatency",
     "HourlyModelDurations",
     "HourlyRollup",
+    "HourlyTotals",
     "Prompt",
     "PromptVersion",
     "Span",

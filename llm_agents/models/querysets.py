@@ -990,12 +990,12 @@ class ExecutionQuerySet(models.QuerySet):
         if counts is None:
             return None
 
-        def edge_spend(edges: list[Any]) -> list[tuple[Any, ...]]:
-            spend = edges[0].spend_by_model_sql(*edges[1:])
+        def edge_spend(edges: list[Any]) -> rollup_reads.Statement | None:
+            spend = edges[0].spend_by_model_sql(*edges[1:]) if edges else None
             if spend is None:
-                return []
+                return None
             sql, params = spend
-            return edges[0]._run_sql(
+            return (
                 sql + "SELECT model_id, status, SUM(counted), SUM(cost), SUM(tokens), SUM(duration_ms), "
                 "COUNT(duration_ms) FROM used GROUP BY model_id, status",
                 params,

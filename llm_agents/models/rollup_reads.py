@@ -16,6 +16,7 @@ a whole number of hours from UTC over the period; otherwise the rows answer.
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -46,7 +47,6 @@ from django.utils import timezone
 from ..conf import app_settings
 from ..db import rollups as sql
 from ..failures import FAILED_STATUSES, error_category
-from ..latency import bucket_of
 from .rollups import (
     DailyDurations,
     DailyLatency,
@@ -57,6 +57,7 @@ from .rollups import (
     HourlyLatency,
     HourlyModelDurations,
     HourlyRollup,
+    HourlyTotals,
 )
 
 ZERO = Decimal(0)
@@ -304,6 +305,28 @@ def totals(
             return shared
     result = Totals(measures)
     zone = timezone.get_default_timezone()
+    combined, names = _totals_query(queryset, plan, group_by, measures, local=local, edges=edges)
+    if combined is None:
+        return result
+    for row in combined:
+        key = tuple(row[name] for name in names[: len(group_by)])
+        if local:
+            key += (_local(row["g_start"], local, zone),)
+        result.add(key, {measure: row[f"m{index}"] for index, measure in enumerate(measures)})
+    return result
+
+
+def _totals_query(
+    queryset: Any,
+    plan: Plan,
+    group_by: Sequence[str],
+    measures: Sequence[str],
+    *,
+    local: str | None,
+    edges: bool,
+) -> tuple[Any, list[str]]:
+    """:func:`totals`' query (a values queryset of ``g0…``, ``g_start`` with ``local``, then
+    ``m0…``), or None when the plan has nothing to read; and the names of its group columns."""
     # Local days are UTC days, and the daily rollups serve them, only where the zone is UTC.
     by_day = local is None or (local == "day" and zone_offsets(plan) == {dt.timedelta(0)})
     days, hours, rows = plan.pieces(by_day=by_day)
@@ -312,9 +335,10 @@ def totals(
     names = [f"g{index}" for index in range(len(grouped))] + (["g_start"] if local else [])
     sums = {f"m{index}": Sum(measure) for index, measure in enumerate(measures)}
     parts = []
-    # The daily totals answer for whole days when the question needs none of the keys they leave out.
-    daily = DailyTotals if plan.only_on(sql.TOTALS_KEYS) and set(grouped) <= set(sql.TOTALS_KEYS) else DailyRollup
-    for model, ranges in ((daily, days), (HourlyRollup, hours)):
+    # The totals answer when the question needs none of the keys they leave out.
+    narrow = plan.only_on(sql.TOTALS_KEYS) and set(grouped) <= set(sql.TOTALS_KEYS)
+    daily, hourly = (DailyTotals, HourlyTotals) if narrow else (DailyRollup, HourlyRollup)
+    for model, ranges in ((daily, days), (hourly, hours)):
         if ranges:
             groups = {name: F(column) for name, column in zip(names, grouped, strict=False)}
             if local:
@@ -336,14 +360,8 @@ def totals(
             .annotate(**{f"m{index}": ROW_MEASURES[measure] for index, measure in enumerate(measures)})
         )
     if not parts:
-        return result
-    combined = parts[0].union(*parts[1:], all=True) if len(parts) > 1 else parts[0]
-    for row in combined:
-        key = tuple(row[name] for name in names[: len(group_by)])
-        if local:
-            key += (_local(row["g_start"], local, zone),)
-        result.add(key, {measure: row[f"m{index}"] for index, measure in enumerate(measures)})
-    return result
+        return None, names
+    return (parts[0].union(*parts[1:], all=True) if len(parts) > 1 else parts[0]), names
 
 
 #: The reads :func:`shared_totals` made: (database alias, plan, keys grouped by, totals).
@@ -471,13 +489,18 @@ def _local(start: Any, unit: str, zone: Any) -> Any:
     return moment.date() if unit == "day" else moment.replace(minute=0, second=0, microsecond=0)
 
 
+#: SQL (a statement that may start with WITH) and its parameters.
+Statement = tuple[str, list[Any]]
+
+
 def model_totals(
-    queryset: Any, plan: Plan, spend: Callable[[list[Any]], list[tuple[Any, ...]]]
+    queryset: Any, plan: Plan, spend: Callable[[list[Any]], Statement | None]
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """Per (model used, status): ``model_executions``, ``model_cost``, ``model_tokens``,
-    ``model_duration_sum``, ``model_duration_count`` — the rollups' spend by model, with the edge
-    rows' from ``spend(edges)`` (the querysets of the partial hours at the edges; rows of ``(model, status, executions, cost, tokens,
-    duration_sum, duration_count)``). Two queries at most."""
+    ``model_duration_sum``, ``model_duration_count`` — the rollups' spend by model, with the rows'
+    (the partial hours at the edges and the running executions, :func:`row_parts`) from
+    ``spend(querysets)``: a statement selecting ``(model, status, executions, cost, tokens,
+    duration_sum, duration_count)``, or None when they can hold no row. One query."""
     measures = (
         "model_executions",
         "model_cost",
@@ -486,22 +509,51 @@ def model_totals(
         "model_duration_count",
     )
     days, hours, rows = plan.pieces(by_day=True)
-    # The rollups' part: the plan without its edges (the rows' part is spend()'s).
-    out = totals(queryset.none(), plan, ("model_used", "status"), measures, edges=False)
-    edges = row_parts(queryset, plan, rows)
-    if edges:
-        for model_used, status, n, cost, tokens, duration_sum, duration_count in spend(edges):
-            out.add(
-                (model_used, status),
-                {
-                    "model_executions": n,
-                    "model_cost": cost,
-                    "model_tokens": tokens,
-                    "model_duration_sum": duration_sum,
-                    "model_duration_count": duration_count,
-                },
-            )
+    # The rollups' part: the plan without its rows (spend()'s part).
+    rolled, _ = _totals_query(queryset.none(), plan, ("model_used", "status"), measures, local=None, edges=False)
+    out = Totals(measures)
+    for from_rollups, (model_used, status, *values) in _one_query(
+        queryset.db, rolled, spend(row_parts(queryset, plan, rows))
+    ):
+        out.add((model_used, status), dict(zip(measures, _sums(measures, values, from_rollups), strict=True)))
     return {key: values for key, values in out.groups.items() if values["model_executions"]}
+
+
+#: How Django reads a sum of a money column on SQLite (a float): 15 significant digits.
+FLOAT_MONEY = decimal.Context(prec=15)
+
+
+def _sums(measures: Sequence[str], values: Sequence[Any], from_rollups: bool) -> list[Any]:
+    """Raw sums as the ORM gives them: counts as int (PostgreSQL sums bigints as numeric), and the
+    rollups' money, a float on SQLite, as Django's Sum() reads it."""
+    out = []
+    for measure, value in zip(measures, values, strict=True):
+        if value is not None and measure not in MONEY_MEASURES:
+            value = int(value)
+        elif from_rollups and isinstance(value, float):
+            value = FLOAT_MONEY.create_decimal_from_float(value)
+        out.append(value)
+    return out
+
+
+def _one_query(alias: str, rolled: Any, rows: Statement | None) -> list[tuple[bool, tuple[Any, ...]]]:
+    """The rows of ``rolled`` (a values queryset over the rollups, or None) and of ``rows`` (a
+    statement over execution rows, or None), with the same columns, in one query: ``(from the
+    rollups, row)`` pairs."""
+    statements = []
+    if rows is not None:
+        statements.append((f"SELECT 0, rows_part.* FROM ({rows[0]}) rows_part", list(rows[1])))
+    if rolled is not None:
+        text, params = rolled.query.sql_with_params()
+        statements.append((f"SELECT 1, rolled.* FROM ({text}) rolled", list(params)))
+    if not statements:
+        return []
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            " UNION ALL ".join(text for text, _ in statements),
+            [param for _, params in statements for param in params],
+        )
+        return [(bool(row[0]), row[1:]) for row in cursor.fetchall()]
 
 
 def histogram(queryset: Any, plan: Plan, *, by_model: bool = False) -> dict[str, dict[int, int]] | None:
@@ -543,30 +595,28 @@ def histogram(queryset: Any, plan: Plan, *, by_model: bool = False) -> dict[str,
             .values("g_model", "g_bucket")
             .annotate(n=Count("*"))
         )
-    if parts:
-        combined = parts[0].union(*parts[1:], all=True) if len(parts) > 1 else parts[0]
-        for row in combined:
+    combined = (parts[0].union(*parts[1:], all=True) if len(parts) > 1 else parts[0]) if parts else None
+    if not by_model:
+        for row in combined if combined is not None else ():
             counts = out.setdefault(row["g_model"], {})
             counts[row["g_bucket"]] = counts.get(row["g_bucket"], 0) + row["n"]
-    edges = (
-        [edge.filter(duration_ms__isnull=False) for edge in row_parts(queryset, plan, rows)] if by_model else []
-    )
-    if edges:
-        for model_used, duration, n in _edge_durations_by_model(edges):
-            counts = out.setdefault(model_used, {})
-            counts[bucket_of(duration)] = counts.get(bucket_of(duration), 0) + n
+        return out
+    edges = [edge.filter(duration_ms__isnull=False) for edge in row_parts(queryset, plan, rows)]
+    for _, (model_used, bucket_index, n) in _one_query(queryset.db, combined, _durations_by_model(edges)):
+        counts = out.setdefault(model_used, {})
+        counts[int(bucket_index)] = counts.get(int(bucket_index), 0) + int(n)
     return out
 
 
-def _edge_durations_by_model(edges: list[Any]) -> list[tuple[str, int, int]]:
-    spend = edges[0].spend_by_model_sql(*edges[1:])
+def _durations_by_model(edges: list[Any]) -> Statement | None:
+    """The latency buckets of the root executions of ``edges`` per model they used (the rows'
+    part of the per-model histograms): ``(model, bucket, executions)``."""
+    spend = edges[0].spend_by_model_sql(*edges[1:]) if edges else None
     if spend is None:
-        return []
+        return None
     text, params = spend
-    with connections[edges[0].db].cursor() as cursor:
-        cursor.execute(
-            text + "SELECT model_id, duration_ms, COUNT(*) FROM used WHERE duration_ms IS NOT NULL "
-            "GROUP BY model_id, duration_ms",
-            params,
-        )
-        return list(cursor.fetchall())
+    return (
+        text + f"SELECT model_id, {sql.bucket_lookup('duration_ms')}, COUNT(*) FROM used "
+        "WHERE duration_ms IS NOT NULL GROUP BY 1, 2",
+        params,
+    )

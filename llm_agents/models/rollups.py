@@ -130,14 +130,14 @@ class DailyRollup(Rollup):
         constraints = [models.UniqueConstraint(fields=ROLLUP_KEYS, name="llm_rollup_daily_key")]
 
 
-class DailyTotals(models.Model):
-    """The figures of a day's (UTC) root executions per agent, model used, status and error
-    category: the daily rollups summed over tenants, versions, models asked for and kinds, about a
+class Totals(models.Model):
+    """The figures of an hour's or a day's (UTC) root executions per agent, model used, status and
+    error category: the rollups summed over tenants, versions, models asked for and kinds, about a
     fourth of their rows, for the questions that filter and group on nothing else (the dashboard's
     and the API's own). Counts come first, then money, then the keys: PostgreSQL reads the
     fixed-width columns at the front of a row fastest."""
 
-    start = models.DateTimeField(help_text=_("The day (UTC) the executions started in."))
+    start = models.DateTimeField(help_text=_("The hour or day (UTC) the executions started in."))
     executions = _count()
     input_tokens = _count()
     output_tokens = _count()
@@ -162,13 +162,26 @@ class DailyTotals(models.Model):
     error_category = models.CharField(max_length=20, help_text=_("Blank unless the status is a failure."))
 
     class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.agent_type} {self.model_used} {self.status} at {self.start:%Y-%m-%d %H:%M}"
+
+
+class HourlyTotals(Totals):
+    class Meta:
+        db_table = "llm_agents_totals_hourly"
+        managed = False  # see Rollup.Meta
+        verbose_name_plural = "hourly totals"
+        constraints = [models.UniqueConstraint(fields=TOTALS_KEYS, name="llm_totals_hourly_key")]
+
+
+class DailyTotals(Totals):
+    class Meta:
         db_table = "llm_agents_totals_daily"
         managed = False  # see Rollup.Meta
         verbose_name_plural = "daily totals"
         constraints = [models.UniqueConstraint(fields=TOTALS_KEYS, name="llm_totals_daily_key")]
-
-    def __str__(self) -> str:
-        return f"{self.agent_type} {self.model_used} {self.status} on {self.start:%Y-%m-%d}"
 
 
 class Latency(models.Model):
