@@ -76,13 +76,13 @@ def test_the_overview_and_cost_by_model_read_the_covering_index_alone():
     for query in captured:
         text = plan(query["sql"])
         assert "Index Only Scan using llm_exec_root_cover_idx" in text, text
-    # From the rollups: the daily and hourly rollups by their keys' index (start first), and the
+    # From the rollups: the daily and hourly totals by their keys' index (start first), and the
     # partial hour at the period's start from the covering index alone.
     with CaptureQueriesContext(connection) as captured:
         Execution.objects.for_period("7d").summary()
     (query,) = captured
     text = plan(query["sql"])
-    assert "llm_rollup_daily_key" in text and "llm_rollup_hourly_key" in text, text
+    assert "llm_totals_daily_key" in text and "llm_totals_hourly_key" in text, text
     assert "Index Only Scan using llm_exec_root_cover_idx" in text, text
     assert "Seq Scan" not in text, text
 
