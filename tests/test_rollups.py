@@ -630,7 +630,8 @@ def test_migration_0011_fills_model_spend_and_the_rollups_of_existing_executions
         assert spends[fallback.id] == {"model-c": ["2.00000000", 20]}
         assert spends[plain.id] == {}
         assert DailyRollup.objects.aggregate(n=Sum("executions"))["n"] == 3
-        call_command("migrate", "llm_agents", verbosity=0)  # durations (0012) and totals (0015, 0016) from the rollups
+        # Durations (0012) and totals (0015, 0016) from the rollups.
+        call_command("migrate", "llm_agents", verbosity=0)
         kept = snapshot()
         check_totals()
         rebuilds.rebuild()

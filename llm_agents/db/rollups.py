@@ -337,7 +337,10 @@ def trigger_statements(
     dialect = Dialect(vendor)
     statements = []
     if dialect.postgresql:
-        new, old = (rows_of(name, sign, settled_only=settled_only) for name, sign in (("new_rows", 1), ("old_rows", -1)))
+        new, old = (
+            rows_of(name, sign, settled_only=settled_only)
+            for name, sign in (("new_rows", 1), ("old_rows", -1))
+        )
         sources = {
             "insert": (new, "REFERENCING NEW TABLE AS new_rows"),
             "update": (new + " UNION ALL " + old, "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows"),
@@ -379,10 +382,15 @@ def trigger_statements(
             "FOR EACH STATEMENT EXECUTE FUNCTION llm_agents_rollup_truncate()"
         )
         return statements
-    new, old = (trigger_row(prefix, sign, settled_only=settled_only) for prefix, sign in (("NEW", 1), ("OLD", -1)))
+    new, old = (
+        trigger_row(prefix, sign, settled_only=settled_only) for prefix, sign in (("NEW", 1), ("OLD", -1))
+    )
     changes = {
         "insert": (new, kept("NEW", settled_only)),
-        "update": (new + " UNION ALL " + old, f"({kept('NEW', settled_only)}) OR ({kept('OLD', settled_only)})"),
+        "update": (
+            new + " UNION ALL " + old,
+            f"({kept('NEW', settled_only)}) OR ({kept('OLD', settled_only)})",
+        ),
         "delete": (old, kept("OLD", settled_only)),
     }
     for event, (rows, when) in changes.items():
@@ -471,7 +479,9 @@ def rebuild_day(connection: Any, day: dt.date, *, settled_only: bool = True) -> 
     vendor = connection.vendor
     start = dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
     low, high = literal(start, vendor), literal(start + dt.timedelta(days=1), vendor)
-    rows = rows_of(EXECUTIONS, 1, f"r.started_at >= {low} AND r.started_at < {high}", settled_only=settled_only)
+    rows = rows_of(
+        EXECUTIONS, 1, f"r.started_at >= {low} AND r.started_at < {high}", settled_only=settled_only
+    )
     tables = present(connection)
     with connection.cursor() as cursor:
         if vendor == "postgresql":

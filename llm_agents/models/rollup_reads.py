@@ -510,7 +510,9 @@ def model_totals(
     )
     days, hours, rows = plan.pieces(by_day=True)
     # The rollups' part: the plan without its rows (spend()'s part).
-    rolled, _ = _totals_query(queryset.none(), plan, ("model_used", "status"), measures, local=None, edges=False)
+    rolled, _ = _totals_query(
+        queryset.none(), plan, ("model_used", "status"), measures, local=None, edges=False
+    )
     out = Totals(measures)
     for from_rollups, (model_used, status, *values) in _one_query(
         queryset.db, rolled, spend(row_parts(queryset, plan, rows))
