@@ -443,7 +443,7 @@ def present(connection: Any) -> tuple[str, ...]:
 
 def install_triggers(connection: Any, *, settled_only: bool = True) -> None:
     """(Re)create the rollup triggers on ``connection``'s executions table (idempotent), keeping the
-    rollup tables present: migrations 0011, 0012 and 0014, and the partitioning command after it
+    rollup tables present: migrations 0011 to 0016, and the partitioning command after it
     rebuilt the table (``settled_only``: see :func:`kept`)."""
     statements = drop_statements(connection.vendor) + trigger_statements(
         connection.vendor, present(connection), settled_only=settled_only
@@ -501,6 +501,23 @@ def forget(connection: Any, start: dt.datetime, end: dt.datetime) -> None:
     with connection.cursor() as cursor:
         for table in tables:
             cursor.execute(f"DELETE FROM {table} WHERE start >= {low} AND start < {high}")
+
+
+def fill_totals(connection: Any, totals: str, source: str) -> None:
+    """Fill the ``totals`` table (hourly or daily) with the sums of the ``source`` rollups of the same
+    unit, then install the triggers that keep it (migrations 0015 and 0016): no execution row is
+    read. On PostgreSQL the executions table is locked against writes until the migration's
+    transaction ends, so none lands between the copy and the triggers that keep it up to date."""
+    keys = ", ".join(TOTALS_KEYS)
+    sums = ", ".join(f"SUM({measure})" for measure in MEASURES)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"LOCK TABLE {EXECUTIONS} IN SHARE ROW EXCLUSIVE MODE")
+        cursor.execute(
+            f"INSERT INTO {totals} ({keys}, {', '.join(MEASURES)}) SELECT {keys}, {sums} FROM {source} "
+            f"GROUP BY {keys} HAVING SUM(executions) <> 0 OR SUM(model_executions) <> 0"
+        )
+    install_triggers(connection)
 
 
 def days_with_rows(connection: Any) -> list[dt.date]:

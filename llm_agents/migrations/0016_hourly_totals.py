@@ -4,24 +4,11 @@ from django.db import migrations, models
 
 
 def fill_totals(apps, schema_editor):
-    # The hourly totals start as sums of the hourly rollups kept since 0011: no execution row is read.
+    # The hourly totals start as sums of the hourly rollups kept since 0011.
     from llm_agents.db import rollups
 
-    connection = schema_editor.connection
     schema_editor.create_model(apps.get_model("llm_agents", "HourlyTotals"))  # unmanaged: created here
-    if connection.vendor == "postgresql":
-        # No write may land between the copy below and the triggers that keep the copy up to date.
-        with connection.cursor() as cursor:
-            cursor.execute(f"LOCK TABLE {rollups.EXECUTIONS} IN SHARE ROW EXCLUSIVE MODE")
-    keys = ", ".join(rollups.TOTALS_KEYS)
-    measures = ", ".join(rollups.MEASURES)
-    sums = ", ".join(f"SUM({measure})" for measure in rollups.MEASURES)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {rollups.HOURLY_TOTALS} ({keys}, {measures}) SELECT {keys}, {sums} FROM {rollups.HOURLY} "
-            f"GROUP BY {keys} HAVING SUM(executions) <> 0 OR SUM(model_executions) <> 0"
-        )
-    rollups.install_triggers(connection)
+    rollups.fill_totals(schema_editor.connection, rollups.HOURLY_TOTALS, rollups.HOURLY)
 
 
 def drop_totals(apps, schema_editor):
