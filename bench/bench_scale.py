@@ -141,6 +141,25 @@ def label(size: int) -> str:
     return f"{size / 1000:g}k"
 
 
+def _partition() -> bool:
+    """Monthly partitions for ``--partitioned``: the tables emptied and converted when they are not
+    partitioned yet (True: the history must be generated again), left alone when they are."""
+    from django.db import connection
+    from django.test.utils import override_settings
+
+    from llm_agents.db import partitions
+    from llm_agents.models import Execution
+
+    if partitions.is_partitioned(connection, Execution._meta.db_table):
+        return False
+    print("emptying the tables and enabling monthly partitions on them", flush=True)
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE llm_agents_span, llm_agents_execution CASCADE")
+    with override_settings(LLM_AGENTS={"PARTITIONING": "monthly"}):
+        partitions.enable(connection, use_partman=False)
+    return True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Issue 17's table over a history of its shape")
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -152,6 +171,11 @@ def main() -> None:
         help="seconds per call, beyond which it runs fewer times (at least 3)",
     )
     parser.add_argument("--refill", action="store_true", help="generate the history again")
+    parser.add_argument(
+        "--partitioned",
+        action="store_true",
+        help="monthly partitions (PARTITIONING = 'monthly'): enabled on empty tables, history generated into them",
+    )
     parser.add_argument("--json", type=Path, help="write the figures to this file")
     parser.add_argument("--baseline", type=Path, help="an earlier --json at another size: print the ratio")
     parser.add_argument("--quick", action="store_true", help="10,000 rows and 2 runs, for CI smoke runs")
@@ -166,7 +190,10 @@ def main() -> None:
     from django.contrib.auth import get_user_model
     from django.test import Client
 
-    meta = history.ensure(rows, refill=options.refill)
+    refill = options.refill
+    if options.partitioned:
+        refill = _partition() or refill
+    meta = history.ensure(rows, refill=refill)
     print_table(
         f"Data: {rows:,} root executions of issue 17's shape, generated in {meta['seconds']:.0f} s "
         f"({rows / max(meta['seconds'], 1e-9):,.0f} roots/s with vacuum and analyse)",

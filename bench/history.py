@@ -474,7 +474,7 @@ def generate(rows: int, *, days: float = DAYS, seed: int = SEED, quiet: bool = F
     with COPY, then VACUUM ANALYZE; returns the record ``read_meta()`` reads back."""
     from django.db import connection
 
-    from llm_agents.db import rollups
+    from llm_agents.db import partitions, rollups
     from llm_agents.models import Execution, Span
 
     if connection.vendor != "postgresql":
@@ -489,6 +489,12 @@ def generate(rows: int, *, days: float = DAYS, seed: int = SEED, quiet: bool = F
         _write_meta(cursor, None)
         cursor.execute("TRUNCATE llm_agents_span, llm_agents_execution CASCADE")
     _create_prompt_versions(plan)
+    if partitions.is_partitioned(connection, Execution._meta.db_table):
+        # A month of partitions for every month the history covers, so no row lands in DEFAULT.
+        first = dt.datetime.fromtimestamp(plan.start, dt.UTC)
+        for month in partitions.months(first, dt.datetime.fromtimestamp(plan.end, dt.UTC)):
+            for table in partitions.tables():
+                partitions.create_month(connection, table, month)
     if not quiet:
         print(
             f"  generating {rows:,} root executions over {days:g} days with COPY (chunks of {CHUNK:,})",

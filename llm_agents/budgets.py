@@ -428,19 +428,17 @@ def _write_spend(
     alias = router.db_for_write(SpendCounter)
     entries = [entry for entry in entries if entry[2] or entry[3]]
     add = add_spend_postgresql if is_postgresql(connections[alias]) else add_spend
-    add(alias, entries, day, reservation_id)
-    if not entries:
-        return []
-    return _crossed_thresholds([(scope, key) for scope, key, _, _ in entries], now)
+    applying = add(alias, entries, day, reservation_id)
+    return _crossed_thresholds(applying, now) if applying else []
 
 
-def _crossed_thresholds(keys: list[Key], now: dt.datetime) -> list[tuple[Any, Budget, Decimal, float]]:
+def _crossed_thresholds(budget_ids: list[int], now: dt.datetime) -> list[tuple[Any, Budget, Decimal, float]]:
     """``budget_alert`` at ``alert_at_percentage`` and, for warning budgets, ``budget_exceeded`` at the
-    limit: each once per budget per period, claimed by an atomic conditional UPDATE so that the
-    "once" holds across processes."""
+    limit, among the budgets ``budget_ids``: each once per budget per period, claimed by an atomic
+    conditional UPDATE so that the "once" holds across processes."""
     from .models import Budget, SpendCounter
 
-    budgets = list(Budget.objects.for_keys(keys))
+    budgets = list(Budget.objects.filter(pk__in=budget_ids, is_active=True).order_by("pk"))
     if not budgets:
         return []
     today = local_day(now)

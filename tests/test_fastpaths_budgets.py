@@ -210,14 +210,22 @@ ENTRIES = [
 
 @pytest.mark.parametrize("release", [RESERVATION_ID, None])
 def test_the_spend_write_adds_the_same_counters_and_drops_the_same_reservation(release):
+    applying_budgets = [
+        BudgetFactory(),
+        BudgetFactory(scope=Budget.Scope.AGENT, scope_value=AGENT, enforcement=Budget.Enforcement.WARNING),
+        BudgetFactory(scope=Budget.Scope.MODEL, scope_value="gpt-cheap"),
+    ]
+    BudgetFactory(scope=Budget.Scope.AGENT, scope_value=AGENT, is_active=False)
+    BudgetFactory(scope=Budget.Scope.AGENT, scope_value="OtherAgent")
+    BudgetFactory(scope=Budget.Scope.MODEL, scope_value="gpt-free")
     results = []
     for path in paths(fastpaths.add_spend, fastpaths.add_spend_postgresql):
         SpendCounter.objects.all().delete()
         BudgetReservation.objects.all().delete()
         counters_of_a_day()
         before = reservations()
-        path(DEFAULT_DB_ALIAS, ENTRIES, WEDNESDAY, release)
-        results.append((counters(), before - reservations()))
+        applying = path(DEFAULT_DB_ALIAS, ENTRIES, WEDNESDAY, release)
+        results.append((counters(), before - reservations(), applying))
     expected_counters = {
         ("global", "", WEDNESDAY, Decimal("1.37345678"), 40),
         ("agent", AGENT, WEDNESDAY, Decimal("0.62345678"), 35),
@@ -226,9 +234,12 @@ def test_the_spend_write_adds_the_same_counters_and_drops_the_same_reservation(r
         ("model", MODEL, day(4, 14), Decimal("7"), 70),
         ("model", "gpt-cheap", WEDNESDAY, Decimal("0.02345678"), 10),
     }
-    counted, dropped = results[0]
+    counted, dropped, applying = results[0]
     assert counted == expected_counters
     assert {row[0] for row in dropped} == ({release} if release else set())
+    # The active budgets of the keys added to, in order: not the inactive one, nor another agent's,
+    # nor the model whose entry added nothing.
+    assert applying == [budget.pk for budget in applying_budgets]
     assert all(result == results[0] for result in results)
 
 
@@ -238,5 +249,5 @@ def test_a_spend_write_of_nothing_changes_nothing():
         BudgetReservation.objects.all().delete()
         counters_of_a_day()
         before = (counters(), reservations())
-        path(DEFAULT_DB_ALIAS, [("global", "", Decimal("0"), 0)], WEDNESDAY, None)
+        assert path(DEFAULT_DB_ALIAS, [("global", "", Decimal("0"), 0)], WEDNESDAY, None) == []
         assert (counters(), reservations()) == before

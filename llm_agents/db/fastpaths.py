@@ -394,61 +394,78 @@ def check_and_reserve_postgresql(
 
 def add_spend(
     alias: str, entries: list[tuple[str, str, Decimal, int]], day: dt.date, release: uuid.UUID | None
-) -> None:
+) -> list[int]:
     """Add ``entries`` (``(scope, scope_value, spend, tokens)``) to the counters of the local ``day``
-    and drop the reservation ``release`` of the call they settle, in one transaction.
+    and drop the reservation ``release`` of the call they settle, in one transaction; returns the
+    primary keys of the active budgets whose scope is one of the keys added to, in order (the
+    budgets whose thresholds this spend may have crossed).
 
     The portable path (SQLite's): :meth:`SpendCounter.objects.add
-    <llm_agents.models.budgets.SpendCounterQuerySet.add>` and :meth:`BudgetReservation.objects.release
-    <llm_agents.models.budgets.BudgetReservationQuerySet.release>`."""
-    _, BudgetReservation, SpendCounter = _budget_models()
+    <llm_agents.models.budgets.SpendCounterQuerySet.add>`, :meth:`BudgetReservation.objects.release
+    <llm_agents.models.budgets.BudgetReservationQuerySet.release>` and :meth:`Budget.objects.for_keys
+    <llm_agents.models.budgets.BudgetQuerySet.for_keys>`."""
+    Budget, BudgetReservation, SpendCounter = _budget_models()
 
+    entries = sorted(entry for entry in entries if entry[2] or entry[3])
     with single_writer(alias), transaction.atomic(using=alias):
         if release is not None:
             BudgetReservation.objects.using(alias).release(release)
         SpendCounter.objects.using(alias).add(entries, day)
+        if not entries:
+            return []
+        keys = [(scope, value) for scope, value, _, _ in entries]
+        return list(Budget.objects.using(alias).for_keys(keys).order_by("pk").values_list("pk", flat=True))
 
 
 def add_spend_postgresql(
     alias: str, entries: list[tuple[str, str, Decimal, int]], day: dt.date, release: uuid.UUID | None
-) -> None:
-    """:func:`add_spend` on PostgreSQL in one round trip: the reservation's DELETE and one
+) -> list[int]:
+    """:func:`add_spend` on PostgreSQL in one statement: the reservation's DELETE and one
     ``INSERT … ON CONFLICT DO UPDATE`` of every counter (in key order, so concurrent writers never
-    deadlock) sent as one query string, which PostgreSQL runs as one implicit transaction. That
-    transaction does not wait for the WAL flush: a server crash may lose the last fraction of a
-    second of increments, which ``rebuild_aggregates`` restores from the (durable) executions table."""
-    _, BudgetReservation, SpendCounter = _budget_models()
+    deadlock) as data-modifying CTEs of the SELECT of the budgets that apply, so a call's spend
+    costs one round trip whether or not budgets exist. Its transaction does not wait for the WAL
+    flush: a server crash may lose the last fraction of a second of increments, which
+    ``rebuild_aggregates`` restores from the (durable) executions table."""
+    Budget, BudgetReservation, SpendCounter = _budget_models()
 
     connection = connections[alias]
     quote = connection.ops.quote_name
-    statements: list[tuple[str, list[Any]]] = [("SELECT set_config('synchronous_commit', 'off', true)", [])]
-    if release is not None:
-        table = quote(BudgetReservation._meta.db_table)
-        statements.append((f"DELETE FROM {table} WHERE {quote('id')} = %s", [release]))
     entries = sorted(entry for entry in entries if entry[2] or entry[3])
+    if release is None and not entries:
+        return []
+    parts = ["relaxed AS (SELECT set_config('synchronous_commit', 'off', true))"]
+    params: list[Any] = []
+    if release is not None:
+        parts.append(
+            f"dropped AS (DELETE FROM {quote(BudgetReservation._meta.db_table)} WHERE {quote('id')} = %s)"
+        )
+        params.append(release)
+    keys = "false"
     if entries:
         table = quote(SpendCounter._meta.db_table)
         columns = ", ".join(quote(name) for name in ("scope", "scope_value", "day", "spend", "tokens"))
-        rows = ", ".join(["(%s, %s, %s, %s, %s)"] * len(entries))
-        statements.append(
-            (
-                f"INSERT INTO {table} ({columns}) VALUES {rows} "
-                f"ON CONFLICT ({quote('scope')}, {quote('scope_value')}, {quote('day')}) DO UPDATE SET "
-                f"{quote('spend')} = {table}.{quote('spend')} + EXCLUDED.{quote('spend')}, "
-                f"{quote('tokens')} = {table}.{quote('tokens')} + EXCLUDED.{quote('tokens')}",
-                [
-                    value
-                    for scope, key, cost, tokens in entries
-                    for value in (scope, key, day.isoformat(), str(cost), tokens)
-                ],
-            )
+        rows = ", ".join(["(%s, %s, %s::date, %s::numeric, %s::bigint)"] * len(entries))
+        parts.append(
+            f"added AS (INSERT INTO {table} ({columns}) VALUES {rows} "
+            f"ON CONFLICT ({quote('scope')}, {quote('scope_value')}, {quote('day')}) DO UPDATE SET "
+            f"{quote('spend')} = {table}.{quote('spend')} + EXCLUDED.{quote('spend')}, "
+            f"{quote('tokens')} = {table}.{quote('tokens')} + EXCLUDED.{quote('tokens')})"
         )
-    if len(statements) == 1:
-        return
+        params += [
+            value
+            for scope, key, cost, tokens in entries
+            for value in (scope, key, day.isoformat(), str(cost), tokens)
+        ]
+        keys = " OR ".join(["(b.scope = %s AND b.scope_value = %s)"] * len(entries))
+    params += [value for scope, key, _, _ in entries for value in (scope, key)]
+    # Joined to ``relaxed`` so that its set_config runs whether or not a budget applies.
+    sql = (
+        f"WITH {', '.join(parts)} SELECT b.id FROM relaxed "
+        f"LEFT JOIN {quote(Budget._meta.db_table)} b ON b.is_active AND ({keys}) ORDER BY b.id"
+    )
     with connection.cursor() as cursor:
-        cursor.execute(
-            ";".join(sql for sql, _ in statements), [p for _, params in statements for p in params]
-        )
+        cursor.execute(sql, params)
+        return [row[0] for row in cursor.fetchall() if row[0] is not None]
 
 
 # -- retention ------------------------------------------------------------------------------------
