@@ -8,8 +8,10 @@ import re
 from decimal import Decimal
 
 import pytest
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth.models import Permission
 from django.db import connection
+from django.forms import CheckboxInput
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
@@ -75,6 +77,17 @@ def test_list_columns(staff_client):
     assert "$0.0123" in html
     assert "12.5 s" in html
     assert "llm_agents/admin.css" in html
+
+
+def test_list_rows_have_the_checkbox_django_renders_for_actions(staff_client):
+    execution = ExecutionFactory()
+    html = staff_client.get(reverse(CHANGELIST)).content.decode()
+    django_checkbox = CheckboxInput(
+        {"class": "action-select", "aria-label": f"Select this object for an action - {execution}"},
+        lambda value: False,
+    ).render(ACTION_CHECKBOX_NAME, str(execution.pk))
+    assert django_checkbox in html
+    assert '<input type="checkbox" id="action-toggle"' in html
 
 
 def test_list_is_ordered_newest_first_and_sortable(staff_client):
