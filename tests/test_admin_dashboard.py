@@ -7,6 +7,7 @@ import datetime as dt
 import re
 from decimal import Decimal
 from html import unescape
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.db import connection
@@ -23,6 +24,7 @@ from llm_agents.admin.charts import (
     nice_ceiling,
     stacked_column_chart,
 )
+from llm_agents.admin.dashboard import Links, moment
 from llm_agents.admin.formatting import change, format_cost, format_ms
 from llm_agents.analytics import overview
 from llm_agents.models import Execution
@@ -465,3 +467,26 @@ def test_count_axes_label_whole_numbers():
     svg = stacked_column_chart([Column("Mon", [Segment("success", 5)])], label="Executions", value_format=str)
     ticks = re.findall(r'class="tick"[^>]*text-anchor="end">([^<]+)<', svg)
     assert ticks == ["0.0", "2.0", "4.0", "6.0", "8.0"]
+
+
+def test_links_filter_the_executions_list_to_the_period_and_what_they_count():
+    period = resolve_period("7d")
+    links = Links(period)
+
+    def query(url: str) -> dict[str, list[str]]:
+        parts = urlsplit(url)
+        assert parts.path == reverse("admin:llm_agents_execution_changelist")
+        return parse_qs(parts.query)
+
+    within = {"root": ["yes"], "started_at__gte": [moment(period.start)]}
+    assert query(links()) == within
+    assert query(links(agent_type="A&B", status__in="error,timeout")) == {
+        **within, "agent_type": ["A&B"], "status__in": ["error,timeout"]
+    }  # fmt: skip
+    assert query(links(started_at__gte="2026-01-01")) == {"root": ["yes"], "started_at__gte": ["2026-01-01"]}
+    assert query(links(within_period=False, model_id="m")) == {"root": ["yes"], "model_id": ["m"]}
+    start, end = ago(days=2), ago(days=1)
+    day = {"root": ["yes"], "started_at__gte": [moment(start)], "started_at__lt": [moment(end)]}
+    assert query(links.between(start, end)) == day
+    assert query(links.between(start, end, status__exact="error")) == {**day, "status__exact": ["error"]}
+    assert query(links.between(start, end, root="no")) == {**day, "root": ["no"]}

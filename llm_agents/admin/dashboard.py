@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
@@ -48,13 +48,27 @@ class Links:
         self.period = {"root": "yes", "started_at__gte": moment(period.start)}
         if period.end:
             self.period["started_at__lt"] = moment(period.end)
+        self.period_query = urlencode(self.period)
+        # The query of each (start, end) range, encoded once: a chart links each day several times.
+        self.ranges: dict[tuple[Any, Any], str] = {}
 
     def __call__(self, within_period: bool = True, **params: Any) -> str:
-        query = {**(self.period if within_period else {"root": "yes"}), **params}
-        return f"{self.base}?{urlencode(query)}"
+        if within_period and self.period.keys() & params.keys():
+            return f"{self.base}?{urlencode({**self.period, **params})}"
+        return self._url(self.period_query if within_period else "root=yes", params)
 
     def between(self, start: Any, end: Any, **params: Any) -> str:
-        return self(within_period=False, started_at__gte=moment(start), started_at__lt=moment(end), **params)
+        query = self.ranges.get((start, end))
+        if query is None:
+            query = self.ranges[start, end] = urlencode(
+                {"root": "yes", "started_at__gte": moment(start), "started_at__lt": moment(end)}
+            )
+        if params.keys() & {"root", "started_at__gte", "started_at__lt"}:
+            return f"{self.base}?{urlencode({**dict(parse_qsl(query)), **params})}"
+        return self._url(query, params)
+
+    def _url(self, query: str, params: Mapping[str, Any]) -> str:
+        return f"{self.base}?{query}&{urlencode(params)}" if params else f"{self.base}?{query}"
 
     def export(self) -> str:
         """The CSV export of the period's root executions (what the dashboard counts)."""
