@@ -816,8 +816,10 @@ def datetimes_postgresql(queryset: QuerySet[Any], field_name: str, kind: str, zo
     """The starts of the years, months or days (``kind``) in time zone ``zone`` that hold a row of
     ``queryset`` (ascending; ``QuerySet.datetimes`` of a queryset over one table, ``USE_TZ`` on):
     each candidate between the first and the last row is probed through the field's index, in one
-    query, instead of truncating every row as ``SELECT DISTINCT`` does. Twin:
-    :func:`datetimes_portable`."""
+    query, instead of truncating every row as ``SELECT DISTINCT`` does. Each probe is a ``LIMIT 1``
+    subquery, which the planner costs at one row: as a semi-join (``EXISTS``) it priced a partitioned
+    table's probes at whole scans, past ``jit_above_cost``, and PostgreSQL's default JIT then took
+    over a second to compile them. Twin: :func:`datetimes_portable`."""
     connection = connections[queryset.db]
     query = queryset.query
     zone_name = getattr(zone, "key", None) or str(zone)
@@ -837,10 +839,10 @@ def datetimes_postgresql(queryset: QuerySet[Any], field_name: str, kind: str, zo
             FROM {table} {"WHERE " + where if where else ""}
         )
         SELECT start FROM bounds, generate_series(bounds.first, bounds.last, %s::interval) AS start
-        WHERE EXISTS (
+        CROSS JOIN LATERAL (
             SELECT 1 FROM {table} WHERE {condition}{column} >= (start AT TIME ZONE %s)
-            AND {column} < ((start + %s::interval) AT TIME ZONE %s)
-        )
+            AND {column} < ((start + %s::interval) AT TIME ZONE %s) LIMIT 1
+        ) AS found
         ORDER BY start
     """
     step = f"1 {kind}"
