@@ -423,7 +423,8 @@ def add_spend_postgresql(
     """:func:`add_spend` on PostgreSQL in one statement: the reservation's DELETE and one
     ``INSERT … ON CONFLICT DO UPDATE`` of every counter (in key order, so concurrent writers never
     deadlock) as data-modifying CTEs of the SELECT of the budgets that apply, so a call's spend
-    costs one round trip whether or not budgets exist. Its transaction does not wait for the WAL
+    costs one round trip whether or not budgets exist; prepared once per session and shape (number
+    of counters, a reservation or not). Its transaction does not wait for the WAL
     flush: a server crash may lose the last fraction of a second of increments, which
     ``rebuild_aggregates`` restores from the (durable) executions table."""
     Budget, BudgetReservation, SpendCounter = _budget_models()
@@ -463,9 +464,8 @@ def add_spend_postgresql(
         f"WITH {', '.join(parts)} SELECT b.id FROM relaxed "
         f"LEFT JOIN {quote(Budget._meta.db_table)} b ON b.is_active AND ({keys}) ORDER BY b.id"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return [row[0] for row in cursor.fetchall() if row[0] is not None]
+    key = f"spend_{len(entries)}_{'release' if release is not None else 'keep'}"
+    return [row[0] for row in run_prepared(connection, key, sql, params) if row[0] is not None]
 
 
 # -- retention ------------------------------------------------------------------------------------
