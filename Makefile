@@ -37,25 +37,26 @@ test-integration: $(VENV)/.installed-dev
 test-faults: $(VENV)/.installed-dev
 	$(PY) -m pytest -m faults -s $(PYTEST_ARGS)
 
-## bench: issue 17's table at 1M executions (bench_scale.py), then every other bench/ script at full size on
-## PostgreSQL (databases $(BENCH_DATABASE_URL)*; the 1M history is generated once and reused); prints the figures
+## bench: issue 17's table at 1M executions in monthly partitions (bench_scale.py --partitioned), then every other
+## bench/ script at full size on PostgreSQL (databases $(BENCH_DATABASE_URL)*; the 1M history is generated once and
+## reused); prints the figures
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/llm_agents_bench
 BENCH_RESULTS ?= /tmp/llm_agents_bench
 BENCH_SCRIPTS := analytics api dashboard export budget_check retention retention_partitions tracking ingestion batches \
   sync_prompts
 bench: $(VENV)/.installed-dev
-	cd bench && DATABASE_URL=$(BENCH_DATABASE_URL) ../$(PY) bench_scale.py --rows 1000000 \
+	cd bench && DATABASE_URL=$(BENCH_DATABASE_URL) ../$(PY) bench_scale.py --rows 1000000 --partitioned \
 	  --json $(BENCH_RESULTS)/scale-1000000.json $(BENCH_SCALE_ARGS)
 	cd bench && for script in $(BENCH_SCRIPTS); do \
 	  echo "== bench_$$script.py"; \
 	  DATABASE_URL=$(BENCH_DATABASE_URL) ../$(PY) bench_$$script.py $(BENCH_ARGS) || exit 1; \
 	done
 
-## bench-10m: issue 17's table at 10M executions in a database of its own ($(BENCH_DATABASE_URL)_10m; generating it
-## takes long, a populated one is reused), with the ratio to the last `make bench` figures, then dropping a month of
-## it as monthly partitions (which converts it, and leaves it to be generated again next time; not run in CI)
+## bench-10m: issue 17's table at 10M executions in monthly partitions, in a database of its own
+## ($(BENCH_DATABASE_URL)_10m; generating it takes about 50 minutes, a populated one is reused), with the ratio to the
+## last `make bench` figures, then dropping a month of it (which leaves it to be generated again next time; not in CI)
 bench-10m: $(VENV)/.installed-dev
-	cd bench && DATABASE_URL=$(BENCH_DATABASE_URL)_10m ../$(PY) bench_scale.py --rows 10000000 \
+	cd bench && DATABASE_URL=$(BENCH_DATABASE_URL)_10m ../$(PY) bench_scale.py --rows 10000000 --partitioned \
 	  --json $(BENCH_RESULTS)/scale-10000000.json --baseline $(BENCH_RESULTS)/scale-1000000.json $(BENCH_SCALE_ARGS)
 	cd bench && DATABASE_URL=$(BENCH_DATABASE_URL)_10m ../$(PY) bench_retention_partitions.py --rows 10000000 --in-place
 

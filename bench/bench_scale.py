@@ -1,14 +1,16 @@
 """Issue 17's table: every dashboard, API and analytics figure over a history of issue 17's shape.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/llm_agents_bench .venv/bin/python bench/bench_scale.py
-    [--rows 1000000] [--runs 15] [--refill] [--json FILE] [--baseline FILE] [--quick]
+    [--rows 1000000] [--runs 15] [--refill] [--partitioned] [--json FILE] [--baseline FILE] [--quick]
 
 The database holds ``--rows`` root executions of the shape ``bench/history.py`` describes (spread
 evenly over the last 90 days, so a third fall in the last 30; 12 agents, 6 models, 4 tenants and
 ~20 % without, ~5 % failures, prompts and responses of 0.3–6 KB, 3 spans each), written with COPY;
 a database whose history already has that size, seed and shape (and is less than a day old) is
 reused, so re-running is cheap: ``make bench`` uses ``llm_agents_bench`` at 1M, ``make bench-10m``
-``llm_agents_bench_10m`` at 10M. The script first prints what the data hold (rows in all and in
+``llm_agents_bench_10m`` at 10M, both with ``--partitioned``: the tables, when not partitioned yet,
+are emptied and turned into monthly partitions (``PARTITIONING = "monthly"``) and the history is
+written into them, a partition for each of its months. The script first prints what the data hold (rows in all and in
 the last 30 days, failures, fallbacks, average row width by ``pg_column_size``), then times:
 
 - the HTTP API (in-process through Django's test client, logged in as staff): ``overview/``,
