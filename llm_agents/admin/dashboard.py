@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
@@ -50,25 +50,27 @@ class Links:
             self.period["started_at__lt"] = moment(period.end)
         self.period_query = urlencode(self.period)
         # The query of each (start, end) range, encoded once: a chart links each day several times.
-        self.ranges: dict[tuple[Any, Any], str] = {}
+        self.ranges: dict[tuple[Any, Any], tuple[dict[str, str], str]] = {}
 
     def __call__(self, within_period: bool = True, **params: Any) -> str:
-        if within_period and self.period.keys() & params.keys():
-            return f"{self.base}?{urlencode({**self.period, **params})}"
-        return self._url(self.period_query if within_period else "root=yes", params)
+        if within_period:
+            return self._url(self.period, self.period_query, params)
+        return self._url({"root": "yes"}, "root=yes", params)
 
     def between(self, start: Any, end: Any, **params: Any) -> str:
-        query = self.ranges.get((start, end))
-        if query is None:
-            query = self.ranges[start, end] = urlencode(
-                {"root": "yes", "started_at__gte": moment(start), "started_at__lt": moment(end)}
-            )
-        if params.keys() & {"root", "started_at__gte", "started_at__lt"}:
-            return f"{self.base}?{urlencode({**dict(parse_qsl(query)), **params})}"
-        return self._url(query, params)
+        found = self.ranges.get((start, end))
+        if found is None:
+            query = {"root": "yes", "started_at__gte": moment(start), "started_at__lt": moment(end)}
+            found = self.ranges[start, end] = (query, urlencode(query))
+        return self._url(*found, params)
 
-    def _url(self, query: str, params: Mapping[str, Any]) -> str:
-        return f"{self.base}?{query}&{urlencode(params)}" if params else f"{self.base}?{query}"
+    def _url(self, query: Mapping[str, str], encoded: str, params: Mapping[str, Any]) -> str:
+        """The list's URL with ``query`` (``encoded`` already) and ``params``, which win over it."""
+        if not params:
+            return f"{self.base}?{encoded}"
+        if query.keys() & params.keys():
+            return f"{self.base}?{urlencode({**query, **params})}"
+        return f"{self.base}?{encoded}&{urlencode(params)}"
 
     def export(self) -> str:
         """The CSV export of the period's root executions (what the dashboard counts)."""
