@@ -147,7 +147,6 @@ def _partition() -> bool:
     """Monthly partitions for ``--partitioned``: the tables emptied and converted when they are not
     partitioned yet (True: the history must be generated again), left alone when they are."""
     from django.db import connection
-    from django.test.utils import override_settings
 
     from llm_agents.db import partitions
     from llm_agents.models import Execution
@@ -157,8 +156,7 @@ def _partition() -> bool:
     print("emptying the tables and enabling monthly partitions on them", flush=True)
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE llm_agents_span, llm_agents_execution CASCADE")
-    with override_settings(LLM_AGENTS={"PARTITIONING": "monthly"}):
-        partitions.enable(connection, use_partman=False)
+    partitions.enable(connection, use_partman=False)
     return True
 
 
