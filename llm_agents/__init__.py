@@ -20,9 +20,10 @@ _LAZY = {
     "span": "llm_agents.tracing",
     "traced": "llm_agents.tracing",
     "tenant": "llm_agents.tracing",
+    "session": "llm_agents.tracing",
 }
 #: Subpackages reachable as attributes (``llm_agents.batches``) without importing them up front.
-_LAZY_MODULES = {"batches"}
+_LAZY_MODULES = {"batches", "datasets", "evals", "scores"}
 
 __all__ = ["__version__", *_LAZY, *_LAZY_MODULES]
 

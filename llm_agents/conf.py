@@ -90,6 +90,10 @@ DEFAULTS: dict[str, Any] = {
     # PostgreSQL >= 13: "monthly" keeps executions and spans in monthly partitions on started_at
     # (after `manage.py llm_agents_partitions --enable`); None keeps plain tables. SQLite ignores it.
     "PARTITIONING": None,
+    # Seconds an AgentResult.feedback_token stays valid (default a week).
+    "FEEDBACK_TOKEN_MAX_AGE": 604800,
+    # DRF throttle rate of the feedback/ endpoint (scope "llm_agents_feedback"), per client address.
+    "FEEDBACK_THROTTLE_RATE": "60/min",
 }
 
 

@@ -1,13 +1,15 @@
 """The context of the code running now, kept in context variables (correct across threads and
-asyncio tasks): the tenant, the execution and span being recorded, and whether an SDK call is one
-of our providers' own. The bottom of the package: it imports nothing of it but the settings.
+asyncio tasks): the tenant, the session (and end user, tags), the evaluation run, the execution and
+span being recorded, and whether an SDK call is one of our providers' own. The bottom of the
+package: it imports nothing of it but the settings.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from django.utils.module_loading import import_string
@@ -15,7 +17,12 @@ from django.utils.module_loading import import_string
 from .conf import app_settings
 
 __all__ = [
+    "SessionScope",
     "activate",
+    "current_eval_run_id",
+    "current_session",
+    "evaluating",
+    "session",
     "current_execution",
     "current_span",
     "current_tenant_id",
@@ -30,6 +37,7 @@ _tenant: ContextVar[str | None] = ContextVar("llm_agents_tenant", default=None)
 _execution: ContextVar[Any] = ContextVar("llm_agents_execution", default=None)
 _span: ContextVar[Any] = ContextVar("llm_agents_span", default=None)
 _provider_call: ContextVar[bool] = ContextVar("llm_agents_provider_call", default=False)
+_eval_run: ContextVar[Any] = ContextVar("llm_agents_eval_run", default=None)
 
 
 # -- the tenant -----------------------------------------------------------------------------------
@@ -63,6 +71,73 @@ def current_tenant_id() -> str | None:
     """The tenant of an enclosing ``tenant()`` block, else what ``TENANT_RESOLVER`` returns."""
     value = _tenant.get()
     return value if value is not None else resolve_tenant_id()
+
+
+# -- the session, the end user and the tags ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SessionScope:
+    """What executions started now are recorded under: ``session_id``, ``user_id``, ``tags``."""
+
+    session_id: str = ""
+    user_id: str = ""
+    tags: tuple[str, ...] = ()
+
+    def within(self, session_id: Any = None, user_id: Any = None, tags: Iterable[Any] | None = None) -> SessionScope:
+        """This scope with ``session_id`` and ``user_id`` replaced when given, ``tags`` added."""
+        added = tuple(str(tag) for tag in tags or ())
+        return SessionScope(
+            session_id=self.session_id if session_id is None else str(session_id),
+            user_id=self.user_id if user_id is None else str(user_id),
+            tags=tuple(dict.fromkeys((*self.tags, *added))),
+        )
+
+
+NO_SESSION = SessionScope()
+_session: ContextVar[SessionScope] = ContextVar("llm_agents_session", default=NO_SESSION)
+
+
+@contextmanager
+def session(
+    session_id: Any = None, *, user_id: Any = None, tags: Iterable[Any] | None = None
+) -> Iterator[SessionScope]:
+    """Record every execution started inside the block (nested ones too) under a session, an end
+    user and tags::
+
+    with session("conv-42", user_id="u-7", tags=["beta"]):
+        SupportAgent.call(question="...")
+
+    Blocks nest: an inner block's session and user replace the outer's, its tags are added."""
+    scope = _session.get().within(session_id, user_id, tags)
+    token = _session.set(scope)
+    try:
+        yield scope
+    finally:
+        _session.reset(token)
+
+
+def current_session() -> SessionScope:
+    """The session, user and tags of the enclosing ``session()`` blocks (empty outside any)."""
+    return _session.get()
+
+
+# -- the evaluation run -----------------------------------------------------------------------------
+
+
+@contextmanager
+def evaluating(run_id: Any) -> Iterator[Any]:
+    """Record every execution started inside the block as part of the evaluation run ``run_id``."""
+    token = _eval_run.set(run_id)
+    try:
+        yield run_id
+    finally:
+        _eval_run.reset(token)
+
+
+def current_eval_run_id() -> Any:
+    """The id of the evaluation run executions started here belong to, if any."""
+    return _eval_run.get()
 
 
 # -- the execution and span being recorded ----------------------------------------------------------

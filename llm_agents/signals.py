@@ -47,3 +47,9 @@ prompt_version_created = Signal()
 # batch
 batch_submitted = Signal()
 batch_reconciled = Signal()
+
+# score — a Score was stored (sent once the transaction commits)
+score_created = Signal()
+
+# run — an EvalRun reached completed or failed (sent once the transaction commits)
+eval_run_completed = Signal()

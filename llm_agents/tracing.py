@@ -1,19 +1,28 @@
 """Tracing: ``trace()`` records a block as an execution, ``span()`` a step inside one, ``traced``
-decorates a function; ``tenant()`` scopes what runs inside to a tenant.
+decorates a function; ``tenant()`` scopes what runs inside to a tenant, ``session()`` records it
+under a session, an end user and tags.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from .conf import app_settings
-from .context import activate, current_execution, current_span, current_tenant_id, set_current_span, tenant
+from .context import (
+    activate,
+    current_execution,
+    current_span,
+    current_tenant_id,
+    session,
+    set_current_span,
+    tenant,
+)
 from .tracking import lifecycle
 from .tracking.records import ExecutionRecord, SpanRecord
 
-__all__ = ["Trace", "current_tenant_id", "span", "tenant", "trace", "traced"]
+__all__ = ["Trace", "current_tenant_id", "session", "span", "tenant", "trace", "traced"]
 
 
 @contextmanager
@@ -69,11 +78,24 @@ class Trace:
 
 
 @contextmanager
-def trace(name: str, metadata: dict[str, Any] | None = None) -> Iterator[Any]:
+def trace(
+    name: str,
+    metadata: dict[str, Any] | None = None,
+    *,
+    session_id: Any = None,
+    user_id: Any = None,
+    tags: Iterable[Any] | None = None,
+) -> Iterator[Any]:
     """Record the block as an Execution of kind ``trace`` named ``name`` (its ``agent_type``).
 
     Agent calls inside become child executions; a trace inside another execution becomes a span.
+    ``session_id``, ``user_id`` and ``tags`` apply as a ``session()`` block around it would.
     """
+    if session_id is not None or user_id is not None or tags is not None:
+        with session(session_id, user_id=user_id, tags=tags):
+            with trace(name, metadata) as traced_block:
+                yield traced_block
+        return
     parent = current_execution()
     if parent is not None:
         with span(name, kind="custom", metadata=dict(metadata or {})) as nested:

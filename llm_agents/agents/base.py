@@ -23,7 +23,7 @@ from ..events import emit
 from ..providers import get_provider, provider_name_for
 from ..providers.base import ProviderRequest, ProviderResponse, ToolCall
 from ..tracking import lifecycle
-from ..tracking.records import SpanRecord, elapsed_ms
+from ..tracking.records import ExecutionRecord, SpanRecord, elapsed_ms
 from .params import bind_params, collect_params
 from .result import AgentResult
 from .tools import AgentTool, Tool
@@ -86,18 +86,23 @@ class Agent:
 
     @classmethod
     def call(cls, **params: Any) -> AgentResult:
-        """Run the agent and return an :class:`AgentResult`; records exactly one Execution."""
-        run = Run(cls(**params), streaming=False)
+        """Run the agent and return an :class:`AgentResult`; records exactly one Execution.
+
+        ``_session_id``, ``_user_id`` and ``_tags`` record it (and the executions nested in it)
+        under a session, an end user and tags, as a ``session()`` block would."""
+        params, session = session_arguments(params)
+        run = Run(cls(**params), streaming=False, session=session)
         return _drain(run.execute())
 
     @classmethod
     async def acall(cls, **params: Any) -> AgentResult:
         """``call`` on a worker thread, so that neither the provider nor the database blocks the loop."""
+        params, session = session_arguments(params)
         agent = cls(**params)
 
         def run() -> AgentResult:
             try:
-                return _drain(Run(agent, streaming=False).execute())
+                return _drain(Run(agent, streaming=False, session=session).execute())
             finally:
                 close_old_connections()  # as at the end of a request: honours CONN_MAX_AGE
 
@@ -106,7 +111,23 @@ class Agent:
     @classmethod
     def stream(cls, **params: Any) -> AgentStream:
         """Iterate the answer's text chunks; ``.result`` holds the AgentResult once exhausted."""
-        return AgentStream(Run(cls(**params), streaming=True))
+        params, session = session_arguments(params)
+        return AgentStream(Run(cls(**params), streaming=True, session=session))
+
+
+SESSION_ARGUMENTS = {"_session_id": "session_id", "_user_id": "user_id", "_tags": "tags"}
+
+
+def session_arguments(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The agent's own parameters, and the session values given as ``_session_id``, ``_user_id``
+    and ``_tags`` (by their Execution field names)."""
+    own = {name: value for name, value in params.items() if name not in SESSION_ARGUMENTS}
+    session = {SESSION_ARGUMENTS[name]: value for name, value in params.items() if name in SESSION_ARGUMENTS}
+    if "tags" in session:
+        tags = session["tags"]
+        if isinstance(tags, str) or not all(isinstance(tag, str) for tag in tags):
+            raise TypeError(f"_tags must be a list of strings (got {tags!r})")
+    return own, session
 
 
 def _drain(generator: Generator[str, None, AgentResult]) -> AgentResult:
@@ -160,8 +181,9 @@ class AgentStream:
 class Run:
     """One call of one agent: tenant → cache → attempts (retries, fallbacks) → tools → record."""
 
-    def __init__(self, agent: Agent, *, streaming: bool) -> None:
+    def __init__(self, agent: Agent, *, streaming: bool, session: dict[str, Any] | None = None) -> None:
         self.agent = agent
+        self.session = session or {}
         self.cls = type(agent)
         self.streaming = streaming
         self.model = self.cls.model or app_settings.DEFAULT_MODEL
@@ -207,6 +229,7 @@ class Run:
             system_prompt="\n\n".join(m["content"] for m in messages if m["role"] == "system"),
             user_prompt="\n\n".join(m["content"] for m in messages if m["role"] == "user"),
             prompt_version_id=getattr(self.prompt_version, "pk", None),
+            **self.session_values(parent),
         )
         self.record = record
         agent_span = None
@@ -527,6 +550,14 @@ class Run:
         built.pop("model", None)
         self.extra_params = built
         return messages
+
+    def session_values(self, parent: ExecutionRecord | None) -> dict[str, Any]:
+        """The session values given to this call, its tags added to those it would inherit."""
+        values = {name: str(value) for name, value in self.session.items() if name != "tags"}
+        if "tags" in self.session:
+            inherited = parent.tags if parent is not None else context.current_session().tags
+            values["tags"] = list(dict.fromkeys([*inherited, *self.session["tags"]]))
+        return values
 
     def resolve_tenant(self) -> str | None:
         if not app_settings.MULTI_TENANCY:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..failures import ERROR_CLASS_CATEGORIES, ERROR_MESSAGE_KEYWORDS, FAILED_STATUSES
@@ -136,27 +137,55 @@ def error_category(row: str, dialect: Dialect) -> str:
     )
 
 
-def kept(row: str, settled_only: bool = True) -> str:
-    """The condition for ``row`` (an alias, ``NEW`` or ``OLD``) to be in the rollups: a root
-    execution that has finished. A running one is not: an agent call writes its running row, then
-    finishes it, and keeping it out spares that first write (and the finish's taking it back) the
-    rollups' work; readers add the running rows of a period from the rows (``rollup_reads``).
-    ``settled_only`` False keeps running ones too, as the rollups did before migration 0014."""
-    condition = f"{row}.parent_id IS NULL"
-    return f"{condition} AND {row}.status <> '{RUNNING}'" if settled_only else condition
+@dataclass(frozen=True)
+class Kept:
+    """Which root executions the rollups keep.
+
+    ``settled``: finished ones only. A running one is not kept: an agent call writes its running
+    row, then finishes it, and keeping it out spares that first write (and the finish's taking it
+    back) the rollups' work; readers add the running rows of a period from the rows
+    (``rollup_reads``). False keeps running ones too, as the rollups did before migration 0014.
+
+    ``production``: executions of no evaluation run only (SPEC section 17: evaluations stay out of
+    production analytics; the few questions about them read the rows). False before migration 0017
+    gave executions their ``eval_run``."""
+
+    settled: bool = True
+    production: bool = True
+
+    def condition(self, row: str) -> str:
+        """The condition for ``row`` (an alias, ``NEW`` or ``OLD``) to be in the rollups."""
+        condition = f"{row}.parent_id IS NULL"
+        if self.settled:
+            condition += f" AND {row}.status <> '{RUNNING}'"
+        if self.production:
+            condition += f" AND {row}.eval_run_id IS NULL"
+        return condition
 
 
-def rows_of(source: str, sign: int, where: str = "", *, settled_only: bool = True) -> str:
+KEPT = Kept()
+
+
+def kept_by(connection: Any, *, settled: bool = True) -> Kept:
+    """What the rollups of ``connection``'s database keep: production executions once its
+    executions table has ``eval_run_id`` (migration 0017; migrations before it run on tables
+    without it)."""
+    with connection.cursor() as cursor:
+        columns = {column.name for column in connection.introspection.get_table_description(cursor, EXECUTIONS)}
+    return Kept(settled=settled, production="eval_run_id" in columns)
+
+
+def rows_of(source: str, sign: int, where: str = "", *, kept: Kept = KEPT) -> str:
     """The rows of ``source`` (a table or a transition table) the rollups keep, with their ``sign``."""
     columns = ", ".join(f"r.{column}" for column in COLUMNS)
     condition = f" AND ({where})" if where else ""
-    return f"SELECT {sign} AS sign, {columns} FROM {source} r WHERE {kept('r', settled_only)}{condition}"
+    return f"SELECT {sign} AS sign, {columns} FROM {source} r WHERE {kept.condition('r')}{condition}"
 
 
-def trigger_row(prefix: str, sign: int, *, settled_only: bool = True) -> str:
+def trigger_row(prefix: str, sign: int, *, kept: Kept = KEPT) -> str:
     """SQLite: the ``NEW`` or ``OLD`` row, when the rollups keep it, with its ``sign``."""
     columns = ", ".join(f"{prefix}.{column} AS {column}" for column in COLUMNS)
-    return f"SELECT {sign} AS sign, {columns} WHERE {kept(prefix, settled_only)}"
+    return f"SELECT {sign} AS sign, {columns} WHERE {kept.condition(prefix)}"
 
 
 def contributions(rows: str, dialect: Dialect) -> str:
@@ -329,16 +358,14 @@ def one_statement(statements: Sequence[str]) -> str:
 TRIGGER_EVENTS = ("insert", "update", "delete")
 
 
-def trigger_statements(
-    vendor: str, tables: Sequence[str] = ROLLUP_TABLES, *, settled_only: bool = True
-) -> list[str]:
-    """The DDL that installs the triggers on ``vendor``'s executions table, keeping ``tables``
-    (``settled_only``: see :func:`kept`)."""
+def trigger_statements(vendor: str, tables: Sequence[str] = ROLLUP_TABLES, *, kept: Kept = KEPT) -> list[str]:
+    """The DDL that installs the triggers on ``vendor``'s executions table, keeping ``tables`` up to
+    date with the rows ``kept``."""
     dialect = Dialect(vendor)
     statements = []
     if dialect.postgresql:
         new, old = (
-            rows_of(name, sign, settled_only=settled_only)
+            rows_of(name, sign, kept=kept)
             for name, sign in (("new_rows", 1), ("old_rows", -1))
         )
         sources = {
@@ -355,12 +382,12 @@ def trigger_statements(
                 event
             ]
             nothing = " AND ".join(
-                f"NOT EXISTS (SELECT 1 FROM {name} r WHERE {kept('r', settled_only)})" for name in written
+                f"NOT EXISTS (SELECT 1 FROM {name} r WHERE {kept.condition('r')})" for name in written
             )
             body = f"{one_upsert(rows, dialect, tables)};" if tables else ""
             if event != "insert" and tables:
                 body += (
-                    f"\nIF EXISTS (SELECT 1 FROM old_rows r WHERE {kept('r', settled_only)}) THEN "
+                    f"\nIF EXISTS (SELECT 1 FROM old_rows r WHERE {kept.condition('r')}) THEN "
                     f"{one_statement(cleanups(old, dialect, tables))}; END IF;"
                 )
             statements.append(
@@ -382,16 +409,11 @@ def trigger_statements(
             "FOR EACH STATEMENT EXECUTE FUNCTION llm_agents_rollup_truncate()"
         )
         return statements
-    new, old = (
-        trigger_row(prefix, sign, settled_only=settled_only) for prefix, sign in (("NEW", 1), ("OLD", -1))
-    )
+    new, old = (trigger_row(prefix, sign, kept=kept) for prefix, sign in (("NEW", 1), ("OLD", -1)))
     changes = {
-        "insert": (new, kept("NEW", settled_only)),
-        "update": (
-            new + " UNION ALL " + old,
-            f"({kept('NEW', settled_only)}) OR ({kept('OLD', settled_only)})",
-        ),
-        "delete": (old, kept("OLD", settled_only)),
+        "insert": (new, kept.condition("NEW")),
+        "update": (new + " UNION ALL " + old, f"({kept.condition('NEW')}) OR ({kept.condition('OLD')})"),
+        "delete": (old, kept.condition("OLD")),
     }
     for event, (rows, when) in changes.items():
         statements_run = upserts(rows, dialect, tables)
@@ -444,9 +466,9 @@ def present(connection: Any) -> tuple[str, ...]:
 def install_triggers(connection: Any, *, settled_only: bool = True) -> None:
     """(Re)create the rollup triggers on ``connection``'s executions table (idempotent), keeping the
     rollup tables present: migrations 0011 to 0016, and the partitioning command after it
-    rebuilt the table (``settled_only``: see :func:`kept`)."""
+    rebuilt the table (``settled_only``: see :class:`Kept`)."""
     statements = drop_statements(connection.vendor) + trigger_statements(
-        connection.vendor, present(connection), settled_only=settled_only
+        connection.vendor, present(connection), kept=kept_by(connection, settled=settled_only)
     )
     with connection.cursor() as cursor:
         for statement in statements:
@@ -475,12 +497,13 @@ def literal(moment: dt.datetime, vendor: str) -> str:
 def rebuild_day(connection: Any, day: dt.date, *, settled_only: bool = True) -> None:
     """Recompute the rollups of one UTC day from its rows. Run it in a transaction: on PostgreSQL it
     locks the executions table against writes (not reads) until that transaction ends, so no write
-    lands between emptying the day and adding its rows back (``settled_only``: see :func:`kept`)."""
+    lands between emptying the day and adding its rows back (``settled_only``: see :class:`Kept`)."""
     vendor = connection.vendor
     start = dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
     low, high = literal(start, vendor), literal(start + dt.timedelta(days=1), vendor)
     rows = rows_of(
-        EXECUTIONS, 1, f"r.started_at >= {low} AND r.started_at < {high}", settled_only=settled_only
+        EXECUTIONS, 1, f"r.started_at >= {low} AND r.started_at < {high}",
+        kept=kept_by(connection, settled=settled_only),
     )
     tables = present(connection)
     with connection.cursor() as cursor:

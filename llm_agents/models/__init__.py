@@ -3,6 +3,7 @@ from .budgets import Budget, BudgetReservation, SpendCounter
 from .costs import CostConfig
 from .executions import Execution, Span
 from .prompts import Prompt, PromptVersion
+from .quality import Dataset, DatasetItem, EvalResult, EvalRun, Score, ScoreConfig
 from .rollups import (
     DailyDurations,
     DailyLatency,
@@ -23,10 +24,14 @@ __all__ = [
     "BudgetReservation",
     "CostConfig",
     "DailyDurations",
+    "Dataset",
+    "DatasetItem",
     "DailyLatency",
     "DailyModelDurations",
     "DailyRollup",
     "DailyTotals",
+    "EvalResult",
+    "EvalRun",
     "Execution",
     "HourlyDurations",
     "HourlyLatency",
@@ -35,6 +40,8 @@ __all__ = [
     "HourlyTotals",
     "Prompt",
     "PromptVersion",
+    "Score",
+    "ScoreConfig",
     "Span",
     "SpendCounter",
 ]

@@ -118,6 +118,22 @@ class Execution(models.Model):
         related_name="executions",
     )
 
+    # The conversation and the end user (the host's ids) and the labels of the call (SPEC section 16).
+    session_id = models.CharField(max_length=255, blank=True, default="")
+    user_id = models.CharField(max_length=255, blank=True, default="", help_text=_("The end user's id."))
+    tags = models.JSONField(default=list, blank=True)
+    # Set on the executions of an evaluation run, which stay out of production analytics (section 17).
+    # Deleting the run deletes them.
+    eval_run = models.ForeignKey(
+        "llm_agents.EvalRun",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="executions",
+        db_index=False,
+        db_constraint=False,
+    )
+
     objects = ExecutionQuerySet.as_manager()
 
     class Meta:
@@ -154,6 +170,18 @@ class Execution(models.Model):
             models.Index(fields=["model_id", "started_at"], name="llm_exec_model_started_idx"),
             models.Index(fields=["tenant_id", "started_at"], name="llm_exec_tenant_started_idx"),
             models.Index(fields=["status", "started_at"], name="llm_exec_status_started_idx"),
+            # A session's executions in order (by_session, the session page) and sessions(): one
+            # row per session from this index alone. Executions of no session (most, for many
+            # hosts) are left out, like those of no end user below. Tags have a GIN index on
+            # PostgreSQL (migration 0017; SQLite has no index for a JSON array's members).
+            CoveringIndex(
+                fields=["session_id", "started_at"],
+                condition=~Q(session_id=""),
+                covering=["parent", "user_id", "status", "total_cost", "total_tokens"],
+                name="llm_exec_session_idx",
+            ),
+            models.Index(fields=["user_id", "started_at"], condition=~Q(user_id=""), name="llm_exec_user_idx"),
+            models.Index(fields=["eval_run"], condition=Q(eval_run__isnull=False), name="llm_exec_eval_run_idx"),
         ]
         constraints = [
             models.CheckConstraint(

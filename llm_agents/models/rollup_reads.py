@@ -424,7 +424,7 @@ def edge_rows(queryset: Any, rows: Sequence[tuple[Any, Any]]) -> list[Any]:
 def row_parts(queryset: Any, plan: Plan, rows: Sequence[tuple[Any, Any]]) -> list[Any]:
     """The querysets whose rows are added to the rollups' part of a plan: the partial hours at the
     edges (:func:`edge_rows`) and the running executions of the whole hours, which the rollups leave
-    out until they finish (``db.rollups.kept``); an index on (status, started_at) finds those few."""
+    out until they finish (``db.rollups.Kept``); an index on (status, started_at) finds those few."""
     parts = edge_rows(queryset, rows)
     low = ceil(plan.start, HOUR) if plan.start is not None else None
     high = floor(plan.end, HOUR) if plan.end is not None else None

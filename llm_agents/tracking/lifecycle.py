@@ -18,6 +18,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from .. import context
 from ..conf import app_settings
 from .records import EXECUTION_VALUES, ExecutionRecord, elapsed_ms
 from .rows import execution_row, payload_for
@@ -59,10 +60,21 @@ def begin_execution(
     """A new execution record of ``kind`` named ``agent_type``, nested in ``parent``, with the given
     Execution column ``values`` (the record's attributes of those names; any other name is a
     ``TypeError``); its ``running`` row is written unless ``write_start`` is False (a record made
-    after the fact, such as a batch result)."""
+    after the fact, such as a batch result).
+
+    The session, user, tags and evaluation run not given in ``values`` are ``parent``'s (nested
+    executions inherit them), else the context's (``session()``, ``evaluating()``)."""
     unknown = values.keys() - EXECUTION_VALUES
     if unknown:
         raise TypeError(f"begin_execution() got values for no Execution field: {', '.join(sorted(unknown))}")
+    if parent is not None:
+        inherited = {"session_id": parent.session_id, "user_id": parent.user_id, "tags": list(parent.tags),
+                     "eval_run_id": parent.eval_run_id}  # fmt: skip
+    else:
+        scope = context.current_session()
+        inherited = {"session_id": scope.session_id, "user_id": scope.user_id, "tags": list(scope.tags),
+                     "eval_run_id": context.current_eval_run_id()}  # fmt: skip
+    values = {**inherited, **values}
     record = ExecutionRecord(
         kind=kind,
         agent_type=agent_type,

@@ -235,6 +235,10 @@ class ExecutionRecord:
     rate_limited: bool = False
     tenant_id: str | None = None
     prompt_version_id: int | None = None
+    session_id: str = ""
+    user_id: str = ""
+    tags: list[str] = field(default_factory=list)
+    eval_run_id: uuid.UUID | None = None
     spans: list[SpanRecord] = field(default_factory=list)
     children: list[ExecutionRecord] = field(default_factory=list)
     written: bool = False

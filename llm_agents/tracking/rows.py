@@ -86,6 +86,10 @@ def execution_row(record: ExecutionRecord, persistence: Persistence | None = Non
         "parent_id": record.parent.id if record.parent is not None else None,
         "root_id": record.root.id,
         "prompt_version_id": record.prompt_version_id,
+        "session_id": record.session_id,
+        "user_id": record.user_id,
+        "tags": list(record.tags),
+        "eval_run_id": record.eval_run_id,
         "model_spend": model_spend(record),
     }
 
