@@ -233,7 +233,7 @@ def recent_errors(executions: Any, links: Links) -> list[dict[str, Any]]:
     """The latest failures of the period grouped by error category, largest group first."""
     analysis = executions.error_analysis()
     latest = (
-        executions.root_executions()
+        executions.analysed_roots()
         .filter(status__in=FAILED_STATUSES)
         .annotate(category=error_category())
         .order_by("-started_at")
@@ -286,7 +286,7 @@ def render_dashboard(
         row["url"] = links(agent_type=row["agent_type"])
         row["failed_url"] = links(agent_type=row["agent_type"], status__in=",".join(FAILED_STATUSES))
     recent = list(
-        scoped.root_executions()
+        scoped.analysed_roots()
         .order_by("-started_at")
         .values(
             "id", "agent_type", "model_id", "chosen_model_id", "status", "total_tokens",

@@ -25,6 +25,7 @@ from ..failures import ERROR_CATEGORIES, FAILED_STATUSES, error_category
 from ..money import money
 from ..periods import Period, day_range, last_day_of_month, local_now, resolve_period, start_of_day
 from . import rollup_reads
+from .quality_queries import QualityQueries
 
 ZERO = Decimal("0")
 MONEY = models.DecimalField(max_digits=20, decimal_places=8)
@@ -112,7 +113,7 @@ class CountOf(models.Subquery):
     output_field = models.IntegerField()
 
 
-class ExecutionQuerySet(models.QuerySet):
+class ExecutionQuerySet(QualityQueries):
     """Scopes chain (``Execution.objects.by_agent("X").failed().last_7_days()``); analytics end a chain."""
 
     # -- time ---------------------------------------------------------------------------------
@@ -303,6 +304,39 @@ class ExecutionQuerySet(models.QuerySet):
         """Executions with no parent (nested agent runs and traces excluded)."""
         return self.filter(parent__isnull=True)
 
+    # -- evaluations ----------------------------------------------------------------------------
+    # Executions of evaluation runs (``eval_run`` set) stay out of the analytics below unless asked
+    # for (SPEC section 17); lists and scopes show them like any other.
+
+    #: The analytics of this queryset count the executions of evaluation runs too.
+    with_evaluations = False
+
+    def _clone(self) -> ExecutionQuerySet:
+        clone = super()._clone()  # type: ignore[misc]
+        clone.with_evaluations = self.with_evaluations
+        return clone  # type: ignore[no-any-return]
+
+    def evaluations(self) -> ExecutionQuerySet:
+        """Executions of evaluation runs only; the analytics of the result count them."""
+        return self.filter(eval_run__isnull=False).including_evaluations()
+
+    def production(self) -> ExecutionQuerySet:
+        """Executions of no evaluation run (what the analytics count by default)."""
+        return self.filter(eval_run__isnull=True)
+
+    def including_evaluations(self) -> ExecutionQuerySet:
+        """This queryset, its analytics counting the executions of evaluation runs too (read from
+        the rows: the rollups keep production executions only)."""
+        clone = self._chain()
+        clone.with_evaluations = True
+        return clone
+
+    def analysed_roots(self) -> ExecutionQuerySet:
+        """The root executions the analytics of this queryset count: those of no evaluation run,
+        unless :meth:`including_evaluations` (or :meth:`evaluations`) asked for them."""
+        roots = self.root_executions()
+        return roots if self.with_evaluations else roots.production()
+
     # -- analytics ----------------------------------------------------------------------------
     # Each is a fixed number of queries over root executions, whatever the row count. Rows are
     # counted as COUNT(*), or COUNT(started_at) under a filter (never null either), not COUNT(id):
@@ -312,19 +346,21 @@ class ExecutionQuerySet(models.QuerySet):
     def rollup_plan(self) -> rollup_reads.Plan | None:
         """How the rollups answer analytics of this queryset's root executions, or None when its
         filters make the rows answer (see :mod:`llm_agents.models.rollup_reads`)."""
-        return rollup_reads.plan_for(self.root_executions())
+        return rollup_reads.plan_for(self.analysed_roots())
 
     def rollup_count(self) -> int | None:
         """How many executions this queryset holds, counted exactly from the rollups when its
         filters allow (see :meth:`rollup_plan`): its root executions from them, its nested ones (a
         few in a hundred) from the rows; None when the rows must count. Lists of millions of rows
-        filtered by agent, model, tenant, status or time are paginated with it."""
-        roots = self.root_executions()
+        filtered by agent, model, tenant, status or time are paginated with it. Root executions of
+        evaluation runs (a few, through their own index) are counted from the rows."""
+        roots = self.root_executions().production()
         plan = rollup_reads.plan_for(roots)
         if plan is None:
             return None
         counted = rollup_reads.totals(roots, plan, (), ("executions",)).total()["executions"]
-        return int(counted) + self.filter(parent__isnull=False).count()
+        others = self.filter(Q(parent__isnull=False) | Q(eval_run__isnull=False))
+        return int(counted) + others.count()
 
     def _rollup_groups(
         self, group_by: Sequence[str], measures: Sequence[str] = tuple(rollup_reads.ROW_MEASURES), *,
@@ -336,7 +372,7 @@ class ExecutionQuerySet(models.QuerySet):
         plan = self.rollup_plan()
         if plan is None or (local is not None and not rollup_reads.whole_hour_zone(plan)):
             return None
-        found = rollup_reads.totals(self.root_executions(), plan, group_by, measures, local=local)
+        found = rollup_reads.totals(self.analysed_roots(), plan, group_by, measures, local=local)
         names = [*group_by, "local"] if local else list(group_by)
         return [
             {**dict(zip(names, key, strict=True)), **values}
@@ -385,7 +421,7 @@ class ExecutionQuerySet(models.QuerySet):
             return from_rollups
         # The aliases must not be field names: an aggregate named like a field would shadow it for
         # the aggregates after it (Avg("total_cost") would then refer to Sum("total_cost")).
-        roots = self.root_executions()
+        roots = self.analysed_roots()
         extra = {
             f"percentile_{index}": fastpaths.PercentileCont("duration_ms", percent / 100)
             for index, percent in enumerate(duration_percents)
@@ -461,7 +497,7 @@ class ExecutionQuerySet(models.QuerySet):
                 for group in groups
             ]
         rows = (
-            self.root_executions()
+            self.analysed_roots()
             .for_period(period)
             .order_by()
             .values(field)
@@ -505,7 +541,7 @@ class ExecutionQuerySet(models.QuerySet):
             raise ValueError(f"days must be a whole number >= 1, not {days!r}.")
         today = local_now().date()
         first = today - dt.timedelta(days=days - 1)
-        queryset = self.root_executions().between(first, today)
+        queryset = self.analysed_roots().between(first, today)
         if agent_type is not None:
             queryset = queryset.by_agent(agent_type)
         groups = queryset._rollup_groups(
@@ -555,7 +591,7 @@ class ExecutionQuerySet(models.QuerySet):
         zone = timezone.get_default_timezone()
         trunc = TruncDay if unit == "day" else TruncHour
         groups = (
-            self.root_executions()
+            self.analysed_roots()
             .for_period(bounds)
             ._rollup_groups(("status",), ("executions", "total_cost"), local=unit)
         )
@@ -571,7 +607,7 @@ class ExecutionQuerySet(models.QuerySet):
             ]
         else:
             rows = (
-                self.root_executions()
+                self.analysed_roots()
                 .for_period(bounds)
                 .order_by()
                 .annotate(bucket=trunc("started_at", tzinfo=zone))
@@ -647,7 +683,7 @@ class ExecutionQuerySet(models.QuerySet):
         rows: Any = self._summaries_from_rollups(field)
         if rows is None:
             rows = (
-                self.root_executions()
+                self.analysed_roots()
                 .order_by()
                 .values(field)
                 .annotate(
@@ -679,7 +715,7 @@ class ExecutionQuerySet(models.QuerySet):
     ) -> dict[str, dict[str, Any]]:
         """``{version: {total, success_rate, avg_cost}}`` for each version asked for."""
         queryset = (
-            self.root_executions().by_agent(agent_type).for_period(period).filter(agent_version__in=versions)
+            self.analysed_roots().by_agent(agent_type).for_period(period).filter(agent_version__in=versions)
         )
         summaries = queryset._summaries_from_rollups("agent_version")
         if summaries is not None:
@@ -724,21 +760,21 @@ class ExecutionQuerySet(models.QuerySet):
                 raise ValueError(f"Percentiles must be numbers from 0 to 100, not {percent!r}.")
         keys = [f"p{percent:g}" for percent in percents]
         plan = self.rollup_plan() if field == "duration_ms" else None
-        counts = rollup_reads.histogram(self.root_executions(), plan) if plan is not None else None
+        counts = rollup_reads.histogram(self.analysed_roots(), plan) if plan is not None else None
         if counts is not None:
             values = latency.percentiles(counts.get("", {}), percents)
             return {
                 key: None if value is None else round(value, 2)
                 for key, value in zip(keys, values, strict=True)
             }
-        queryset = self.root_executions().filter(**{f"{field}__isnull": False}).order_by()
+        queryset = self.analysed_roots().filter(**{f"{field}__isnull": False}).order_by()
         return dict(zip(keys, fastpaths.percentiles(queryset, field, percents), strict=True))
 
     def cost_forecast(self) -> dict[str, Decimal]:
         """``{month_to_date, projected_month_total, daily_average}`` for the current calendar month."""
         today = local_now().date()
         first = today.replace(day=1)
-        month = self.root_executions().between(first, today)
+        month = self.analysed_roots().between(first, today)
         groups = month._rollup_groups((), ("total_cost", "executions"))
         if groups is not None:
             month_to_date = sum((group["total_cost"] for group in groups), ZERO)
@@ -754,7 +790,7 @@ class ExecutionQuerySet(models.QuerySet):
 
     def error_analysis(self) -> dict[str, Any]:
         """Failed executions counted by category, and the 10 latest failures, newest first."""
-        failed = self.root_executions().failed()
+        failed = self.analysed_roots().failed()
         groups = failed._rollup_groups(("error_category",), ("executions",))
         if groups is not None:
             rows: Any = [{"category": group["error_category"], "n": group["executions"]} for group in groups]
@@ -782,7 +818,7 @@ class ExecutionQuerySet(models.QuerySet):
         (``prompt`` is the slug, ``version`` the number; the percentiles are continuous, as
         ``percentiles()``; ``scores`` is ``{name: mean}``, empty until executions are scored).
         One query on PostgreSQL, three elsewhere, however many versions."""
-        roots = self.root_executions().filter(prompt_version__isnull=False).order_by()
+        roots = self.analysed_roots().filter(prompt_version__isnull=False).order_by()
         aggregates: dict[str, Any] = {
             "n_total": Count("*"),
             "n_successful": Count("started_at", filter=Q(status="success")),
@@ -832,7 +868,7 @@ class ExecutionQuerySet(models.QuerySet):
         rows: Any = self._summaries_from_rollups("agent_type")
         if rows is None:
             rows = (
-                self.root_executions()
+                self.analysed_roots()
                 .order_by()
                 .values("agent_type")
                 .annotate(
@@ -895,7 +931,7 @@ class ExecutionQuerySet(models.QuerySet):
                      "total_tokens": group["total_tokens"]}
                     for group in groups
                 ]  # fmt: skip
-        queryset = self.root_executions().order_by()
+        queryset = self.analysed_roots().order_by()
         if group_by == "day":
             queryset = queryset.annotate(day=TruncDate("started_at", tzinfo=timezone.get_default_timezone()))
         rows = queryset.values(field).annotate(
@@ -985,7 +1021,7 @@ class ExecutionQuerySet(models.QuerySet):
         plan = self.rollup_plan()
         if plan is None:
             return None
-        roots = self.root_executions()
+        roots = self.analysed_roots()
         counts = rollup_reads.histogram(roots, plan, by_model=True) if with_p95 else {}
         if counts is None:
             return None
@@ -1043,7 +1079,7 @@ class ExecutionQuerySet(models.QuerySet):
         for queryset in (self, *others):
             try:
                 select, params = (
-                    queryset.root_executions()
+                    queryset.analysed_roots()
                     .order_by()
                     .values_list(
                         "id",

@@ -1,8 +1,9 @@
 """Answers from the rollups (SPEC section 20): which questions they can answer, and how.
 
-:func:`plan_for` reads the filters of a queryset of root executions. When every filter is one the
-rollups keep (the start time, agent, version, model asked for, tenant, status, kind, prompt version)
-it returns a :class:`Plan`, else None and the analytics read the rows as before. A plan splits the
+:func:`plan_for` reads the filters of a queryset of root executions of no evaluation run (the
+rollups keep no other, ``db.rollups.Kept``). When every other filter is one the rollups keep (the
+start time, agent, version, model asked for, tenant, status, kind, prompt version) it returns a
+:class:`Plan`, else None and the analytics read the rows as before. A plan splits the
 period into whole UTC days (read from the daily rollups), whole hours (the hourly rollups) and the
 partial hours at its edges (the rows themselves, through the same queryset), and adds the three up,
 with the executions still running, which the rollups leave out (the rows again): counts and sums
@@ -145,7 +146,8 @@ def ceil(moment: dt.datetime, step: dt.timedelta) -> dt.datetime:
 
 
 def plan_for(queryset: Any) -> Plan | None:
-    """The rollup plan of a queryset of root executions, or None when the rows must answer."""
+    """The rollup plan of a queryset of root executions of no evaluation run, or None when the rows
+    must answer."""
     if not app_settings.ROLLUPS:
         return None
     query = queryset.query
@@ -162,7 +164,7 @@ def plan_for(queryset: Any) -> Plan | None:
     table = query.model._meta.db_table
     conditions: list[tuple[str, tuple[Any, ...], bool]] = []
     bounds: dict[str, list[dt.datetime]] = {"start": [], "end": []}
-    root = False
+    root = production = False
     tenant_excluded: set[str] = set()
     for child in query.where.children:
         if isinstance(child, WhereNode):
@@ -180,6 +182,8 @@ def plan_for(queryset: Any) -> Plan | None:
         name, value = column, child.rhs
         if name == "parent" and isinstance(child, IsNull) and value is True:
             root = True
+        elif name == "eval_run" and isinstance(child, IsNull) and value is True:
+            production = True
         elif (
             name == "started_at" and isinstance(child, GreaterThanOrEqual) and isinstance(value, dt.datetime)
         ):
@@ -201,7 +205,7 @@ def plan_for(queryset: Any) -> Plan | None:
         if tenant_excluded != {"not_null", "not_empty"}:
             return None
         conditions.append(("tenant_id", ("",), False))
-    if not root:
+    if not root or not production:
         return None
     start = max(bounds["start"]) if bounds["start"] else None
     end = min(bounds["end"]) if bounds["end"] else None
@@ -377,7 +381,7 @@ def shared_totals(queryset: Any, group_by: Sequence[str]) -> Iterator[None]:
     in Python from one read of every measure made on entry, instead of a query each: the dashboard
     asks for the summary, the summary by agent and the error categories of one period. Grouping by
     local day or hour still queries. Nothing is shared when the rows answer ``queryset``."""
-    roots = queryset.root_executions()
+    roots = queryset.analysed_roots()
     plan = plan_for(roots)
     if plan is None:
         yield
