@@ -16,6 +16,8 @@ times counted back from the moment of generation):
   system prompt being the agent's own text;
 - durations log-normal (median ~1.2 s), timeouts at 30–60 s; tokens from the text sizes, costs
   from the model's prices (total = input + output, both ways);
+- ~60 % of calls in sessions (``conv-N``, ~2–3 calls each, consecutive in time) of 20,000 end users,
+  ~10 % tagged ``beta``; nested executions inherit them;
 - 3 spans per root execution (retrieval, llm, tool; the llm span carries the model, tokens and
   cost), and ~2 % of root executions calling a nested agent (its own execution with one llm span,
   its totals rolled into the root's, the root's third span an agent span), as tracking writes them.
@@ -43,7 +45,7 @@ from typing import Any
 
 import psycopg
 
-SHAPE = 1  # bump when the generated rows change, so ensure() regenerates older histories
+SHAPE = 2  # bump when the generated rows change, so ensure() regenerates older histories
 SEED = 17
 DAYS = 90.0
 CHUNK = 20_000
@@ -95,6 +97,10 @@ NESTED_SHARE = 0.02
 CACHE_HIT_SHARE = 0.03
 STREAMING_SHARE = 0.3
 PROMPT_CACHE_SHARE = 0.4  # calls whose system prompt was read from the provider's prompt cache
+SESSION_SHARE = 0.6  # calls made in a conversation (a session of ~2–3 calls minutes apart, of one end user)
+SESSION_TURNS = 4  # consecutive calls drawn into one session (those of them in a session)
+USERS = 20_000
+BETA_TAG_SHARE = 0.1  # calls tagged "beta"
 
 EXECUTION_COLUMNS = (
     "id", "kind", "agent_type", "agent_version", "model_id", "chosen_model_id", "provider", "temperature",
@@ -104,7 +110,7 @@ EXECUTION_COLUMNS = (
     "system_prompt", "user_prompt", "response", "error_class", "error_message", "metadata", "streaming",
     "tool_calls", "tool_calls_count", "attempts", "attempts_count", "fallback_chain", "fallback_reason",
     "cache_hit", "retryable", "rate_limited", "tenant_id", "parent_id", "root_id", "prompt_version_id",
-    "model_spend",
+    "model_spend", "session_id", "user_id", "tags",
 )  # fmt: skip
 SPAN_COLUMNS = (
     "id", "execution_id", "parent_id", "name", "kind", "status", "model_id", "provider", "input", "output",
@@ -255,6 +261,12 @@ class Plan:
             cache_hit = failure is None and not fell_back and rand() < CACHE_HIT_SHARE
             nested = failure is None and not cache_hit and rand() < NESTED_SHARE
             streaming = rand() < STREAMING_SHARE
+            if rand() < SESSION_SHARE:
+                conversation = i // SESSION_TURNS
+                session, user = f"conv-{conversation}", f"u-{conversation * 7919 % USERS}"
+            else:
+                session = user = ""
+            tags = '["beta"]' if rand() < BETA_TAG_SHARE else "[]"
             model, provider, *_prices = MODELS[asked]
             chosen_model, chosen_provider, *_prices = MODELS[chosen]
 
@@ -343,7 +355,7 @@ class Plan:
                     f"{corpus[child_offset + 200 : child_offset + 500]}\t\t\t{{}}\tf\t[]\t0\t[]\t1\t[]\t\tf\tf\tf\t"
                     f"{tenant if tenant is not None else chr(92) + 'N'}\t{execution_id}\t{execution_id}\t\\N\t"
                     f"{_spend_json({child_model: [child_in_cost + child_out_cost, child_in + child_out]})}"
-                    f"{extra_executions}\n"
+                    f"\t{session}\t{user}\t{tags}{extra_executions}\n"
                 )
                 entry = spent.setdefault(child_model, [0, 0])
                 entry[0] += child_in_cost + child_out_cost
@@ -383,7 +395,7 @@ class Plan:
                 f"{'t' if failure and failure[2] == 'RateLimitError' else 'f'}\t"
                 f"{tenant if tenant is not None else chr(92) + 'N'}\t\\N\t{execution_id}\t"
                 f"{prompt_version if prompt_version is not None else chr(92) + 'N'}\t{_spend_json(spent)}"
-                f"{extra_executions}\n"
+                f"\t{session}\t{user}\t{tags}{extra_executions}\n"
             )
             if nested_line:
                 executions.append(nested_line)

@@ -242,6 +242,16 @@ class Migration(migrations.Migration):
             model_name='score',
             constraint=models.CheckConstraint(condition=models.Q(('execution__isnull', False), models.Q(('session_id', ''), _negated=True), _connector='OR'), name='llm_score_has_subject'),
         ),
+        # The analytics' root executions are those of no evaluation run: the covering index holds
+        # exactly them, so their queries stay index-only.
+        migrations.RemoveIndex(
+            model_name='execution',
+            name='llm_exec_root_cover_idx',
+        ),
+        migrations.AddIndex(
+            model_name='execution',
+            index=llm_agents.models.indexes.CoveringIndex(condition=models.Q(('eval_run__isnull', True), ('parent__isnull', True)), covering=('status', 'total_cost', 'duration_ms', 'input_tokens', 'output_tokens', 'total_tokens', 'agent_type', 'model_id'), fields=['started_at'], name='llm_exec_root_cover_idx'),
+        ),
         migrations.RunPython(add_tags_index, drop_tags_index),
         migrations.RunPython(reinstall_triggers, drop_triggers),
     ]

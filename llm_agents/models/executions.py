@@ -141,11 +141,12 @@ class Execution(models.Model):
         get_latest_by = "started_at"
         indexes = [
             models.Index(fields=["started_at"], name="llm_exec_started_idx"),
-            # Root executions by time, covering the columns the analytics read (overview/, the
-            # dashboard, cost_forecast, cost_by_model), so PostgreSQL answers them from the index alone.
+            # Root executions of no evaluation run by time (what the analytics count), covering the
+            # columns they read (overview/, the dashboard, cost_forecast, cost_by_model), so
+            # PostgreSQL answers them from the index alone.
             CoveringIndex(
                 fields=["started_at"],
-                condition=Q(parent__isnull=True),
+                condition=Q(parent__isnull=True, eval_run__isnull=True),
                 covering=[
                     "status",
                     "total_cost",
