@@ -263,9 +263,9 @@ class Plan:
             streaming = rand() < STREAMING_SHARE
             if rand() < SESSION_SHARE:
                 conversation = i // SESSION_TURNS
-                session, user = f"conv-{conversation}", f"u-{conversation * 7919 % USERS}"
+                session, end_user = f"conv-{conversation}", f"u-{conversation * 7919 % USERS}"
             else:
-                session = user = ""
+                session = end_user = ""
             tags = '["beta"]' if rand() < BETA_TAG_SHARE else "[]"
             model, provider, *_prices = MODELS[asked]
             chosen_model, chosen_provider, *_prices = MODELS[chosen]
@@ -355,7 +355,7 @@ class Plan:
                     f"{corpus[child_offset + 200 : child_offset + 500]}\t\t\t{{}}\tf\t[]\t0\t[]\t1\t[]\t\tf\tf\tf\t"
                     f"{tenant if tenant is not None else chr(92) + 'N'}\t{execution_id}\t{execution_id}\t\\N\t"
                     f"{_spend_json({child_model: [child_in_cost + child_out_cost, child_in + child_out]})}"
-                    f"\t{session}\t{user}\t{tags}{extra_executions}\n"
+                    f"\t{session}\t{end_user}\t{tags}{extra_executions}\n"
                 )
                 entry = spent.setdefault(child_model, [0, 0])
                 entry[0] += child_in_cost + child_out_cost
@@ -395,7 +395,7 @@ class Plan:
                 f"{'t' if failure and failure[2] == 'RateLimitError' else 'f'}\t"
                 f"{tenant if tenant is not None else chr(92) + 'N'}\t\\N\t{execution_id}\t"
                 f"{prompt_version if prompt_version is not None else chr(92) + 'N'}\t{_spend_json(spent)}"
-                f"\t{session}\t{user}\t{tags}{extra_executions}\n"
+                f"\t{session}\t{end_user}\t{tags}{extra_executions}\n"
             )
             if nested_line:
                 executions.append(nested_line)

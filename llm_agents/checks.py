@@ -39,6 +39,14 @@ BOOLEAN_KEYS = (
 PARTITIONING_SCHEMES = (None, "monthly")
 
 
+def _is_rate(value: Any) -> bool:
+    """A DRF throttle rate: ``"<requests>/<period>"``, the period's first letter s, m, h or d."""
+    if not isinstance(value, str):
+        return False
+    requests, _, period = value.partition("/")
+    return requests.isdigit() and int(requests) > 0 and period[:1] in ("s", "m", "h", "d")
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -182,6 +190,15 @@ def _problems(user: dict[str, Any]) -> Iterable[tuple[str, str, str]]:
     partitioning = get("PARTITIONING")
     if partitioning not in PARTITIONING_SCHEMES:
         yield "E027", "PARTITIONING", f'must be None or "monthly", not {partitioning!r}'
+
+    max_age = get("FEEDBACK_TOKEN_MAX_AGE")
+    if not _is_int(max_age) or max_age < 1:
+        yield "E028", "FEEDBACK_TOKEN_MAX_AGE", f"must be a whole number of seconds above 0, not {max_age!r}"
+
+    throttle = get("FEEDBACK_THROTTLE_RATE")
+    if throttle is not None and not _is_rate(throttle):
+        message = f'must be None or a rate like "60/min" (a number, "/", then s, min, hour or day), not {throttle!r}'
+        yield "E029", "FEEDBACK_THROTTLE_RATE", message
 
     page_size = get("API_PAGE_SIZE")
     if not _is_int(page_size) or not 1 <= page_size <= 500:

@@ -91,6 +91,10 @@ BAD_VALUES = [
     ("llm_agents.E026", "ANALYTICS_DATABASE", ["default"]),
     ("llm_agents.E027", "PARTITIONING", "daily"),
     ("llm_agents.E027", "PARTITIONING", True),
+    ("llm_agents.E028", "FEEDBACK_TOKEN_MAX_AGE", 0),
+    ("llm_agents.E028", "FEEDBACK_TOKEN_MAX_AGE", "week"),
+    ("llm_agents.E029", "FEEDBACK_THROTTLE_RATE", "60 per minute"),
+    ("llm_agents.E029", "FEEDBACK_THROTTLE_RATE", "0/min"),
 ]
 
 
