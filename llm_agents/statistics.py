@@ -1,0 +1,116 @@
+"""The statistics of evaluation runs and experiments (SPEC sections 17 and 21): pure functions, no Django.
+
+- :func:`mean_ci95` is the 95% percentile bootstrap interval of a mean: ``resamples`` samples of the
+  values drawn with replacement, the 2.5th and 97.5th percentiles of their means (interpolated between
+  ranks, as ``statistics.quantiles(method="inclusive")`` does).
+- :func:`paired_comparison` compares two paired samples (``a[i]`` and ``b[i]`` are one item scored
+  twice): the paired bootstrap interval of the mean difference, and a two-sided paired sign-flip
+  permutation test. Under the null hypothesis each difference is as likely to have either sign, so the
+  p-value is the share of sign patterns whose mean difference is at least as far from 0 as the observed
+  one. Up to :data:`EXACT_UP_TO` non-zero differences every one of the ``2**n`` patterns is counted
+  (exact; a zero difference is the same under either sign and changes no pattern's share); beyond,
+  ``resamples`` random patterns are drawn and ``p = (count + 1) / (resamples + 1)``, which is never 0.
+  A reported p-value is never below 0.0001, its rounding step.
+
+Every function takes a ``seed``: the same inputs and seed give the same answer. Means, intervals and
+p-values are rounded to 4 places.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+RESAMPLES = 10_000
+#: Up to this many pairs the sign-flip test enumerates all 2**n sign patterns.
+EXACT_UP_TO = 16
+PLACES = 4
+SMALLEST_P = 10**-PLACES
+
+
+def mean_ci95(values: Sequence[float], seed: int | str, resamples: int = RESAMPLES) -> tuple[float, float]:
+    """``(low, high)``: the 95% percentile bootstrap interval of the mean of ``values``.
+
+    Raises ``ValueError`` for no values; one value (or values all equal) gives a zero-width interval."""
+    values = [float(value) for value in values]
+    if not values:
+        raise ValueError("mean_ci95 needs at least one value.")
+    if resamples < 1:
+        raise ValueError(f"resamples must be at least 1, not {resamples}.")
+    if len(values) == 1 or min(values) == max(values):
+        return round(values[0], PLACES), round(values[0], PLACES)
+    rng = random.Random(seed)
+    count = len(values)
+    means = [math.fsum(rng.choices(values, k=count)) / count for _ in range(resamples)]
+    if resamples == 1:
+        return round(means[0], PLACES), round(means[0], PLACES)
+    cuts = statistics.quantiles(means, n=40, method="inclusive")
+    return round(cuts[0], PLACES), round(cuts[-1], PLACES)
+
+
+def paired_comparison(
+    a: Sequence[float], b: Sequence[float], seed: int | str, resamples: int = RESAMPLES
+) -> dict[str, Any]:
+    """Compare paired samples ``a`` and ``b`` (the same items, scored twice).
+
+    Returns ``{n_paired, mean_a, mean_b, delta, ci95: [low, high], p_value, wins, losses, ties}``:
+    ``delta`` is the mean of ``a - b``, ``ci95`` its paired bootstrap interval, ``p_value`` the two-sided
+    sign-flip permutation test's (1.0 when every difference is 0); ``wins`` counts pairs where ``a`` is
+    higher, ``losses`` where it is lower, ``ties`` the rest. Raises ``ValueError`` when the samples
+    differ in length or are empty."""
+    if len(a) != len(b):
+        raise ValueError(f"Paired samples must have the same length, not {len(a)} and {len(b)}.")
+    if not a:
+        raise ValueError("paired_comparison needs at least one pair.")
+    first = [float(value) for value in a]
+    second = [float(value) for value in b]
+    count = len(first)
+    differences = [x - y for x, y in zip(first, second, strict=True)]
+    return {
+        "n_paired": count,
+        "mean_a": round(math.fsum(first) / count, PLACES),
+        "mean_b": round(math.fsum(second) / count, PLACES),
+        "delta": round(math.fsum(differences) / count, PLACES),
+        "ci95": list(mean_ci95(differences, seed, resamples)),
+        "p_value": sign_flip_p_value(differences, seed, resamples),
+        "wins": sum(1 for x, y in zip(first, second, strict=True) if x > y),
+        "losses": sum(1 for x, y in zip(first, second, strict=True) if x < y),
+        "ties": sum(1 for x, y in zip(first, second, strict=True) if x == y),
+    }
+
+
+def sign_flip_p_value(differences: Sequence[float], seed: int | str, resamples: int = RESAMPLES) -> float:
+    """The two-sided p-value of the paired sign-flip permutation test of ``differences`` (their mean
+    against 0): exact up to :data:`EXACT_UP_TO` differences, estimated from ``resamples`` random sign
+    patterns beyond. 1.0 when every difference is 0."""
+    differences = [float(value) for value in differences if value != 0]
+    # A zero difference is the same under either sign: it changes no pattern's distance from 0.
+    if not differences:
+        return 1.0
+    observed = abs(math.fsum(differences))
+    # Sums of the same numbers added in another order may differ in the last bits.
+    threshold = observed - 1e-9 * max(1.0, math.fsum(abs(value) for value in differences))
+    if len(differences) <= EXACT_UP_TO:
+        sums = [0.0]
+        for value in differences:
+            sums = [total + value for total in sums] + [total - value for total in sums]
+        p_value = sum(1 for total in sums if abs(total) >= threshold) / len(sums)
+    else:
+        if resamples < 1:
+            raise ValueError(f"resamples must be at least 1, not {resamples}.")
+        rng = random.Random(f"{seed}:sign-flip")
+        count = len(differences)
+        total = math.fsum(differences)
+        extreme = 0
+        for _ in range(resamples):
+            # Each bit of a random number flips one difference: the sum becomes total - 2 * flipped.
+            flips = map(int, format(rng.getrandbits(count), f"0{count}b"))
+            flipped = math.fsum(itertools.compress(differences, flips))
+            if abs(total - 2 * flipped) >= threshold:
+                extreme += 1
+        p_value = (extreme + 1) / (resamples + 1)
+    return max(round(p_value, PLACES), SMALLEST_P)
