@@ -26,6 +26,7 @@ class LLMAgentsConfig(AppConfig):
             clear_cost_config_cache, sender=cost_config, dispatch_uid="llm_agents_cost_config_deleted"
         )
         self.register_completion_hooks()
+        self.install_evals()
         setting_changed.connect(self.settings_changed, dispatch_uid="llm_agents_settings_changed")
         self.install_instrumentation()
 
@@ -42,6 +43,14 @@ class LLMAgentsConfig(AppConfig):
             lifecycle.add_completion_hook(otel.export_completed)
         else:
             lifecycle.remove_completion_hook(otel.export_completed)
+
+    @staticmethod
+    def install_evals() -> None:
+        """Evaluation runs' batch handler (every process that polls settles them) and the hook counting
+        what evaluators' own model calls cost."""
+        from .evals import install
+
+        install()
 
     @classmethod
     def settings_changed(cls, setting: str, **kwargs: object) -> None:

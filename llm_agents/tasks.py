@@ -22,6 +22,7 @@ __all__ = [
     "poll_batches",
     "purge_executions",
     "record_executions",
+    "run_eval",
 ]
 
 
@@ -53,6 +54,15 @@ def poll_batches() -> dict[str, Any]:
     from . import batches
 
     return batches.poll().as_dict()
+
+
+@shared_task(ignore_result=True, name="llm_agents.tasks.run_eval")
+def run_eval(run_id: str) -> str:
+    """Execute the pending evaluation run ``run_id`` (see ``evals.execute``); returns its status. A run
+    that is no longer pending (a repeated delivery) is left as it is."""
+    from . import evals
+
+    return str(evals.execute(run_id).status)
 
 
 def beat_schedule() -> dict[str, dict[str, Any]]:

@@ -179,14 +179,28 @@ class AgentStream:
 
 
 class Run:
-    """One call of one agent: tenant → cache → attempts (retries, fallbacks) → tools → record."""
+    """One call of one agent: tenant → cache → attempts (retries, fallbacks) → tools → record.
 
-    def __init__(self, agent: Agent, *, streaming: bool, session: dict[str, Any] | None = None) -> None:
+    ``model`` replaces the agent's model and drops its fallbacks, ``prompt_version`` (a PromptVersion)
+    replaces its prompt's current version: what an evaluation run's overrides do (``llm_agents.evals``)."""
+
+    def __init__(
+        self,
+        agent: Agent,
+        *,
+        streaming: bool,
+        session: dict[str, Any] | None = None,
+        model: str | None = None,
+        prompt_version: Any = None,
+    ) -> None:
         self.agent = agent
         self.session = session or {}
         self.cls = type(agent)
         self.streaming = streaming
-        self.model = self.cls.model or app_settings.DEFAULT_MODEL
+        self.model_override = model
+        self.prompt_version_override = prompt_version
+        self.model = model or self.cls.model or app_settings.DEFAULT_MODEL
+        self.fallback_models = [] if model else list(self.cls.fallback_models)
         self.temperature = (
             self.cls.temperature if self.cls.temperature is not None else app_settings.DEFAULT_TEMPERATURE
         )
@@ -208,6 +222,10 @@ class Run:
         self.provider_name = ""
 
     # -- the call -----------------------------------------------------------------------------
+
+    def call(self) -> AgentResult:
+        """Run the call to its end and return its result (``Agent.call`` with this Run's overrides)."""
+        return _drain(self.execute())
 
     def execute(self) -> Generator[str, None, AgentResult]:
         messages = self.build_messages()
@@ -302,7 +320,7 @@ class Run:
 
     def first_response(self, messages: list[dict[str, Any]]) -> Generator[str, None, ProviderResponse]:
         """Try each model of ``[model] + fallback_models``, each with its retries."""
-        models = [self.model, *self.cls.fallback_models]
+        models = [self.model, *self.fallback_models]
         last_error: BaseException | None = None
         for index, model in enumerate(models):
             self.fallback_chain.append(model)
@@ -534,14 +552,18 @@ class Run:
 
     def build_messages(self) -> list[dict[str, Any]]:
         slug = self.cls.prompt
-        if not slug:
+        if self.prompt_version_override is not None:
+            built = self.prompt_version_override.build(**self.agent.params)
+            self.prompt_version = self.prompt_version_override
+        elif not slug:
             return self.agent.messages()
-        from ..models import Prompt
+        else:
+            from ..models import Prompt
 
-        prompt = Prompt.load(slug)
-        built = prompt.build(**self.agent.params)
-        self.prompt_version = prompt.current_version
-        self.model = self.cls.model or built.pop("model", None) or self.model
+            prompt = Prompt.load(slug)
+            built = prompt.build(**self.agent.params)
+            self.prompt_version = prompt.current_version
+        self.model = self.model_override or self.cls.model or built.pop("model", None) or self.model
         messages = built.pop("messages")
         if self.cls.temperature is None and "temperature" in built:
             self.temperature = built.pop("temperature")
@@ -553,7 +575,7 @@ class Run:
 
     def session_values(self, parent: ExecutionRecord | None) -> dict[str, Any]:
         """The session values given to this call, its tags added to those it would inherit."""
-        values = {name: str(value) for name, value in self.session.items() if name != "tags"}
+        values: dict[str, Any] = {name: str(value) for name, value in self.session.items() if name != "tags"}
         if "tags" in self.session:
             inherited = parent.tags if parent is not None else context.current_session().tags
             values["tags"] = list(dict.fromkeys([*inherited, *self.session["tags"]]))
@@ -583,7 +605,7 @@ class Run:
                 "agent": f"{self.cls.__module__}.{self.cls.__qualname__}",
                 "version": str(self.cls.version),
                 "model": self.model,
-                "fallback_models": list(self.cls.fallback_models),
+                "fallback_models": self.fallback_models,
                 "temperature": self.temperature,
                 "messages": messages,
                 "params": self.agent.params,

@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from ..conf import app_settings
-from ..context import current_tenant_id
+from ..context import current_eval_run_id, current_tenant_id
 from ..models import BatchRequest
 from .schema import normalize_schema
 
@@ -35,7 +35,8 @@ def enqueue(
     goes); other keyword arguments (``max_output_tokens``, ``reasoning``, ...) go into the request body as
     they are. The row is written on the caller's connection, so it joins the caller's transaction: if that
     rolls back, nothing was enqueued. With ``custom_id``, enqueueing the same id again returns the
-    existing request instead of adding another.
+    existing request instead of adding another. Inside ``evaluating(run_id)`` the request belongs to
+    that evaluation run, and so does the execution recorded for its result.
     """
     if not purpose:
         raise ValueError("purpose must not be empty")
@@ -52,6 +53,9 @@ def enqueue(
     }
     if app_settings.MULTI_TENANCY:
         payload["tenant_id"] = current_tenant_id()
+    eval_run_id = current_eval_run_id()
+    if eval_run_id is not None:
+        payload["eval_run_id"] = str(eval_run_id)
     routing = dict(routing or {})
     try:
         json.dumps(payload)

@@ -361,6 +361,7 @@ class _Reconciler:
             completed_at=self.finished_at,
             duration_ms=None,
             tenant_id=payload.get("tenant_id"),
+            eval_run_id=uuid.UUID(payload["eval_run_id"]) if payload.get("eval_run_id") else None,
             parameters={"temperature": payload.get("temperature"), **(payload.get("params") or {})},
             system_prompt=payload.get("instructions") or "",
             user_prompt=user_input if isinstance(user_input, str) else json.dumps(user_input),
