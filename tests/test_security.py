@@ -20,7 +20,17 @@ from django.urls import URLPattern, URLResolver, get_resolver, resolve
 
 from llm_agents import Agent, Param, batches, trace
 from llm_agents.errors import AuthenticationError
-from llm_agents.models import Budget, BudgetReservation, Execution, Span, SpendCounter
+from llm_agents.models import (
+    Budget,
+    BudgetReservation,
+    Dataset,
+    EvalRun,
+    Execution,
+    Score,
+    ScoreConfig,
+    Span,
+    SpendCounter,
+)
 from llm_agents.testing import fake_llm
 from tests import fake_servers
 from tests.api_support import API, TENANCY
@@ -62,6 +72,7 @@ def objects():
     version = PromptVersionFactory()
     batch = BatchFactory()
     budget = BudgetFactory()
+    dataset = Dataset.objects.create(slug="faq", name="FAQ")
     return {
         "execution": execution,
         "span": SpanFactory(execution=execution),
@@ -76,6 +87,13 @@ def objects():
         ),
         "budgetreservation": BudgetReservation.objects.create(
             agent_type="a", amount=Decimal("1"), tokens=1, expires_at="2030-01-01T00:00:00Z"
+        ),
+        "score": Score.objects.create(execution=execution, name="helpfulness", value=1.0),
+        "scoreconfig": ScoreConfig.objects.create(name="helpfulness"),
+        "dataset": dataset,
+        "datasetitem": dataset.add_item({"question": "Hi"}, "Hello"),
+        "evalrun": EvalRun.objects.create(
+            dataset=dataset, agent_type="SupportAgent", target="app.SupportAgent"
         ),
     }
 
@@ -99,6 +117,8 @@ def fill(route, name, objects):
             return str(objects["promptversion"].number)
         if parameter == "agent_type":
             return "SupportAgent"
+        if parameter == "session_id":
+            return "conv-42"
         raise AssertionError(f"no value for the parameter {parameter!r} of {route} ({name})")
 
     return PARAMETER.sub(value, route)
@@ -139,9 +159,11 @@ def test_the_walk_finds_every_documented_endpoint_and_admin_page(objects):
             "batch-list", "batch-detail"} <= api  # fmt: skip
     admin = {name for _, name in admin_routes(objects)}
     for model in ("execution", "span", "prompt", "promptversion", "budget", "batch", "batchrequest",
-                  "costconfig", "spendcounter", "budgetreservation"):  # fmt: skip
+                  "costconfig", "spendcounter", "budgetreservation", "score", "scoreconfig", "dataset", "datasetitem",
+                  "evalrun"):  # fmt: skip
         assert {f"llm_agents_{model}_changelist", f"llm_agents_{model}_change"} <= admin, model
-    assert {"llm_agents_dashboard", "app_list", "llm_agents_prompt_version"} <= admin
+    assert {"llm_agents_dashboard", "app_list", "llm_agents_prompt_version", "llm_agents_execution_sessions",
+            "llm_agents_execution_session", "llm_agents_execution_add_score", "llm_agents_evalrun_compare"} <= admin  # fmt: skip
 
 
 @pytest.mark.parametrize("who", ["anonymous", "member"])

@@ -26,6 +26,7 @@ from ..models.querysets import ERROR_CATEGORIES, FAILED_STATUSES, error_category
 from ..periods import Period, resolve_period
 from .charts import Bar, Column, Segment, bar_list_chart, column_chart, stacked_column_chart
 from .formatting import change, format_cost, format_count, format_ms
+from .scoring import score_tile
 from .tenancy import admin_tenant_scope
 
 DASHBOARD_PERIODS = (("24h", "24 hours"), ("7d", "7 days"), ("30d", "30 days"), ("90d", "90 days"))
@@ -294,13 +295,19 @@ def render_dashboard(
         )[:10]
     )  # fmt: skip
     opts = model_admin.model._meta
+    kept = {"score": request.GET["score"]} if request.GET.get("score") else {}  # the score tile's choice
     context = {
         **model_admin.admin_site.each_context(request),
         "title": _("LLM agents dashboard"),
         "opts": opts,
         "app_label": opts.app_label,
         "periods": [
-            {"name": key, "label": label, "selected": key == name, "url": f"?{urlencode({'period': key})}"}
+            {
+                "name": key,
+                "label": label,
+                "selected": key == name,
+                "url": f"?{urlencode({'period': key, **kept})}",
+            }
             for key, label in DASHBOARD_PERIODS
         ],
         "period": period,
@@ -308,6 +315,8 @@ def render_dashboard(
         "overview": now,
         "previous": before,
         "tiles": kpi_tiles(now, before, links, now["projected_monthly_cost"]),
+        "score_tile": score_tile(request, scoped, name),
+        "sessions_url": reverse("admin:llm_agents_execution_sessions"),
         "charts": charts(executions, period, links, percentiles),
         "percentiles": percentiles,
         "agents": agents,

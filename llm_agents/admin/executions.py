@@ -39,8 +39,11 @@ from ..models.querysets import (
     error_category,
 )
 from .dashboard import dashboard_view
+from .datasets import add_to_dataset
 from .formatting import format_cost, format_ms
 from .mixins import ReadOnlyAdminMixin
+from .scoring import add_score_view, execution_scores_context
+from .sessions import SessionFilter, TagFilter, UserFilter, identity_links, session_view, sessions_view
 from .tenancy import TenantScopedAdminMixin
 
 if TYPE_CHECKING:
@@ -291,6 +294,9 @@ class ExecutionAdmin(TenantScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmi
         "kind",
         PromptVersionFilter,
         MetadataFilter,
+        SessionFilter,
+        UserFilter,
+        TagFilter,
         ("agent_type", IndexedValuesFilter),
         ("model_id", IndexedValuesFilter),
         ("tenant_id", IndexedValuesFilter),
@@ -313,6 +319,10 @@ class ExecutionAdmin(TenantScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmi
     change_list_template = "admin/llm_agents/execution/change_list.html"
     change_form_template = "admin/llm_agents/execution/change_form.html"
     fields = ["agent_type"]
+    actions = [add_to_dataset]
+
+    def has_add_to_dataset_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm("llm_agents.add_datasetitem"))
 
     # -- list columns --------------------------------------------------------------------------
 
@@ -437,13 +447,30 @@ class ExecutionAdmin(TenantScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmi
             "parameters_text": payload(execution.parameters),
             "metadata_text": payload(execution.metadata),
             "dashboard_url": reverse("admin:llm_agents_dashboard"),
+            **identity_links(execution),
+            **execution_scores_context(request, execution),
         }
 
-    # -- the dashboard -------------------------------------------------------------------------
+    # -- the dashboard, sessions, scores --------------------------------------------------------
 
     def get_urls(self) -> list[Any]:
         return [
             path("dashboard/", self.admin_site.admin_view(self.dashboard_view), name="llm_agents_dashboard"),
+            path(
+                "sessions/",
+                self.admin_site.admin_view(self.sessions_view),
+                name="llm_agents_execution_sessions",
+            ),
+            path(
+                "sessions/<path:session_id>/",
+                self.admin_site.admin_view(self.session_view),
+                name="llm_agents_execution_session",
+            ),
+            path(
+                "<path:object_id>/scores/add/",
+                self.admin_site.admin_view(self.add_score_view),
+                name="llm_agents_execution_add_score",
+            ),
             path(
                 "export/",
                 # Streamed after the view returns: outside ATOMIC_REQUESTS' transaction, as the API's export/.
@@ -455,6 +482,15 @@ class ExecutionAdmin(TenantScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmi
 
     def dashboard_view(self, request: HttpRequest) -> TemplateResponse:
         return dashboard_view(self, request)
+
+    def sessions_view(self, request: HttpRequest) -> TemplateResponse:
+        return sessions_view(self, request)
+
+    def session_view(self, request: HttpRequest, session_id: str) -> TemplateResponse:
+        return session_view(self, request, session_id)
+
+    def add_score_view(self, request: HttpRequest, object_id: str) -> HttpResponseBase:
+        return add_score_view(self, request, object_id)
 
     def export_view(self, request: HttpRequest) -> HttpResponseBase:
         """Every execution the list shows with the request's filters, search and ordering (all pages),
@@ -474,6 +510,7 @@ class ExecutionAdmin(TenantScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmi
         context = {
             "dashboard_url": reverse("admin:llm_agents_dashboard"),
             "export_url": reverse("admin:llm_agents_execution_export"),
+            "sessions_url": reverse("admin:llm_agents_execution_sessions"),
             **(extra_context or {}),
         }
         return super().changelist_view(request, context)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
+from typing import Any
 
 from django.utils.formats import number_format
+from django.utils.text import Truncator
 
 
 def format_cost(value: Decimal | float | None) -> str:
@@ -34,3 +37,11 @@ def change(current: float | Decimal | None, previous: float | Decimal | None) ->
     if current is None or previous is None or not previous:
         return None
     return round((float(current) - float(previous)) * 100 / float(previous), 1)
+
+
+def shown_json(value: Any, limit: int | None = 300) -> str:
+    """A JSON value as text (a string as it is), cut to ``limit`` characters (None: whole)."""
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, indent=1, default=str)
+    return Truncator(text).chars(limit) if limit else text
