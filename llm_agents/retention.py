@@ -47,11 +47,15 @@ def _with_descendants(ids: list, alias: str) -> list:
 
 
 def _delete(ids: list, alias: str) -> tuple[int, int]:
-    """Delete the executions ``ids`` and their spans; returns how many of each
-    (:func:`~llm_agents.db.fastpaths.delete_executions`)."""
-    from .models import BatchRequest, Execution, Span
+    """Delete the executions ``ids``, their spans and their scores; returns how many executions and
+    spans went (:func:`~llm_agents.db.fastpaths.delete_executions`,
+    :func:`~llm_agents.db.fastpaths.delete_scores`)."""
+    from .models import BatchRequest, Execution, Score, Span
 
-    return fastpaths.delete_executions(connections[alias], Execution, Span, BatchRequest, ids)
+    connection = connections[alias]
+    deleted = fastpaths.delete_executions(connection, Execution, Span, BatchRequest, ids)
+    fastpaths.delete_scores(connection, Score, ids)
+    return deleted
 
 
 def purge(
@@ -128,6 +132,7 @@ def _drop_months(
     boundary = None
     for month in partitions.months_before(connection, cutoff):
         with transaction.atomic(using=connection.alias):
+            _delete_month_scores(connection, month)
             dropped = partitions.drop_month(connection, month)
         result.executions += dropped.get(Execution._meta.db_table, 0)
         result.spans += dropped.get(Span._meta.db_table, 0)
@@ -136,6 +141,20 @@ def _drop_months(
         if progress is not None:
             progress(result)
     return boundary
+
+
+def _delete_month_scores(connection: Any, month: dt.datetime) -> int:
+    """Delete the scores of the executions of the month starting ``month`` (its partition is about
+    to be dropped; scores live in a table of their own); returns how many went."""
+    from .models import Execution, Score
+
+    started = {"started_at__gte": month, "started_at__lt": partitions.next_month(month)}
+    executions = Execution.objects.using(connection.alias).filter(**started).values("pk")
+    return int(
+        Score.objects.using(connection.alias)
+        .filter(execution_id__in=executions)
+        ._raw_delete(connection.alias)
+    )
 
 
 def _delete_orphans(connection: Any, boundary: dt.datetime, cutoff: dt.datetime, result: PurgeResult) -> None:

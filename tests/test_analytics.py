@@ -348,9 +348,9 @@ def test_trend_analysis_rejects_bad_days(days):
 
 def test_compare_versions(day_of_work):
     assert Execution.objects.compare_versions("SearchAgent", "1", "2", "3", period="today") == {
-        "1": {"total": 1, "success_rate": 100.0, "avg_cost": Decimal("0.50")},
-        "2": {"total": 2, "success_rate": 50.0, "avg_cost": Decimal("0.15")},
-        "3": {"total": 0, "success_rate": 0.0, "avg_cost": Decimal("0")},
+        "1": {"total": 1, "success_rate": 100.0, "avg_cost": Decimal("0.50"), "scores": {}},
+        "2": {"total": 2, "success_rate": 50.0, "avg_cost": Decimal("0.15"), "scores": {}},
+        "3": {"total": 0, "success_rate": 0.0, "avg_cost": Decimal("0"), "scores": {}},
     }
 
 
@@ -366,7 +366,7 @@ def test_compare_versions_rounds_rates():
         )
     execution("0.20", agent_type="WriterAgent", agent_version="3", started_at=local_datetime(today))
     assert Execution.objects.compare_versions("SearchAgent", "3") == {
-        "3": {"total": 3, "success_rate": 66.67, "avg_cost": Decimal("0.10")},
+        "3": {"total": 3, "success_rate": 66.67, "avg_cost": Decimal("0.10"), "scores": {}},
     }
 
 
@@ -374,8 +374,8 @@ def test_compare_versions_accepts_numbers_for_versions():
     today = local_today()
     execution("0.40", agent_type="SearchAgent", agent_version="2", started_at=local_datetime(today))
     assert Execution.objects.compare_versions("SearchAgent", 2, 3) == {
-        2: {"total": 1, "success_rate": 100.0, "avg_cost": Decimal("0.40")},
-        3: {"total": 0, "success_rate": 0.0, "avg_cost": Decimal("0")},
+        2: {"total": 1, "success_rate": 100.0, "avg_cost": Decimal("0.40"), "scores": {}},
+        3: {"total": 0, "success_rate": 0.0, "avg_cost": Decimal("0"), "scores": {}},
     }
 
 
@@ -631,7 +631,7 @@ ANALYTICS = {
     "cost_by_model": (lambda qs: qs.cost_by_model(), 1),
     "stats_for": (lambda qs: qs.stats_for("SearchAgent"), 1),
     "trend_analysis": (lambda qs: qs.trend_analysis(days=30), 1),
-    "compare_versions": (lambda qs: qs.compare_versions("SearchAgent", "1", "2", "3"), 1),
+    "compare_versions": (lambda qs: qs.compare_versions("SearchAgent", "1", "2", "3"), 2),  # rows, scores
     "percentiles": (lambda qs: qs.percentiles(), None),  # see percentile_queries()
     "cost_forecast": (lambda qs: qs.cost_forecast(), 1),
     "error_analysis": (lambda qs: qs.error_analysis(), 2),
@@ -691,7 +691,7 @@ def test_analytics_of_no_rows_are_zeros(day_of_work):
     assert nothing.stats_for("SearchAgent")["success_rate"] == 0.0
     assert [row["executions"] for row in nothing.trend_analysis(days=2)] == [0, 0]
     assert nothing.compare_versions("SearchAgent", "1") == {
-        "1": {"total": 0, "success_rate": 0.0, "avg_cost": Decimal("0")}
+        "1": {"total": 0, "success_rate": 0.0, "avg_cost": Decimal("0"), "scores": {}}
     }
     assert nothing.percentiles() == {"p50": None, "p95": None, "p99": None}
     assert nothing.cost_forecast()["month_to_date"] == Decimal("0")

@@ -173,7 +173,7 @@ def test_model_comparison(staff_client, data, django_assert_num_queries):
 
 
 def test_version_comparison(staff_client, data, django_assert_num_queries):
-    with django_assert_num_queries(AUTH_QUERIES + 1):
+    with django_assert_num_queries(AUTH_QUERIES + 2):  # the versions' rows, their scores
         payload = get(staff_client, "comparison/versions/", agent_type="A", versions="1.0,2.0,3.0").json()
     expected = Execution.objects.compare_versions("A", "1.0", "2.0", "3.0", period="7d")
     assert payload == {version: s.VersionStatsSerializer(row).data for version, row in expected.items()}

@@ -33,3 +33,11 @@ class AgentResult:
 
             cached = self.__dict__["_execution"] = Execution.objects.get(pk=self.execution_id)
         return cached
+
+    @property
+    def feedback_token(self) -> str:
+        """A signed token naming this call's execution, for its end user's feedback
+        (``scores.record_feedback``, ``POST feedback/``); valid ``FEEDBACK_TOKEN_MAX_AGE`` seconds."""
+        from ..scores import feedback_token
+
+        return feedback_token(self.execution_id)

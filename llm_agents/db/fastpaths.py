@@ -856,3 +856,75 @@ def datetimes_postgresql(queryset: QuerySet[Any], field_name: str, kind: str, zo
 def datetimes_portable(queryset: QuerySet[Any], field_name: str, kind: str, zone: Any) -> list[dt.datetime]:
     """Portable twin of :func:`datetimes_postgresql`: Django's ``QuerySet.datetimes``."""
     return list(models.QuerySet.datetimes(queryset, field_name, kind, "ASC", zone))  # type: ignore[arg-type]
+
+
+# -- the quality loop -----------------------------------------------------------------------------
+# An execution's tags are a JSON array of strings: on PostgreSQL ``tags @> '["beta"]'``, which the
+# GIN index llm_exec_tags_idx (jsonb_path_ops, migration 0017) answers; the twin reads each row's
+# array, on any database. Scores point at executions without a database constraint, like spans:
+# purging executions deletes their scores by the ids of a chunk.
+
+
+class JsonArrayHas(models.Func):
+    """True when the JSON array in ``column`` holds the string ``value``, read element by element:
+    ``json_each`` on SQLite, ``jsonb_array_elements_text`` on PostgreSQL (no index)."""
+
+    output_field = models.BooleanField()
+
+    def __init__(self, column: str, value: str) -> None:
+        super().__init__(F(column), Value(value))
+
+    def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:  # type: ignore[override]
+        column, value = (compiler.compile(expression) for expression in self.get_source_expressions())
+        elements = (
+            f"SELECT 1 FROM jsonb_array_elements_text({column[0]}) AS element WHERE element = {value[0]}"
+            if is_postgresql(connection)
+            else f"SELECT 1 FROM json_each({column[0]}) AS element WHERE element.value = {value[0]}"
+        )
+        return f"EXISTS ({elements})", [*column[1], *value[1]]
+
+
+def tag_condition(connection: Any, tag: str) -> Q:
+    """The executions whose ``tags`` hold ``tag``."""
+    if is_postgresql(connection):
+        return tag_condition_postgresql(tag)
+    return tag_condition_portable(tag)
+
+
+def tag_condition_postgresql(tag: str) -> Q:
+    """:func:`tag_condition` as JSON containment, ``tags @> '["tag"]'``, which the GIN index
+    llm_exec_tags_idx answers. Twin: :func:`tag_condition_portable`."""
+    return Q(tags__contains=[tag])
+
+
+def tag_condition_portable(tag: str) -> Q:
+    """:func:`tag_condition` read from each row's array (:class:`JsonArrayHas`); Django's JSON
+    ``contains`` lookup is not supported on SQLite."""
+    return Q(JsonArrayHas("tags", tag))
+
+
+def delete_scores(connection: Any, score_model: Any, ids: list[Any]) -> int:
+    """Delete the scores of the executions ``ids``; returns how many went."""
+    if is_postgresql(connection):
+        return delete_scores_postgresql(connection, score_model, ids)
+    return delete_scores_portable(connection, score_model, ids)
+
+
+def delete_scores_postgresql(connection: Any, score_model: Any, ids: list[Any]) -> int:
+    """:func:`delete_scores` in one statement for the whole chunk, the ids sent as one array (through
+    llm_score_execution_idx). Twin: :func:`delete_scores_portable`."""
+    quote = connection.ops.quote_name
+    table = quote(score_model._meta.db_table)
+    column = quote(score_model._meta.get_field("execution").column)
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {table} WHERE {column} = ANY(%s::uuid[])", [_uuid_array(ids)])
+        return int(cursor.rowcount)
+
+
+def delete_scores_portable(connection: Any, score_model: Any, ids: list[Any]) -> int:
+    """Portable twin of :func:`delete_scores_postgresql`: a DELETE per slice of ids (no signals)."""
+    scores = score_model._default_manager.using(connection.alias)
+    return sum(
+        int(scores.filter(execution_id__in=piece)._raw_delete(connection.alias))
+        for piece in id_slices(connection, ids)
+    )

@@ -713,7 +713,8 @@ class ExecutionQuerySet(QualityQueries):
     def compare_versions(
         self, agent_type: str, *versions: str, period: str | Period = "this_week"
     ) -> dict[str, dict[str, Any]]:
-        """``{version: {total, success_rate, avg_cost}}`` for each version asked for."""
+        """``{version: {total, success_rate, avg_cost, scores}}`` for each version asked for;
+        ``scores`` is ``{name: mean}`` of the version's scored executions (:meth:`score_means`)."""
         queryset = (
             self.analysed_roots().by_agent(agent_type).for_period(period).filter(agent_version__in=versions)
         )
@@ -735,6 +736,12 @@ class ExecutionQuerySet(QualityQueries):
                 )
             )
         found = {row["agent_version"]: row for row in rows}
+        scores = (
+            self.by_agent(agent_type)
+            .for_period(period)
+            .filter(agent_version__in=versions)
+            .score_means("agent_version")
+        )
         result = {}
         for version in versions:
             # str(): the filter above compares versions as strings, so 2 finds the rows of "2".
@@ -743,6 +750,7 @@ class ExecutionQuerySet(QualityQueries):
                 "total": row["total"],
                 "success_rate": rate(row["successful"], row["total"]),
                 "avg_cost": money(row["avg_cost"]),
+                "scores": scores.get(str(version), {}),
             }
         return result
 
