@@ -9,7 +9,7 @@ import numbers
 import uuid
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -20,9 +20,6 @@ from django.utils.translation import gettext_lazy as _
 
 from ..statistics import mean_ci95, paired_comparison
 from .fields import money_field
-
-if TYPE_CHECKING:
-    from .executions import Execution
 
 #: An evaluator's value at or above this passes (booleans: True is 1.0), for ``pass_rate``.
 PASS_THRESHOLD = 0.5
@@ -252,7 +249,7 @@ class Dataset(models.Model):
         expected_output: Any = None,
         metadata: Mapping[str, Any] | None = None,
         *,
-        source_execution: Execution | None = None,
+        source_execution: Any = None,
     ) -> DatasetItem:
         """A new, unsaved item of this dataset, validated: ``input`` must be a JSON object (the agent's
         params), ``expected_output`` any JSON value, ``metadata`` a JSON object (None: ``{}``).
@@ -279,7 +276,7 @@ class Dataset(models.Model):
         expected_output: Any = None,
         metadata: Mapping[str, Any] | None = None,
         *,
-        source_execution: Execution | None = None,
+        source_execution: Any = None,
     ) -> DatasetItem:
         """Add one item (validated as :meth:`build_item` does) and return it."""
         item = self.build_item(input, expected_output, metadata, source_execution=source_execution)
@@ -299,7 +296,7 @@ class Dataset(models.Model):
         with transaction.atomic(using=self._state.db):
             return DatasetItem.objects.using(self._state.db).bulk_create(items)
 
-    def add_executions(self, executions: Iterable[Execution]) -> list[DatasetItem]:
+    def add_executions(self, executions: Iterable[Any]) -> list[DatasetItem]:
         """Add an item for each execution: its ``parameters`` as input and its ``response`` text as the
         expected output (None when it has none, a failed call's), with ``source_execution`` set.
 

@@ -314,7 +314,7 @@ class ExecutionQuerySet(QualityQueries):
     def _clone(self) -> ExecutionQuerySet:
         clone = super()._clone()  # type: ignore[misc]
         clone.with_evaluations = self.with_evaluations
-        return clone  # type: ignore[no-any-return]
+        return clone
 
     def evaluations(self) -> ExecutionQuerySet:
         """Executions of evaluation runs only; the analytics of the result count them."""
@@ -327,7 +327,7 @@ class ExecutionQuerySet(QualityQueries):
     def including_evaluations(self) -> ExecutionQuerySet:
         """This queryset, its analytics counting the executions of evaluation runs too (read from
         the rows: the rollups keep production executions only)."""
-        clone = self._chain()
+        clone = self.all()
         clone.with_evaluations = True
         return clone
 
