@@ -25,7 +25,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from llm_agents.models import Execution
+from llm_agents import scores
+from llm_agents.models import Dataset, EvalResult, EvalRun, Execution
 from tests.api_support import API
 from tests.factories import (
     BatchFactory,
@@ -69,7 +70,19 @@ def some_data():
     BatchRequestFactory(batch=batch, status="submitted")
     prompt = PromptFactory(slug="welcome")
     prompt.update_content([{"role": "user", "content": "Hello {{name}}{{#vip}} VIP{{/vip}}"}])
-    return {"execution": parent, "budget": BudgetFactory(name="kept"), "batch": batch}
+    ExecutionFactory(session_id="conv-1", user_id="u-1")
+    scores.add(parent, "helpfulness", 4)
+    dataset = Dataset.objects.create(slug="faq", name="FAQ")
+    item = dataset.add_item({"question": "ping"}, "ping")
+    run = EvalRun.objects.create(dataset=dataset, agent_type="Echo", target="tests.Echo")
+    EvalResult.objects.create(run=run, item=item, output="ping")
+    return {
+        "execution": parent,
+        "budget": BudgetFactory(name="kept"),
+        "batch": batch,
+        "item": item,
+        "run": run,
+    }
 
 
 def test_every_operation_conforms_to_the_schema(wsgi_app, django_user_model, some_data):
@@ -87,6 +100,12 @@ def test_every_operation_conforms_to_the_schema(wsgi_app, django_user_model, som
         "/prompts/{slug}/versions/": {"slug": "welcome"},
         "/prompts/{slug}/render/": {"slug": "welcome"},
         "/agents/{agent_type}/stats/": {"agent_type": "SupportAgent"},
+        "/sessions/{session_id}/": {"session_id": "conv-1"},
+        "/datasets/{slug}/": {"slug": "faq"},
+        "/datasets/{dataset_slug}/items/": {"dataset_slug": "faq"},
+        "/datasets/{dataset_slug}/items/{id}/": {"dataset_slug": "faq", "id": str(some_data["item"].id)},
+        "/evals/{id}/": {"id": str(some_data["run"].id)},
+        "/evals/{id}/results/": {"id": str(some_data["run"].id)},
     }
     requests = 0
     failures = []

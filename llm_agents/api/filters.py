@@ -19,7 +19,7 @@ from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 
-from ..models import Batch, Budget, Execution, Prompt
+from ..models import Batch, Budget, DatasetItem, EvalRun, Execution, Prompt, Score
 from ..models.querysets import parse_metadata_condition
 
 if TYPE_CHECKING:
@@ -226,4 +226,52 @@ class BatchFilterSet(filters.FilterSet):
 
     class Meta:
         model = Batch
+        fields: list[str] = []
+
+
+class SessionFilterSet(filters.FilterSet):
+    """Filters of ``sessions/``: they choose the executions the session rows are counted from."""
+
+    user_id = filters.CharFilter(help_text="The end user's id.")
+    agent_type = filters.CharFilter(help_text="Sessions in which this agent ran (its executions only).")
+    tag = filters.CharFilter(method="filter_tag", help_text="Executions carrying this tag.")
+
+    class Meta:
+        model = Execution
+        fields: list[str] = []
+
+    def filter_tag(self, queryset: ExecutionQuerySet, name: str, value: str) -> ExecutionQuerySet:
+        return queryset.with_tag(value)
+
+
+class ScoreFilterSet(filters.FilterSet):
+    name = filters.CharFilter()
+    source = choice_filter("source", Score.Source.choices)
+    data_type = choice_filter("data_type", Score.DataType.choices)
+    execution = filters.UUIDFilter(field_name="execution_id", help_text="The id of the execution judged.")
+    session_id = filters.CharFilter(
+        help_text="The scores' session_id (a session's own scores have no execution)."
+    )
+
+    class Meta:
+        model = Score
+        fields: list[str] = []
+
+
+class DatasetItemFilterSet(filters.FilterSet):
+    is_active = boolean_filter("is_active")
+
+    class Meta:
+        model = DatasetItem
+        fields: list[str] = []
+
+
+class EvalRunFilterSet(filters.FilterSet):
+    dataset = filters.CharFilter(field_name="dataset__slug", help_text="The dataset's slug.")
+    agent_type = filters.CharFilter()
+    status = choice_filter("status", EvalRun.Status.choices)
+    mode = choice_filter("mode", EvalRun.Mode.choices)
+
+    class Meta:
+        model = EvalRun
         fields: list[str] = []

@@ -84,6 +84,16 @@ def parse_int(params: Mapping[str, Any], name: str, default: int, minimum: int, 
     return number
 
 
+def parse_bool(params: Mapping[str, Any], name: str, default: bool = False) -> bool:
+    """``true`` or ``false`` (absent or empty: ``default``); anything else is a 400 naming the parameter."""
+    value = params.get(name)
+    if value in (None, ""):
+        return default
+    if value not in ("true", "false"):
+        raise _error(name, f"Unknown {name} {value!r}; valid values are: true, false.")
+    return value == "true"
+
+
 def required(params: Mapping[str, Any], name: str) -> str:
     value = params.get(name)
     if value in (None, ""):
@@ -108,3 +118,15 @@ def period_parameters(default: str | None = DEFAULT_AGGREGATE_PERIOD) -> list[Op
         ),
         OpenApiParameter("end_date", OpenApiTypes.DATE, description="Last day included (with start_date)."),
     ]
+
+
+INCLUDE_EVALS = "include_evals"
+
+
+def include_evals_parameter() -> OpenApiParameter:
+    """The OpenAPI description of ``include_evals`` (the aggregate endpoints)."""
+    return OpenApiParameter(
+        INCLUDE_EVALS,
+        OpenApiTypes.BOOL,
+        description="true: count the executions of evaluation runs too (default false: production only).",
+    )

@@ -39,6 +39,28 @@ class ApiModelSerializer(serializers.ModelSerializer):
     }
 
 
+def has_nul(value: Any) -> bool:
+    """Whether a NUL character is in ``value`` or in any string or key inside it (PostgreSQL stores
+    none, in text or in jsonb)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(key) or has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(has_nul(item) for item in value)
+    return False
+
+
+class StorableJSONField(serializers.JSONField):
+    """Any JSON value the database can store: no NUL character in its strings or keys."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        value = super().to_internal_value(data)
+        if has_nul(value):
+            raise serializers.ValidationError("Null characters are not allowed.")
+        return value
+
+
 def money(**kwargs: Any) -> serializers.DecimalField:
     """US dollars as a decimal string with 8 places (as stored)."""
     return DecimalString(max_digits=30, decimal_places=8, **kwargs)
@@ -249,6 +271,7 @@ class VersionStatsSerializer(serializers.Serializer):
     total = serializers.IntegerField()
     success_rate = serializers.FloatField()
     avg_cost = money()
+    scores = serializers.DictField(child=serializers.FloatField(), help_text="{score name: mean}.")
 
 
 MONEY_SCHEMA = {"type": "string", "format": "decimal", "pattern": r"^-?\d{0,22}(?:\.\d{0,8})?$"}
@@ -261,8 +284,13 @@ VERSION_COMPARISON_SCHEMA = {
             "total": {"type": "integer"},
             "success_rate": {"type": "number", "format": "double"},
             "avg_cost": MONEY_SCHEMA,
+            "scores": {
+                "type": "object",
+                "description": "{score name: mean} of the version's scored executions.",
+                "additionalProperties": {"type": "number", "format": "double"},
+            },
         },
-        "required": ["total", "success_rate", "avg_cost"],
+        "required": ["total", "success_rate", "avg_cost", "scores"],
     },
 }
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import path, re_path
 from rest_framework.routers import SimpleRouter
 
-from . import views
+from . import evaluations, quality, views
 
 app_name = "llm_agents_api"
 
@@ -13,6 +13,13 @@ router = SimpleRouter()
 router.register("budgets", views.BudgetViewSet, basename="budget")
 router.register("prompts", views.PromptViewSet, basename="prompt")
 router.register("batches", views.BatchViewSet, basename="batch")
+router.register("datasets", evaluations.DatasetViewSet, basename="dataset")
+router.register(
+    r"datasets/(?P<dataset_slug>[-a-zA-Z0-9_]+)/items",
+    evaluations.DatasetItemViewSet,
+    basename="dataset-item",
+)
+router.register("evals", evaluations.EvalRunViewSet, basename="eval-run")
 
 urlpatterns = [
     path("overview/", views.OverviewView.as_view(), name="overview"),
@@ -27,6 +34,14 @@ urlpatterns = [
     path("comparison/versions/", views.VersionComparisonView.as_view(), name="version-comparison"),
     path("errors/", views.ErrorsView.as_view(), name="errors"),
     path("export/", views.ExportView.as_view(), name="export"),
+    path("sessions/", quality.SessionListView.as_view(), name="session-list"),
+    # Any session id, slashes and line breaks included.
+    re_path(
+        r"^sessions/(?P<session_id>[\s\S]+)/$", quality.SessionDetailView.as_view(), name="session-detail"
+    ),
+    path("scores/", quality.ScoreListView.as_view(), name="score-list"),
+    path("scores/summary/", quality.ScoreSummaryView.as_view(), name="score-summary"),
+    path("feedback/", quality.FeedbackView.as_view(), name="feedback"),
     path("schema/", views.SchemaView.as_view(), name="schema"),
     *router.urls,
 ]

@@ -32,13 +32,22 @@ from .. import __version__
 from ..analytics import overview
 from ..db.routing import for_analytics
 from ..errors import PromptError
-from ..models import Batch, Budget, Execution, Prompt, PromptVersion, Span
+from ..models import Batch, Budget, EvalRun, Execution, Prompt, PromptVersion, Score, Span
 from ..models.querysets import COST_GROUPS, prompt_performance
 from . import serializers as s
 from .export import csv_response, export_rows, json_lines
 from .filters import BatchFilterSet, BudgetFilterSet, ExecutionFilterSet, PromptFilterSet
 from .pagination import ApiPagination, ExecutionPagination
-from .params import parse_choice, parse_int, parse_period, period_parameters, required
+from .params import (
+    INCLUDE_EVALS,
+    include_evals_parameter,
+    parse_bool,
+    parse_choice,
+    parse_int,
+    parse_period,
+    period_parameters,
+    required,
+)
 from .permissions import ApiPermissionsMixin
 from .schema import ApiAutoSchema, ApiSchemaGenerator, api_schema
 from .tenancy import tenant_scope
@@ -93,14 +102,26 @@ class ApiMixin(ApiPermissionsMixin, _ApiViewBase):
         return for_analytics(tenant_scope(self.request).filter(Execution.objects.all()))
 
 
+def aggregate_parameters() -> list[OpenApiParameter]:
+    """The parameters every aggregate endpoint with a period takes."""
+    return [*period_parameters(), include_evals_parameter()]
+
+
 class AggregateView(ApiMixin, APIView):
-    """A GET answering one analytics figure (not paginated)."""
+    """A GET answering one analytics figure (not paginated). Its figures leave out the executions of
+    evaluation runs unless ``include_evals=true``."""
 
     queryset = Execution.objects.none()  # the model, for the schema
     pagination_class = None
 
     def period(self) -> Period:
         return parse_period(self.request.query_params)
+
+    def executions(self) -> ExecutionQuerySet:
+        executions = super().executions()
+        if parse_bool(self.request.query_params, INCLUDE_EVALS):
+            return executions.including_evaluations()
+        return executions
 
 
 # -- executions -------------------------------------------------------------------------------
@@ -140,7 +161,7 @@ class ExecutionDetailView(ApiMixin, generics.RetrieveAPIView):
 # -- analytics --------------------------------------------------------------------------------
 
 
-@extend_schema(parameters=period_parameters(), responses=s.OverviewSerializer)
+@extend_schema(parameters=aggregate_parameters(), responses=s.OverviewSerializer)
 class OverviewView(AggregateView):
     """The KPIs of the period (default 7d): the admin dashboard's tiles."""
 
@@ -148,7 +169,7 @@ class OverviewView(AggregateView):
         return Response(s.OverviewSerializer(overview(self.executions(), self.period())).data)
 
 
-@extend_schema(parameters=period_parameters(), responses=s.AgentStatsSerializer(many=True))
+@extend_schema(parameters=aggregate_parameters(), responses=s.AgentStatsSerializer(many=True))
 class AgentListView(AggregateView):
     """Per-agent statistics (as stats_for) for the period, costliest first."""
 
@@ -157,7 +178,7 @@ class AgentListView(AggregateView):
         return Response(s.AgentStatsSerializer(rows, many=True).data)
 
 
-@extend_schema(parameters=period_parameters(), responses=s.AgentStatsSerializer)
+@extend_schema(parameters=aggregate_parameters(), responses=s.AgentStatsSerializer)
 class AgentStatsView(AggregateView):
     """One agent's statistics for the period (stats_for); zeros for an agent with no executions."""
 
@@ -168,7 +189,7 @@ class AgentStatsView(AggregateView):
 
 @extend_schema(
     parameters=[
-        *period_parameters(),
+        *aggregate_parameters(),
         OpenApiParameter("group_by", OpenApiTypes.STR, enum=list(COST_GROUPS), description="Default model."),
     ],
     responses=s.CostSummaryRowSerializer(many=True),
@@ -184,7 +205,7 @@ class CostSummaryView(AggregateView):
         return Response(s.CostSummaryRowSerializer(rows, many=True).data)
 
 
-@extend_schema(responses=s.CostForecastSerializer)
+@extend_schema(parameters=[include_evals_parameter()], responses=s.CostForecastSerializer)
 class CostForecastView(AggregateView):
     """This calendar month's cost so far, daily average and projection (cost_forecast)."""
 
@@ -196,6 +217,7 @@ class CostForecastView(AggregateView):
     parameters=[
         OpenApiParameter("agent_type", OpenApiTypes.STR, description="Only this agent."),
         OpenApiParameter("days", OpenApiTypes.INT, description="Number of days, 1–366; default 7."),
+        include_evals_parameter(),
     ],
     responses=s.TrendRowSerializer(many=True),
 )
@@ -209,7 +231,7 @@ class TrendsView(AggregateView):
         return Response(s.TrendRowSerializer(rows, many=True).data)
 
 
-@extend_schema(parameters=period_parameters(), responses=s.ModelComparisonSerializer(many=True))
+@extend_schema(parameters=aggregate_parameters(), responses=s.ModelComparisonSerializer(many=True))
 class ModelComparisonView(AggregateView):
     """Per model that answered: the root executions that used it (volume, success rate, latency) and
     the spend attributed to it, most used first."""
@@ -221,7 +243,7 @@ class ModelComparisonView(AggregateView):
 
 @extend_schema(
     parameters=[
-        *period_parameters(),
+        *aggregate_parameters(),
         OpenApiParameter("agent_type", OpenApiTypes.STR, required=True),
         OpenApiParameter(
             "versions", OpenApiTypes.STR, required=True, description="Comma-separated versions, e.g. 1.0,2.0."
@@ -246,7 +268,7 @@ class VersionComparisonView(AggregateView):
         return Response({version: s.VersionStatsSerializer(row).data for version, row in result.items()})
 
 
-@extend_schema(parameters=period_parameters(), responses=s.ErrorAnalysisSerializer)
+@extend_schema(parameters=aggregate_parameters(), responses=s.ErrorAnalysisSerializer)
 class ErrorsView(AggregateView):
     """Failed executions of the period by category, and the 10 latest (error_analysis)."""
 
@@ -442,7 +464,8 @@ class SchemaView(ApiPermissionsMixin, SpectacularAPIView):
     generator_class = ApiSchemaGenerator
     custom_settings = {
         "TITLE": "django-llm-agents API",
-        "DESCRIPTION": "Executions, analytics, budgets, prompts and batches tracked by django-llm-agents.",
+        "DESCRIPTION": "Executions, analytics, budgets, prompts, batches, sessions, scores, datasets and "
+        "evaluation runs tracked by django-llm-agents.",
         "VERSION": __version__,
         "COMPONENT_SPLIT_REQUEST": True,
         "ENUM_NAME_OVERRIDES": {
@@ -452,6 +475,11 @@ class SchemaView(ApiPermissionsMixin, SpectacularAPIView):
             "SpanKindEnum": Span.Kind.choices,
             "BatchStatusEnum": Batch.Status.choices,
             "BudgetPeriodEnum": Budget.Period.choices,
+            "ScoreSourceEnum": Score.Source.choices,
+            "PromptVersionSourceEnum": PromptVersion.Source.choices,
+            "ScoreDataTypeEnum": Score.DataType.choices,
+            "EvalRunStatusEnum": EvalRun.Status.choices,
+            "EvalRunModeEnum": EvalRun.Mode.choices,
         },
     }
 
