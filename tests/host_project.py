@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-# Query parameters a route needs to answer 200.
-REQUIRED_PARAMETERS = {"version-comparison": {"agent_type": "SearchAgent", "versions": "1.0"}}
+# Query parameters a route needs to answer 200 (``evals/compare/`` is filled in with the run's id).
+REQUIRED_PARAMETERS: dict[str, dict[str, Any]] = {
+    "version-comparison": {"agent_type": "SearchAgent", "versions": "1.0"},
+    "score-summary": {"name": "helpfulness"},
+}
 # The body of the routes that only take a POST (the prompt's render).
 RENDER_BODY = {"variables": {"company": "Acme", "question": "Where is my order?"}}
 
@@ -26,6 +29,12 @@ def route_kwargs(objects: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "prompt-detail": {"slug": objects["prompt"].slug},
         "prompt-versions": {"slug": objects["prompt"].slug},
         "prompt-render": {"slug": objects["prompt"].slug},
+        "session-detail": {"session_id": objects["execution"].session_id},
+        "dataset-detail": {"slug": objects["dataset"].slug},
+        "dataset-item-list": {"dataset_slug": objects["dataset"].slug},
+        "dataset-item-detail": {"dataset_slug": objects["dataset"].slug, "pk": objects["item"].pk},
+        "eval-run-detail": {"pk": objects["run"].pk},
+        "eval-run-results": {"pk": objects["run"].pk},
     }
 
 
@@ -39,14 +48,25 @@ def create_objects() -> dict[str, Any]:
         SpanFactory,
     )
 
-    execution = ExecutionFactory(agent_type="SearchAgent", agent_version="1.0")
+    from llm_agents import scores
+    from llm_agents.models import Dataset, EvalRun
+
+    execution = ExecutionFactory(agent_type="SearchAgent", agent_version="1.0", session_id="conv-1")
     SpanFactory(execution=execution)
+    scores.add(execution, "helpfulness", 4)
     version = PromptVersionFactory()
+    dataset = Dataset.objects.create(slug="faq", name="FAQ")
+    item = dataset.add_item(input={"query": "Where is my order?"}, expected_output="Tomorrow.")
+    run = EvalRun.objects.create(dataset=dataset, agent_type="SearchAgent", target="app.SearchAgent")
+    REQUIRED_PARAMETERS["eval-run-compare"] = {"a": str(run.pk), "b": str(run.pk)}
     return {
         "execution": execution,
         "budget": BudgetFactory(),
         "batch": BatchFactory(),
         "prompt": version.prompt,
+        "dataset": dataset,
+        "item": item,
+        "run": run,
     }
 
 

@@ -104,6 +104,17 @@ def route_answers(folder: Path) -> dict[str, dict[str, object]]:
     return json.loads(run(sys.executable, "-m", "tests.host_project", cwd=folder).stdout)
 
 
+def check_answers(answers: dict[str, dict]) -> None:
+    """Every route answers staff, and refuses anonymous requests — but ``feedback/``, whose signed
+    token is the permission: the host project posts it no token, which both are told (400)."""
+    feedback = answers.pop("feedback")
+    assert (feedback["status"], feedback["anonymous_status"]) == (400, 400), feedback
+    assert "token" in feedback["body"]
+    failed = {name: answer for name, answer in answers.items() if answer["status"] != 200}
+    assert failed == {}
+    assert {answer["anonymous_status"] for answer in answers.values()} == {403}
+
+
 def test_a_project_made_of_the_readme_lines_is_quiet_and_serves_every_route(tmp_path, host_database):
     folder = host_project(tmp_path, host_database)
 
@@ -117,9 +128,7 @@ def test_a_project_made_of_the_readme_lines_is_quiet_and_serves_every_route(tmp_
 
     answers = route_answers(folder)
     assert set(answers) == {pattern.name for pattern in urls.urlpatterns}
-    failed = {name: answer for name, answer in answers.items() if answer["status"] != 200}
-    assert failed == {}
-    assert {answer["anonymous_status"] for answer in answers.values()} == {403}
+    check_answers(answers)
     assert answers["schema"]["body"].startswith("openapi: 3")
 
 
@@ -128,9 +137,7 @@ def test_the_api_ignores_the_projects_rest_framework_defaults(tmp_path, host_dat
     run(sys.executable, "manage.py", "migrate", "--noinput", cwd=folder)
 
     answers = route_answers(folder)
-    failed = {name: answer for name, answer in answers.items() if answer["status"] != 200}
-    assert failed == {}
-    assert {answer["anonymous_status"] for answer in answers.values()} == {403}
+    check_answers(answers)
     listing = answers["execution-list"]
     assert listing["content_type"] == "application/json"
     page = json.loads(listing["body"])

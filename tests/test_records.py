@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from django.test import override_settings
 
-from llm_agents.models import Execution
+from llm_agents.models import Dataset, EvalRun, Execution
 from llm_agents.tracking import lifecycle
 from llm_agents.tracking.records import EXECUTION_VALUES
 
@@ -69,6 +69,12 @@ def column_values() -> dict[str, object]:
         "rate_limited": True,
         "tenant_id": "acme",
         "prompt_version_id": PromptVersionFactory().pk,
+        "session_id": "conv-42",
+        "user_id": "u-7",
+        "tags": ["beta", "mobile"],
+        "eval_run_id": EvalRun.objects.create(
+            dataset=Dataset.objects.create(slug="records"), agent_type="Forecaster", target="tests.Forecaster"
+        ).pk,
     }
 
 

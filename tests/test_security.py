@@ -16,7 +16,7 @@ from decimal import Decimal
 import pytest
 from django.contrib.auth.models import Permission
 from django.test import override_settings
-from django.urls import URLPattern, URLResolver, get_resolver, resolve
+from django.urls import URLPattern, URLResolver, get_resolver, resolve, reverse
 
 from llm_agents import Agent, Param, batches, trace
 from llm_agents.errors import AuthenticationError
@@ -109,7 +109,7 @@ def fill(route, name, objects):
             model = name.removeprefix("llm_agents_").split("_")[0]
             return str(objects[model].pk)
         if parameter == "pk":
-            model = name.split("-")[0].replace("-", "")
+            model = name.removesuffix("-detail").removesuffix("-results").replace("-", "")
             return str(objects.get(model, objects["execution"]).pk)
         if parameter == "slug":
             return objects["prompt"].slug
@@ -119,6 +119,8 @@ def fill(route, name, objects):
             return "SupportAgent"
         if parameter == "session_id":
             return "conv-42"
+        if parameter == "dataset_slug":
+            return objects["dataset"].slug
         raise AssertionError(f"no value for the parameter {parameter!r} of {route} ({name})")
 
     return PARAMETER.sub(value, route)
@@ -171,9 +173,24 @@ def test_every_api_route_refuses_anonymous_and_non_staff_users_with_any_method(r
     if who == "member":
         request.getfixturevalue("member")
     for path, name in api_routes(objects):
+        if name == "feedback":
+            continue  # public: the signed token is the permission (below)
         for method in METHODS:
             response = getattr(client, method)(path, content_type="application/json")
             assert response.status_code in (401, 403), (method, path, name, response.status_code)
+
+
+def test_the_public_feedback_route_takes_only_a_post_with_a_valid_token(client, objects):
+    path = reverse("llm_agents_api:feedback")
+    for method in METHODS:
+        response = getattr(client, method)(
+            path, {"name": "thumbs", "value": True}, content_type="application/json"
+        )
+        expected = {"post": 400, "options": 200}.get(method, 405)  # OPTIONS: DRF's description of the route
+        assert response.status_code == expected, (method, response.status_code)
+    forged = {"token": "forged:token", "name": "thumbs", "value": True}
+    assert client.post(path, forged, content_type="application/json").status_code == 400
+    assert not Score.objects.filter(source=Score.Source.FEEDBACK).exists()
 
 
 @pytest.mark.parametrize("who", ["anonymous", "member"])

@@ -132,12 +132,13 @@ def add_score_view(model_admin: admin.ModelAdmin, request: HttpRequest, object_i
 # -- the dashboard's tile -------------------------------------------------------------------------
 
 
-def score_names(request: HttpRequest) -> list[str]:
+def score_names(request: HttpRequest, using: str) -> list[str]:
     """The names the dashboard offers: those of the score configs, then those scores carry (on
-    PostgreSQL, read from the name index one probe per name), the first 50."""
-    configured = list(ScoreConfig.objects.values_list("name", flat=True))
+    PostgreSQL, read from the name index one probe per name), the first 50, read from the
+    database ``using`` (the dashboard's: ``ANALYTICS_DATABASE`` when set)."""
+    configured = list(ScoreConfig.objects.using(using).values_list("name", flat=True))
     scope = admin_tenant_scope(request)
-    queryset = scope.filter(Score.objects.all(), "tenant_id")
+    queryset = scope.filter(Score.objects.using(using).all(), "tenant_id")
     if scope.everything and fastpaths.is_postgresql(connections[queryset.db]):
         used = fastpaths.distinct_values_postgresql(queryset, "name")
     else:
@@ -178,7 +179,7 @@ def summary_display(summary: dict[str, Any]) -> tuple[str, str]:
 def score_tile(request: HttpRequest, scoped: Any, period_name: str) -> dict[str, Any] | None:
     """The dashboard's score tile: ``score_summary`` of the score chosen with ``?score=`` (the first
     offered by default) over the dashboard's executions; None when no score has a name yet."""
-    names = score_names(request)
+    names = score_names(request, scoped.db)
     if not names:
         return None
     chosen = request.GET.get("score", "")
