@@ -1,7 +1,8 @@
 """The example project's ``demo`` command fills every page of the product with data made by the real code
 paths: prompts with versions and a partial, budgets with spend (one past its alert, a hard stop that
 refused a call), a reconciled batch, tool calls, nested traces, fallbacks, streaming, tenants, failures
-and latencies with a spread."""
+and latencies with a spread; conversations of end users with their feedback, scores of every data type,
+a dataset and two evaluation runs (one through the Batch API) that differ."""
 
 from __future__ import annotations
 
@@ -18,9 +19,23 @@ from django.test import override_settings
 from django.utils import timezone
 
 from example_project.demo.conf import demo_settings
+from example_project.demo.management.commands.demo import DATASET, WRITTEN_SUMMARIES
 from example_project.demo.management.commands.demo import Command as DemoCommand
 from llm_agents.budgets import local_day
-from llm_agents.models import Batch, BatchRequest, Budget, Execution, Prompt, Span, SpendCounter
+from llm_agents.evals import EVAL_PURPOSE
+from llm_agents.models import (
+    Batch,
+    BatchRequest,
+    Budget,
+    Dataset,
+    EvalRun,
+    Execution,
+    Prompt,
+    Score,
+    ScoreConfig,
+    Span,
+    SpendCounter,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -56,12 +71,12 @@ def test_demo_exercises_every_capability():
     assert (refused.status, refused.tenant_id) == ("error", hard_stop.scope_value)
 
     # A batch went through flush and poll: reconciled, every request handled, each result an execution.
-    batch = Batch.objects.get()
+    batch = Batch.objects.get(purpose="ticket_summary")
     assert batch.status == Batch.Status.COMPLETED and batch.reconciled_at is not None
     requests = BatchRequest.objects.filter(batch=batch)
     assert requests.count() >= 6
     assert set(requests.values_list("status", flat=True)) == {BatchRequest.Status.SUCCEEDED}
-    assert Execution.objects.filter(kind="batch").count() == requests.count()
+    assert Execution.objects.filter(kind="batch", eval_run=None).count() == requests.count()
 
     # Tool calls, nested executions and nested spans, fallbacks, streaming, tenants, failures.
     assert Span.objects.filter(kind="tool", name="lookup_document").exists()
@@ -99,6 +114,96 @@ def test_demo_latencies_and_history_look_real():
     }
 
 
+def test_demo_has_conversations_with_feedback_and_scores():
+    run_demo()
+
+    # Conversations of 2 to 5 turns, each of one end user of one tenant, minutes long, tagged by channel.
+    sessions = list(Execution.objects.sessions())
+    assert len(sessions) >= 5
+    assert {row["executions"] for row in sessions} <= {2, 3, 4, 5} and len(
+        {r["executions"] for r in sessions}
+    ) >= 3
+    for row in sessions:
+        turns = Execution.objects.by_session(row["session_id"]).filter(parent=None)
+        assert len(set(turns.values_list("user_id", "tenant_id"))) == 1
+        assert row["last_started_at"] - row["first_started_at"] < dt.timedelta(minutes=15)
+        assert all(tags and tags[0] in ("web", "mobile") for tags in turns.values_list("tags", flat=True))
+    assert len({row["user_id"] for row in sessions}) >= 3
+    assert Execution.objects.with_tag("beta").exists()
+    assert Execution.objects.filter(parent=None, kind="agent", session_id="").exists()  # calls on their own
+    nested = Execution.objects.filter(agent_type="nightly_digest").values_list("session_id", flat=True)
+    assert set(nested) == {""}
+
+    # The end users' thumbs, recorded through the answers' feedback tokens: on answers of a session.
+    thumbs = Score.objects.filter(name="thumbs")
+    assert thumbs.count() >= 3 and set(thumbs.values_list("source", flat=True)) == {Score.Source.FEEDBACK}
+    assert {score.display_value for score in thumbs} == {True, False}
+    assert not thumbs.filter(execution__session_id="").exists()
+
+    # Scores of each data type, checked against their configs.
+    configs = {config.name: config for config in ScoreConfig.objects.all()}
+    assert (configs["helpfulness"].min_value, configs["helpfulness"].max_value) == (1, 5)
+    assert configs["csat"].categories == ["happy", "neutral", "unhappy"]
+    helpfulness = Score.objects.filter(name="helpfulness")
+    assert helpfulness.count() >= 2 and set(helpfulness.values_list("source", flat=True)) == {"human"}
+    assert all(score.author.username == "admin" and 1 <= score.value <= 5 for score in helpfulness)
+    assert set(helpfulness.values_list("data_type", flat=True)) == {ScoreConfig.DataType.NUMERIC}
+    resolved = Score.objects.filter(name="resolved")
+    assert resolved.count() == len(sessions)
+    assert set(resolved.values_list("data_type", flat=True)) == {ScoreConfig.DataType.BOOLEAN}
+    csat = Score.objects.filter(name="csat")
+    assert csat.exists() and not csat.filter(execution__isnull=False).exists()
+    assert set(csat.values_list("session_id", flat=True)) <= {row["session_id"] for row in sessions}
+    assert set(csat.values_list("string_value", flat=True)) <= {"happy", "neutral", "unhappy"}
+    assert Execution.objects.score_summary("helpfulness")["count"] == helpfulness.count()
+    assert Execution.objects.score_summary("resolved")["true_rate"] > 0
+
+
+def test_demo_evaluates_two_models_on_a_dataset():
+    run_demo()
+
+    # The dataset: the written summaries, and summaries the end users liked.
+    dataset = Dataset.objects.get(slug=DATASET)
+    items = list(dataset.items.all())
+    written = [item for item in items if item.source_execution_id is None]
+    assert [(item.input["text"], item.expected_output) for item in written] == WRITTEN_SUMMARIES
+    liked = [item for item in items if item.source_execution_id is not None]
+    assert liked
+    for item in liked:
+        execution = Execution.objects.get(pk=item.source_execution_id)
+        assert (item.input, item.expected_output) == (execution.parameters, execution.response)
+        assert execution.scores.get(name="thumbs", source="feedback").display_value is True
+
+    # Two completed runs: the large model live, the small one through the Batch API at batch prices.
+    live = EvalRun.objects.get(mode=EvalRun.Mode.SYNC)
+    batched = EvalRun.objects.get(mode=EvalRun.Mode.BATCH)
+    for run in (live, batched):
+        assert run.status == EvalRun.Status.COMPLETED and run.dataset == dataset
+        assert (run.item_count, run.completed_count, run.failed_count) == (len(items), len(items), 0)
+        assert set(run.summary) == {"contains", "similarity", "llm_judge"}
+        assert run.eval_cost > 0  # the judge's calls
+    assert (live.model, batched.model) == ("fake/summary-large", "fake/summary-small")
+    assert batched.executions.filter(kind="batch").count() == len(items)
+    batch = Batch.objects.get(purpose=EVAL_PURPOSE)
+    assert batch.status == Batch.Status.COMPLETED and batch.requests.count() == len(items)
+    assert 0 < batched.total_cost < live.total_cost / 10
+    # The evaluations stay out of production numbers.
+    assert Execution.objects.evaluations().count() >= 3 * len(items)
+    production = Execution.objects.filter(eval_run=None, parent=None).count()
+    assert Execution.objects.summary()["total"] == production
+
+    # They differ: the terse small model misses facts the large one keeps, and the judge sees it.
+    comparison = batched.compare(live)
+    judge = comparison["llm_judge"]
+    assert judge["n_paired"] == len(items) and judge["mean_b"] == 1.0
+    assert judge["delta"] < 0 and judge["losses"] >= 3 and judge["ties"] >= 1 and judge["p_value"] < 0.05
+    assert judge["ci95"][1] < 0
+    assert comparison["contains"]["delta"] < 0
+    assert len(comparison["items"]) == len(items)
+    reasoning = Score.objects.filter(eval_run=batched, name="llm_judge").values_list("comment", flat=True)
+    assert any("sentences" in comment for comment in reasoning)
+
+
 def test_demo_refuses_bad_options():
     with pytest.raises(CommandError, match="--calls must be at least 1"):
         run_demo(calls=0)
@@ -115,9 +220,21 @@ def test_demo_runs_again_on_its_own_data():
     versions = latest_versions()
     executions = Execution.objects.count()
 
+    sessions = set(Execution.objects.exclude(session_id="").values_list("session_id", flat=True))
+    in_sessions = Execution.objects.exclude(session_id="").count()
+    items = set(Dataset.objects.get(slug=DATASET).items.values_list("pk", flat=True))
+
     run_demo(calls=12)
 
     assert latest_versions() == versions
-    assert Batch.objects.filter(status=Batch.Status.COMPLETED, reconciled_at__isnull=False).count() == 2
+    assert Batch.objects.filter(status=Batch.Status.COMPLETED, reconciled_at__isnull=False).count() == 4
     assert Execution.objects.count() > executions
     assert Execution.objects.filter(error_class="BudgetExceededError").count() == 2
+    # The second run's conversations are its own; two more runs evaluate the same items, comparably.
+    assert Execution.objects.filter(session_id__in=sessions).count() == in_sessions
+    assert Execution.objects.exclude(session_id="").exclude(session_id__in=sessions).exists()
+    assert Dataset.objects.count() == 1
+    assert set(Dataset.objects.get(slug=DATASET).items.values_list("pk", flat=True)) == items
+    runs = EvalRun.objects.order_by("created_at")
+    assert [run.status for run in runs] == [EvalRun.Status.COMPLETED] * 4
+    assert runs[3].compare(runs[1])["llm_judge"]["n_paired"] == len(items)

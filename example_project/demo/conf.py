@@ -2,8 +2,9 @@
 test suite runs the ``demo`` command with exactly these (``override_settings(LLM_AGENTS=demo_settings())``).
 
 No key, no network: ``fake/…`` models answer offline with simulated latencies (a log-normal per model, in
-tens of milliseconds so the demo finishes in seconds), and batches go to an OpenAI-compatible Batch API
-that runs inside the process. With ``OPENAI_API_KEY`` set the demo agents use OpenAI instead, batches too.
+tens of milliseconds so the demo finishes in seconds), the small summary model tersely and ``fake/judge``
+as a judge (``offline_models``), and batches go to an OpenAI-compatible Batch API that runs inside the
+process. With ``OPENAI_API_KEY`` set the demo agents use OpenAI instead, batches too.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def demo_settings() -> dict[str, Any]:
         "PROMPTS_SOURCE_PATH": str(PROMPTS),
         "PROVIDERS": {
             **DEFAULT_PROVIDERS,
-            "fake": {"class": "llm_agents.providers.fake.FakeProvider", "latency": LATENCY},
+            "fake": {"class": "example_project.demo.offline_models.OfflineModels", "latency": LATENCY},
             "offline_batches": "example_project.demo.offline_batch_api.OfflineBatchProvider",
         },
         "BATCH_PROVIDER": "openai" if online else "offline_batches",

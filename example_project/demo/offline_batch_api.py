@@ -4,7 +4,8 @@ real ``flush`` → ``poll`` → handler cycle, and the real ``openai`` SDK, with
 The SDK client of :class:`OfflineBatchProvider` talks to a server on the loopback interface (a port
 the system picks, in a thread of this process) that serves the Files and Batches endpoints from
 memory: a batch is ``validating`` when created and ``completed`` the first time it is retrieved, every
-line answered the way the offline provider answers (the input echoed, tokens = characters ÷ 4). Name
+line answered the way the demo's offline models answer (``offline_models.answer_text``: the input
+echoed, but for the terse small model; tokens = characters ÷ 4). Name
 it in the settings::
 
     LLM_AGENTS = {"PROVIDERS": {..., "offline_batches": "example_project.demo.offline_batch_api.OfflineBatchProvider"},
@@ -28,7 +29,9 @@ from typing import Any
 
 import openai
 
-from llm_agents.providers.fake import FakeProvider, estimate_tokens
+from llm_agents.providers.fake import estimate_tokens
+
+from .offline_models import OfflineModels, answer_text
 
 
 @dataclass
@@ -152,11 +155,13 @@ class OfflineBatchAPI:
 
 
 def answer_line(request: dict[str, Any]) -> dict[str, Any]:
-    """The output line for one input line: a Responses API (or chat completion) answer echoing the input."""
+    """The output line for one input line: a Responses API (or chat completion) answer to the input, as
+    the offline model it names answers it."""
     body = request["body"]
     given = body.get("input", body.get("messages"))
-    text = given if isinstance(given, str) else str((given or [{}])[-1].get("content", ""))
-    prompt = (body.get("instructions") or "") + text
+    asked = given if isinstance(given, str) else str((given or [{}])[-1].get("content", ""))
+    text = answer_text(body["model"], asked)
+    prompt = (body.get("instructions") or "") + asked
     input_tokens, output_tokens = estimate_tokens(prompt), estimate_tokens(text)
     if request["url"] == "/v1/chat/completions":
         answer = {
@@ -212,8 +217,8 @@ def serve(api: OfflineBatchAPI) -> ThreadingHTTPServer:
     return server
 
 
-class OfflineBatchProvider(FakeProvider):
-    """The offline provider, with an ``openai`` SDK ``client`` whose Batch API is :class:`OfflineBatchAPI`."""
+class OfflineBatchProvider(OfflineModels):
+    """The demo's offline models, with an ``openai`` SDK ``client`` whose Batch API is :class:`OfflineBatchAPI`."""
 
     name = "offline_batches"
 

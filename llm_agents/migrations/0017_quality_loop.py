@@ -228,7 +228,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='score',
-            index=models.Index(fields=['name', 'created_at'], name='llm_score_name_idx'),
+            index=llm_agents.models.indexes.CoveringIndex(covering=('execution', 'data_type', 'value', 'string_value', 'eval_run'), fields=['name', 'created_at'], name='llm_score_name_idx'),
         ),
         migrations.AddIndex(
             model_name='score',

@@ -20,6 +20,7 @@ from django.utils.translation import gettext_lazy as _
 
 from ..statistics import mean_ci95, paired_comparison
 from .fields import money_field
+from .indexes import CoveringIndex
 
 #: An evaluator's value at or above this passes (booleans: True is 1.0), for ``pass_rate``.
 PASS_THRESHOLD = 0.5
@@ -127,8 +128,13 @@ class Score(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [
-            # score_summary(name) and scores_by(name, ...): every score of a name, with what they read.
-            models.Index(fields=["name", "created_at"], name="llm_score_name_idx"),
+            # score_summary(name) and scores_by(name, ...): every score of a name, covering what
+            # they read, so PostgreSQL answers from the index alone.
+            CoveringIndex(
+                fields=["name", "created_at"],
+                covering=["execution", "data_type", "value", "string_value", "eval_run"],
+                name="llm_score_name_idx",
+            ),
             models.Index(fields=["execution", "name"], name="llm_score_execution_idx"),
             models.Index(
                 fields=["session_id", "name"], condition=~Q(session_id=""), name="llm_score_session_idx"

@@ -215,8 +215,9 @@ class QualityQueries(models.QuerySet):
         if not self.with_evaluations:
             rows = rows.filter(eval_run__isnull=True)
         if self.query.where:
-            executions: Any = self if self.with_evaluations else self.production()
-            rows = rows.filter(execution_id__in=executions.order_by().values("pk"))
+            # Root executions only, like every analytics method: PostgreSQL then reads their ids
+            # from the covering index of root executions alone.
+            rows = rows.filter(execution_id__in=self.analysed_roots().order_by().values("pk"))
         return rows.order_by()
 
     def score_summary(self, name: str) -> dict[str, Any]:
@@ -281,7 +282,7 @@ class QualityQueries(models.QuerySet):
         if group_by not in SCORE_GROUPS:
             raise ValueError(f"Unknown group_by {group_by!r}; valid groups are: {', '.join(SCORE_GROUPS)}.")
         config = self._score_config(name)
-        executions = self if self.with_evaluations else self.production()
+        executions = self.analysed_roots()
         conditions: dict[str, Any] = {"scores__name": name}
         if not self.with_evaluations:
             conditions["scores__eval_run__isnull"] = True
@@ -332,7 +333,7 @@ class QualityQueries(models.QuerySet):
         """``{value of field: {score name: mean}}`` over the numeric and boolean scores of this
         queryset's executions (a boolean's mean is its share of True, 0–1), to 4 places; scores of
         evaluation runs as the other score analytics. One query."""
-        executions = self if self.with_evaluations else self.production()
+        executions = self.analysed_roots()
         conditions: dict[str, Any] = {
             "scores__data_type__in": (NUMERIC, BOOLEAN),
             "scores__value__isnull": False,
