@@ -101,19 +101,12 @@ def query_calls() -> list[tuple[str, Callable[[], object]]]:
 
 def evaluation_overhead(items: int) -> list[tuple[str, str, str]]:
     """Per item: an evaluation run's time minus the same agent calls made plainly."""
-    from llm_agents import Agent, Param, evals
+    from llm_agents import evals
     from llm_agents.models import Dataset
     from llm_agents.testing import fake_llm
+    from quality_agents import BenchAnswer
 
     use_database("evals")
-
-    class BenchAnswer(Agent):
-        model = "gpt-4o-mini"
-        question = Param()
-
-        def user_prompt(self) -> str:
-            return self.question
-
     dataset, _ = Dataset.objects.get_or_create(slug=f"bench-{items}", defaults={"name": "bench"})
     if dataset.items.count() != items:
         dataset.items.all().delete()
