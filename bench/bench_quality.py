@@ -89,7 +89,10 @@ def query_calls() -> list[tuple[str, Callable[[], object]]]:
         ("score_summary numeric, 30 days", lambda: executions.last_30_days().score_summary("helpfulness")),
         ("score_summary boolean, 30 days", lambda: executions.last_30_days().score_summary("resolved")),
         ("score_summary categorical, 30 days", lambda: executions.last_30_days().score_summary("csat")),
-        ("scores_by agent_type, 30 days", lambda: executions.last_30_days().scores_by("helpfulness", "agent_type")),
+        (
+            "scores_by agent_type, 30 days",
+            lambda: executions.last_30_days().scores_by("helpfulness", "agent_type"),
+        ),
         ("scores_by day, 30 days", lambda: executions.last_30_days().scores_by("helpfulness", "day")),
         ("sessions() first 50, all time", lambda: list(executions.sessions()[:50])),
         ("sessions() first 50, 7 days", lambda: list(executions.last_7_days().sessions()[:50])),
@@ -101,10 +104,11 @@ def query_calls() -> list[tuple[str, Callable[[], object]]]:
 
 def evaluation_overhead(items: int) -> list[tuple[str, str, str]]:
     """Per item: an evaluation run's time minus the same agent calls made plainly."""
+    from quality_agents import BenchAnswer
+
     from llm_agents import evals
     from llm_agents.models import Dataset
     from llm_agents.testing import fake_llm
-    from quality_agents import BenchAnswer
 
     use_database("evals")
     dataset, _ = Dataset.objects.get_or_create(slug=f"bench-{items}", defaults={"name": "bench"})
@@ -167,7 +171,9 @@ def main() -> None:
     table = []
     for what, call in query_calls():
         durations = timed(call, runs)
-        table.append((what, f"p50 {median(durations):7.1f} ms · p95 {percentile(durations, 95):7.1f} ms", "≤ 100 ms"))
+        table.append(
+            (what, f"p50 {median(durations):7.1f} ms · p95 {percentile(durations, 95):7.1f} ms", "≤ 100 ms")
+        )
     print_table(f"Scores and sessions at {rows:,} executions, {runs} runs each after a warm-up", table)
     print_table(f"Evaluation overhead over {items} items", evaluation_overhead(items))
 

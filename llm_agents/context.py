@@ -84,7 +84,9 @@ class SessionScope:
     user_id: str = ""
     tags: tuple[str, ...] = ()
 
-    def within(self, session_id: Any = None, user_id: Any = None, tags: Iterable[Any] | None = None) -> SessionScope:
+    def within(
+        self, session_id: Any = None, user_id: Any = None, tags: Iterable[Any] | None = None
+    ) -> SessionScope:
         """This scope with ``session_id`` and ``user_id`` replaced when given, ``tags`` added."""
         added = tuple(str(tag) for tag in tags or ())
         return SessionScope(

@@ -40,6 +40,8 @@ def route_kwargs(objects: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def create_objects() -> dict[str, Any]:
     """One of each object the routes show."""
+    from llm_agents import scores
+    from llm_agents.models import Dataset, EvalRun
     from tests.factories import (
         BatchFactory,
         BudgetFactory,
@@ -47,9 +49,6 @@ def create_objects() -> dict[str, Any]:
         PromptVersionFactory,
         SpanFactory,
     )
-
-    from llm_agents import scores
-    from llm_agents.models import Dataset, EvalRun
 
     execution = ExecutionFactory(agent_type="SearchAgent", agent_version="1.0", session_id="conv-1")
     SpanFactory(execution=execution)

@@ -52,7 +52,10 @@ def test_executions_begun_in_an_evaluation_carry_the_run_nested_ones_too(run):
             Answer.call()
         llm.respond("ok")
         Answer.call()
-    assert set(Execution.objects.filter(eval_run=run).values_list("agent_type", flat=True)) == {"pipeline", "Answer"}
+    assert set(Execution.objects.filter(eval_run=run).values_list("agent_type", flat=True)) == {
+        "pipeline",
+        "Answer",
+    }
     assert Execution.objects.filter(eval_run__isnull=True).count() == 1
 
 

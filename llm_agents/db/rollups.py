@@ -171,7 +171,9 @@ def kept_by(connection: Any, *, settled: bool = True) -> Kept:
     executions table has ``eval_run_id`` (migration 0017; migrations before it run on tables
     without it)."""
     with connection.cursor() as cursor:
-        columns = {column.name for column in connection.introspection.get_table_description(cursor, EXECUTIONS)}
+        columns = {
+            column.name for column in connection.introspection.get_table_description(cursor, EXECUTIONS)
+        }
     return Kept(settled=settled, production="eval_run_id" in columns)
 
 
@@ -364,10 +366,7 @@ def trigger_statements(vendor: str, tables: Sequence[str] = ROLLUP_TABLES, *, ke
     dialect = Dialect(vendor)
     statements = []
     if dialect.postgresql:
-        new, old = (
-            rows_of(name, sign, kept=kept)
-            for name, sign in (("new_rows", 1), ("old_rows", -1))
-        )
+        new, old = (rows_of(name, sign, kept=kept) for name, sign in (("new_rows", 1), ("old_rows", -1)))
         sources = {
             "insert": (new, "REFERENCING NEW TABLE AS new_rows"),
             "update": (new + " UNION ALL " + old, "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows"),
@@ -502,7 +501,9 @@ def rebuild_day(connection: Any, day: dt.date, *, settled_only: bool = True) -> 
     start = dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
     low, high = literal(start, vendor), literal(start + dt.timedelta(days=1), vendor)
     rows = rows_of(
-        EXECUTIONS, 1, f"r.started_at >= {low} AND r.started_at < {high}",
+        EXECUTIONS,
+        1,
+        f"r.started_at >= {low} AND r.started_at < {high}",
         kept=kept_by(connection, settled=settled_only),
     )
     tables = present(connection)

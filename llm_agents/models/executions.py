@@ -181,8 +181,12 @@ class Execution(models.Model):
                 covering=["parent", "user_id", "status", "total_cost", "total_tokens"],
                 name="llm_exec_session_idx",
             ),
-            models.Index(fields=["user_id", "started_at"], condition=~Q(user_id=""), name="llm_exec_user_idx"),
-            models.Index(fields=["eval_run"], condition=Q(eval_run__isnull=False), name="llm_exec_eval_run_idx"),
+            models.Index(
+                fields=["user_id", "started_at"], condition=~Q(user_id=""), name="llm_exec_user_idx"
+            ),
+            models.Index(
+                fields=["eval_run"], condition=Q(eval_run__isnull=False), name="llm_exec_eval_run_idx"
+            ),
         ]
         constraints = [
             models.CheckConstraint(

@@ -45,9 +45,15 @@ class ScoreConfig(models.Model):
 
     name = models.CharField(max_length=100, unique=True)
     data_type = models.CharField(max_length=12, choices=DataType.choices, default=DataType.NUMERIC)
-    min_value = models.FloatField(null=True, blank=True, help_text=_("Lowest numeric value allowed (none: no bound)."))
-    max_value = models.FloatField(null=True, blank=True, help_text=_("Highest numeric value allowed (none: no bound)."))
-    categories = models.JSONField(default=list, blank=True, help_text=_("The values a categorical score may take."))
+    min_value = models.FloatField(
+        null=True, blank=True, help_text=_("Lowest numeric value allowed (none: no bound).")
+    )
+    max_value = models.FloatField(
+        null=True, blank=True, help_text=_("Highest numeric value allowed (none: no bound).")
+    )
+    categories = models.JSONField(
+        default=list, blank=True, help_text=_("The values a categorical score may take.")
+    )
     description = models.TextField(blank=True)
 
     class Meta:
@@ -110,7 +116,9 @@ class Score(models.Model):
     name = models.CharField(max_length=100)
     data_type = models.CharField(max_length=12, choices=DataType.choices, default=DataType.NUMERIC)
     value = models.FloatField(null=True, blank=True, help_text=_("Numeric value; booleans are 1.0 or 0.0."))
-    string_value = models.CharField(max_length=255, blank=True, help_text=_("The category of a categorical score."))
+    string_value = models.CharField(
+        max_length=255, blank=True, help_text=_("The category of a categorical score.")
+    )
     comment = models.TextField(blank=True)
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.API)
     author = models.ForeignKey(
@@ -384,7 +392,9 @@ class EvalRun(models.Model):
     agent_type = models.CharField(max_length=255)
     target = models.CharField(max_length=500, help_text=_("The dotted path of the agent class."))
     agent_version = models.CharField(max_length=50, blank=True)
-    model = models.CharField(max_length=255, blank=True, help_text=_("The model used instead of the agent's."))
+    model = models.CharField(
+        max_length=255, blank=True, help_text=_("The model used instead of the agent's.")
+    )
     prompt_version = models.ForeignKey(
         "llm_agents.PromptVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
