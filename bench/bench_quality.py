@@ -8,8 +8,9 @@ Data: ``--rows`` root executions of ``bench/history.py``'s shape (90 days, a thi
 ~60 % of the calls in sessions of ~2–3 calls of 20,000 end users, ~10 % tagged ``beta``) and one
 score per root execution, ``--rows`` scores in all, written with one INSERT … SELECT: 60 %
 ``helpfulness`` (numeric 1–5), 30 % ``resolved`` (boolean), 10 % ``csat`` (categorical: happy,
-neutral, unhappy), each created a few seconds after its execution. An existing history of that
-size is reused (``history.ensure``), and the scores are written again only when their count differs.
+neutral, unhappy), each created a few seconds after its execution and carrying its start. An
+existing history of that size is reused (``history.ensure``), and the scores are written again only
+when their count differs or they lack their execution's start (``execution_started_at``).
 
 Timed (p50 / p95 ms after a warm-up): ``score_summary`` of each data type over all time and the
 last 30 days, ``scores_by`` by agent and by day over 30 days, the first page (50 rows) of
@@ -35,12 +36,12 @@ from common import median, percentile, print_table, setup_django, use_database
 
 SCORE_SQL = """
 INSERT INTO llm_agents_score (id, execution_id, session_id, name, data_type, value, string_value, comment,
-                              source, tenant_id, created_at)
+                              source, tenant_id, created_at, execution_started_at)
 SELECT md5(e.id::text || 'score')::uuid, e.id, '', kind.name, kind.data_type,
        CASE kind.name WHEN 'helpfulness' THEN 1 + (h % 5) WHEN 'resolved' THEN (h % 4 > 0)::int ELSE NULL END,
        CASE kind.name WHEN 'csat' THEN (ARRAY['happy', 'neutral', 'unhappy'])[1 + h % 3] ELSE '' END,
        '', CASE WHEN h % 10 = 0 THEN 'feedback' ELSE 'api' END, e.tenant_id,
-       e.started_at + interval '5 seconds'
+       e.started_at + interval '5 seconds', e.started_at
 FROM (SELECT id, tenant_id, started_at, abs(hashtext(id::text)) AS h FROM llm_agents_execution
       WHERE parent_id IS NULL) e
 CROSS JOIN LATERAL (SELECT CASE WHEN e.h % 10 < 6 THEN 'helpfulness' WHEN e.h % 10 < 9 THEN 'resolved'
@@ -61,12 +62,16 @@ def timed(call: Callable[[], object], runs: int) -> list[float]:
 
 
 def ensure_scores(rows: int) -> int:
-    """One score per root execution, written again when their count is not ``rows``."""
+    """One score per root execution, written again when their count is not ``rows`` or when they lack
+    the start of their execution (``execution_started_at``, written by an earlier version)."""
     from django.db import connection, transaction
 
     from llm_agents.models import Score
 
-    if Score.objects.count() == rows:
+    if (
+        Score.objects.count() == rows
+        and not Score.objects.filter(execution__isnull=False, execution_started_at__isnull=True).exists()
+    ):
         return rows
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("TRUNCATE llm_agents_score")

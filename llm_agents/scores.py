@@ -69,17 +69,20 @@ def add(
     alias = router.db_for_write(Score)
     execution_id = execution.pk if isinstance(execution, Execution) else execution
     found = (
-        Execution.objects.using(alias).filter(pk=execution_id).values_list("tenant_id", "eval_run_id").first()
+        Execution.objects.using(alias)
+        .filter(pk=execution_id)
+        .values_list("tenant_id", "eval_run_id", "started_at")
+        .first()
         if _is_uuid(execution_id)
         else None
     )
     if found is None:
         raise ValidationError({"execution": f"No execution has the id {execution_id!r}."})
-    tenant_id, run_id = found
+    tenant_id, run_id, started_at = found
     score = _checked(
         Score(
             execution_id=execution_id, name=name, comment=comment, source=source, author=author,
-            eval_run=eval_run, eval_result=eval_result, tenant_id=tenant_id,
+            eval_run=eval_run, eval_result=eval_result, tenant_id=tenant_id, execution_started_at=started_at,
         ),
         value,
     )  # fmt: skip
@@ -171,12 +174,12 @@ def record_feedback(token: str, name: str, value: Any, comment: str = "") -> Sco
             Execution.objects.using(alias)
             .select_for_update()
             .filter(pk=execution_id)
-            .values_list("tenant_id", "eval_run_id")
+            .values_list("tenant_id", "eval_run_id", "started_at")
             .first()
         )
         if found is None:
             raise ValidationError({"execution": f"No execution has the id {str(execution_id)!r}."})
-        score.tenant_id, score.eval_run_id = found
+        score.tenant_id, score.eval_run_id, score.execution_started_at = found
         Score.objects.using(alias).filter(
             execution_id=execution_id, name=score.name, source=Score.Source.FEEDBACK
         ).delete()

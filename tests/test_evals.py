@@ -249,13 +249,15 @@ def test_outputs_of_an_agent_with_a_schema_are_parsed(prices):
     assert "'reason' is required" in schema_score.comment
 
 
-def test_scores_carry_the_tenant_of_their_execution():
+def test_scores_carry_the_tenant_and_the_start_of_their_execution():
     make_dataset(answers=["one"])
     with override_settings(LLM_AGENTS={"MULTI_TENANCY": True}), tenant("acme"):
         run = evals.run("faq", EchoAgent, evaluators=["exact_match"])
     execution = Execution.objects.get(eval_run=run)
     assert execution.tenant_id == "acme"
-    assert run.scores.get().tenant_id == "acme"
+    score = run.scores.get()
+    assert score.tenant_id == "acme"
+    assert score.execution_started_at == execution.started_at
 
 
 # -- failures of items and of evaluators ----------------------------------------------------------------

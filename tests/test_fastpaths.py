@@ -193,6 +193,20 @@ def test_grouped_percentile_cont_gives_the_ranked_twins_figures(durations, perce
         assert {row["agent_type"]: pytest.approx(row["p"]) for row in rows} == twin
 
 
+@pytest.mark.parametrize("agent", ["A", "B", "C", "none"])
+def test_the_median_walked_to_is_percentile_cont(durations, agent):
+    rows = durations.filter(agent_type=agent)
+    walked = fastpaths.median_by_walk(rows, "duration_ms", rows.count())
+
+    # Odd count: the middle value; even: the average of the two middle ones; none: None.
+    assert walked == {"A": 300.0, "B": 60.0, "C": 10.0, "none": None}[agent]
+    ranked = fastpaths.grouped_percentile_portable(rows, "agent_type", "duration_ms", 50).get(agent)
+    assert walked == (None if ranked is None else pytest.approx(ranked))
+    if POSTGRESQL:
+        exact = rows.aggregate(p=fastpaths.PercentileCont("duration_ms", 0.5))["p"]
+        assert walked == (None if exact is None else pytest.approx(exact))
+
+
 def test_the_p95_column_over_used_rows_gives_the_ranked_twins_figures():
     values = [("a", 100, 1), ("a", 300, 1), ("a", 200, 1), ("a", 9999, 0), ("b", 40, 1), ("c", None, 1)]
     sql = "WITH used (model_id, duration_ms, counted) AS (VALUES {}) ".format(

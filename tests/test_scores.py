@@ -21,7 +21,8 @@ from django.utils import timezone
 
 from llm_agents import Agent, Param, retention, scores, signals, tenant
 from llm_agents.db import fastpaths
-from llm_agents.models import Dataset, EvalRun, Execution, Score, ScoreConfig
+from llm_agents.models import Dataset, EvalRun, Execution, Score, ScoreConfig, rollup_reads
+from llm_agents.models.quality_queries import SCORE_GROUPS
 
 from .factories import ExecutionFactory, PromptVersionFactory
 
@@ -379,6 +380,10 @@ def test_a_second_post_with_the_token_replaces_the_first():
     assert {second.pk, stars.pk} == set(feedback.values_list("pk", flat=True))
     assert Score.objects.filter(execution=execution, source="human").count() == 1
     assert Score.objects.filter(execution=other).count() == 1
+    # Each carries the start of its execution (read with its tenant, no query more).
+    assert set(Score.objects.filter(execution=execution).values_list("execution_started_at", flat=True)) == {
+        execution.started_at
+    }
 
 
 def test_a_bad_value_keeps_the_earlier_vote():
@@ -471,10 +476,10 @@ def scored(name: str, values: list, **execution_values) -> list[Execution]:
     return executions
 
 
-def summary_queries(data_type: str) -> int:
-    # The config's look-up, the aggregate; the categories' counts, or (without percentile_cont)
-    # the median.
-    if data_type == "categorical" or (data_type == "numeric" and not POSTGRESQL):
+def summary_queries(data_type: str, all_time: bool = False) -> int:
+    # The config's look-up, the aggregate; the categories' counts, or (without percentile_cont,
+    # or of all time: walked to in llm_score_value_idx) the median.
+    if data_type == "categorical" or (data_type == "numeric" and (all_time or not POSTGRESQL)):
         return 3
     return 2
 
@@ -484,7 +489,7 @@ def test_score_summary_of_numeric_scores(django_assert_num_queries):
     scored("helpfulness", [1, 2, 3, 4], agent_type="B")
     scored("other", [100], agent_type="A")
 
-    with django_assert_num_queries(summary_queries("numeric")):
+    with django_assert_num_queries(summary_queries("numeric", all_time=True)):
         everything = Execution.objects.score_summary("helpfulness")
     assert everything == {
         "name": "helpfulness",
@@ -683,6 +688,83 @@ def test_compare_versions_gain_the_means_of_their_scores():
     }
 
 
+# -- the three ways of reading scores count the same ones -------------------------------------------------
+
+
+@pytest.fixture
+def period_history():
+    """Scores in and out of a period (the executions' own start decides), of nested executions, of
+    an evaluation run, and of a session; returns the period's bounds."""
+    now = timezone.now()
+    start, end = now - dt.timedelta(days=10), now - dt.timedelta(days=2)
+    day = dt.timedelta(days=1)
+
+    def run_of(started_at, agent_type="A", parent=None, **values):
+        return ExecutionFactory(started_at=started_at, agent_type=agent_type, parent=parent, **values)
+
+    early = run_of(start - day, agent_type="B")  # out of the period ...
+    late_child = run_of(start + day, agent_type="C", parent=early)  # ... its nested execution in it
+    first = run_of(start + 2 * day)
+    child = run_of(start + 2 * day + dt.timedelta(seconds=1), agent_type="C", parent=first)
+    second = run_of(end - day, agent_type="B")
+    before, after = run_of(start - 10 * day), run_of(end + dt.timedelta(hours=1))
+    on_end = run_of(end)  # [start, end): out
+    evaluated = run_of(start + 3 * day, eval_run=eval_run())
+    for execution, helpfulness, resolved, tone in (
+        (early, 3, True, "sad"), (late_child, 2, False, "happy"), (first, 1, True, "happy"),
+        (child, 5, True, "neutral"), (second, 4, False, "happy"), (before, 2, True, "sad"),
+        (after, 3, False, "sad"), (on_end, 1, True, "sad"), (evaluated, 5, False, "neutral"),
+    ):  # fmt: skip
+        scores.add(execution, "helpfulness", helpfulness)
+        scores.add(execution, "resolved", resolved)
+        scores.add(execution, "tone", tone)
+    scores.add_session("conv-1", "helpfulness", 5)  # a session's: never counted
+    ExecutionFactory(session_id="conv-1", started_at=start + day)
+    return start, end
+
+
+def the_ways(executions):
+    """The same executions read three ways: a period alone (the scores alone, by their execution's
+    start), the same with a filter that keeps every execution (a semi-join) and all time."""
+    return executions, executions.exclude(agent_type="nobody")
+
+
+@pytest.mark.parametrize("evaluations", [False, True])
+def test_a_period_and_a_semi_join_and_all_time_count_the_same_scores(period_history, evaluations):
+    start, end = period_history
+    everything = Execution.objects.including_evaluations() if evaluations else Execution.objects.all()
+    period = everything.between(start, end)
+    assert rollup_reads.period_of(period) == (start, end)
+    assert rollup_reads.period_of(period.exclude(agent_type="nobody")) is None
+
+    expected = {
+        # first 1, child 5 (nested), late_child 2 (nested, in the period though its root is not),
+        # second 4; the evaluation's 5 only with evaluations.
+        False: {"count": 4, "mean": 3.0, "min": 1.0, "max": 5.0, "p50": 3.0},
+        True: {"count": 5, "mean": 3.4, "min": 1.0, "max": 5.0, "p50": 4.0},
+    }[evaluations]
+    for way in the_ways(period):
+        summary = way.score_summary("helpfulness")
+        assert {key: summary[key] for key in expected} == expected
+        assert way.score_summary("resolved")["count"] == expected["count"]
+        assert way.score_summary("resolved")["true_rate"] == (40.0 if evaluations else 50.0)
+        assert way.score_summary("tone")["distribution"] == (
+            {"happy": 3, "neutral": 2} if evaluations else {"happy": 3, "neutral": 1}
+        )
+    for name in ("helpfulness", "resolved", "tone"):
+        for ways in (the_ways(period), the_ways(everything)):
+            answers = [way.score_summary(name) for way in ways]
+            assert answers[0] == answers[1], name
+            for group_by in SCORE_GROUPS:
+                grouped = [way.scores_by(name, group_by) for way in ways]
+                assert grouped[0] == grouped[1], (name, group_by)
+    all_time = everything.score_summary("helpfulness")
+    assert all_time["count"] == (9 if evaluations else 8)  # the session's score never
+    assert all_time["p50"] == (3.0 if evaluations else 2.5)  # even count: the two middle values' mean
+    by_agent = {row["key"]: row["count"] for row in period.scores_by("helpfulness", "agent_type")}
+    assert by_agent == ({"A": 2, "B": 1, "C": 2} if evaluations else {"A": 1, "B": 1, "C": 2})
+
+
 # -- retention -------------------------------------------------------------------------------------------
 
 
@@ -745,6 +827,20 @@ def test_purge_of_monthly_partitions_deletes_the_scores_of_the_months_it_drops()
 # -- plans (PostgreSQL) ---------------------------------------------------------------------------------
 
 
+def plans(queries: list[dict]) -> list[str]:
+    """EXPLAIN of each captured query that reads the scores (with sequential scans discouraged: the
+    tables of a test are small)."""
+    texts = []
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan TO off")
+        for query in queries:
+            if Score._meta.db_table in query["sql"] and ScoreConfig._meta.db_table not in query["sql"]:
+                cursor.execute(f"EXPLAIN {query['sql']}")
+                texts.append("\n".join(row[0] for row in cursor.fetchall()))
+        cursor.execute("RESET enable_seqscan")
+    return texts
+
+
 @postgresql_only
 @pytest.mark.django_db(transaction=True)
 def test_an_unfiltered_score_summary_reads_the_scores_of_its_name_by_index():
@@ -752,18 +848,54 @@ def test_an_unfiltered_score_summary_reads_the_scores_of_its_name_by_index():
 
     executions = Execution.objects.bulk_create(ExecutionFactory.build() for _ in range(200))
     Score.objects.bulk_create(
-        Score(execution=execution, name=f"name-{number % 20}", value=number % 5)
+        Score(
+            execution=execution,
+            execution_started_at=execution.started_at,
+            name=f"name-{number % 20}",
+            value=number % 5,
+        )  # fmt: skip
         for number, execution in enumerate(executions)
     )
     with connection.cursor() as cursor:
         cursor.execute(f"VACUUM ANALYZE {Score._meta.db_table}")
     with CaptureQueriesContext(connection) as captured:
         Execution.objects.score_summary("name-3")
-    aggregate = captured[-1]["sql"]
+    aggregate, median = plans(captured.captured_queries)
+    # The aggregate grouped by data type in the order of llm_score_value_idx (no sort), the median
+    # walked to in it (no sort either).
+    for text in (aggregate, median):
+        assert "llm_score_value_idx" in text, text
+        assert "Sort" not in text, text
+        assert Execution._meta.db_table not in text, text  # no join when nothing filters the executions
+    assert "Limit" in median, median
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_score_analytics_of_a_period_read_one_range_of_the_name_index_without_a_join():
+    from django.test.utils import CaptureQueriesContext
+
+    now = timezone.now()
+    executions = Execution.objects.bulk_create(
+        ExecutionFactory.build(started_at=now - dt.timedelta(hours=number)) for number in range(300)
+    )
+    Score.objects.bulk_create(
+        Score(
+            execution=execution,
+            execution_started_at=execution.started_at,
+            name=f"name-{number % 3}",
+            value=number % 5,
+        )  # fmt: skip
+        for number, execution in enumerate(executions)
+    )
     with connection.cursor() as cursor:
-        cursor.execute("SET enable_seqscan TO off")
-        cursor.execute(f"EXPLAIN {aggregate}")
-        text = "\n".join(row[0] for row in cursor.fetchall())
-        cursor.execute("RESET enable_seqscan")
-    assert "llm_score_name_idx" in text, text
-    assert Execution._meta.db_table not in text, text  # no join when nothing filters the executions
+        cursor.execute(f"VACUUM ANALYZE {Score._meta.db_table}")
+    period = Execution.objects.between(now - dt.timedelta(days=5), now - dt.timedelta(days=1))
+    with CaptureQueriesContext(connection) as captured:
+        period.score_summary("name-1")
+        period.scores_by("name-1", "day")
+    for text in plans(captured.captured_queries):
+        assert "llm_score_name_idx" in text, text
+        assert "execution_started_at >=" in text and "execution_started_at <" in text, text
+        assert Execution._meta.db_table not in text, text
+        assert "Join" not in text and "SubPlan" not in text, text

@@ -632,6 +632,23 @@ def percentiles_portable(
     return values
 
 
+def median_by_walk(queryset: QuerySet[Any], field: str, count: int) -> float | None:
+    """The exact continuous median (``percentile_cont(0.5)``: the average of the two middle values
+    for an even count) of ``field`` over ``queryset``'s ``count`` rows (the rows with no value left
+    out by the caller), on every database: the (one or two) middle values read in order by offset,
+    ``ORDER BY field OFFSET (count - 1) / 2 LIMIT 1 or 2``, a walk of half an index where one orders
+    the rows by ``field`` (``llm_score_value_idx``) instead of a sort of every value. None for no
+    row. Its twins: :class:`PercentileCont` (PostgreSQL) and :func:`grouped_percentile_portable`."""
+    if not count:
+        return None
+    lower = (count - 1) // 2
+    ordered = queryset.order_by(field).values_list(field, flat=True)
+    middle = [float(value) for value in ordered[lower : lower + 2 - count % 2]]
+    if not middle:
+        return None
+    return middle[0] + (middle[-1] - middle[0]) * 0.5
+
+
 def grouped_percentile_portable(
     queryset: QuerySet[Any], group: str, field: str, percent: float
 ) -> dict[Any, float]:

@@ -226,6 +226,7 @@ def outcome_of(
         item=item,
         execution_id=request.execution_id,
         tenant_id=tenant_id,
+        started_at=execution.started_at if execution is not None else None,
         cost=Decimal(request.total_cost or 0),
     )
     if request.status != BatchRequest.Status.SUCCEEDED:

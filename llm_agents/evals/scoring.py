@@ -3,6 +3,7 @@ counters, written a group at a time; then the end of the run (status, summary, `
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import logging
 import time
@@ -58,6 +59,7 @@ class ItemOutcome:
     output: Any = None
     execution_id: uuid.UUID | None = None
     tenant_id: str | None = None
+    started_at: dt.datetime | None = None  # the execution's, copied onto its scores
     failed: bool = False
     errors: list[str] = field(default_factory=list)
     judgements: list[Judgement] = field(default_factory=list)
@@ -123,13 +125,14 @@ def call_item(
             if record is None:
                 return failure(item, exc)
             return failure(
-                item, exc, execution_id=record.id, tenant_id=record.tenant_id, cost=record.total_cost
-            )
+                item, exc, execution_id=record.id, tenant_id=record.tenant_id, started_at=record.started_at,
+                cost=record.total_cost,
+            )  # fmt: skip
         record = call.record
         output = result.parsed if agent_class.schema is not None else result.content
         outcome = ItemOutcome(
             item=item, output=json_output(output), execution_id=record.id, tenant_id=record.tenant_id,
-            cost=Decimal(record.total_cost or 0),
+            started_at=record.started_at, cost=Decimal(record.total_cost or 0),
         )  # fmt: skip
         evaluate(specs, outcome, output=output, execution=execution_from(record))
         return outcome
@@ -190,6 +193,7 @@ def write_outcomes(run: EvalRun, outcomes: Sequence[ItemOutcome]) -> bool:
                     eval_run=run,
                     eval_result=result,
                     tenant_id=outcome.tenant_id,
+                    execution_started_at=outcome.started_at,
                 )  # fmt: skip
                 for result, outcome in zip(results, outcomes, strict=True)
                 if outcome.execution_id is not None

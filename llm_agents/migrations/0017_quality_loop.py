@@ -77,6 +77,7 @@ class Migration(migrations.Migration):
                 ('comment', models.TextField(blank=True)),
                 ('source', models.CharField(choices=[('human', 'human'), ('api', 'API'), ('evaluator', 'evaluator'), ('feedback', 'end-user feedback')], default='api', max_length=10)),
                 ('tenant_id', models.CharField(blank=True, max_length=255, null=True)),
+                ('execution_started_at', models.DateTimeField(blank=True, help_text='When the scored execution started (a copy of its started_at; none for session scores): score analytics of a period read the scores alone, by it.', null=True)),
                 ('created_at', models.DateTimeField(auto_now_add=True)),
             ],
             options={
@@ -228,7 +229,11 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='score',
-            index=llm_agents.models.indexes.CoveringIndex(covering=('execution', 'data_type', 'value', 'string_value', 'eval_run'), fields=['name', 'created_at'], name='llm_score_name_idx'),
+            index=llm_agents.models.indexes.CoveringIndex(condition=models.Q(('execution__isnull', False)), covering=('data_type', 'value', 'string_value', 'eval_run', 'execution'), fields=['name', 'execution_started_at'], name='llm_score_name_idx'),
+        ),
+        migrations.AddIndex(
+            model_name='score',
+            index=models.Index(condition=models.Q(('eval_run__isnull', True), ('execution__isnull', False)), fields=['name', 'data_type', 'value'], name='llm_score_value_idx'),
         ),
         migrations.AddIndex(
             model_name='score',

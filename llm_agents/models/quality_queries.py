@@ -14,6 +14,7 @@ from django.utils import timezone
 from ..db import fastpaths
 from ..failures import FAILED_STATUSES
 from ..money import money
+from . import rollup_reads
 from .quality import Score, ScoreConfig
 
 #: scores_by(name, group_by) -> the Execution field grouped on ("day": the local day it started).
@@ -197,61 +198,103 @@ class QualityQueries(models.QuerySet):
         return Sessions(self.analysed_roots().exclude(session_id="").order_by())
 
     # -- scores -------------------------------------------------------------------------------
-    # The scores the analytics read are those of this queryset's executions, root or nested, of no
-    # evaluation run (a score of an evaluation run's execution belongs to the run: llm_agents.scores
-    # copies the run onto it) unless including_evaluations(). Scores of whole sessions (no execution)
-    # are not counted: no agent, model or day is theirs; read them with Score.objects.filter(
-    # session_id=...). Unfiltered, the scores are read from their own table alone, by name
-    # (llm_score_name_idx); a filtered queryset's executions are a semi-join (score_summary) or are
-    # joined to their scores (scores_by, whose groups are theirs).
+    # The scores the analytics read are those of this queryset's executions, root or nested alike
+    # (a score judges the execution it names), of no evaluation run (a score of an evaluation run's
+    # execution belongs to the run: llm_agents.scores copies the run onto it) unless
+    # including_evaluations(). Scores of whole sessions (no execution) are not counted: no agent,
+    # model or day is theirs; read them with Score.objects.filter(session_id=...). Each score
+    # carries the start of its execution (execution_started_at), so the three ways of reading them
+    # count the same scores:
+    # - unfiltered: the score table alone, by name (llm_score_name_idx; score_summary of production
+    #   scores through llm_score_value_idx, its median walked to, see score_summary);
+    # - filtered by a period alone (last_30_days(), between(), ...): the score table alone, the
+    #   period one range of llm_score_name_idx's key (name, execution_started_at), no join;
+    # - any other filter: the scores whose execution is one of this queryset's (a semi-join).
 
     def _scores_named(self, name: str, data_type: str | None = None) -> Any:
-        """The Score rows named ``name`` (of ``data_type`` when given) of this queryset's executions:
-        unfiltered, the score table alone, by name (``llm_score_name_idx``); filtered, the scores
-        whose execution is one of this queryset's (a semi-join)."""
+        """The Score rows named ``name`` (of ``data_type`` when given) of this queryset's executions,
+        root or nested (see above): unfiltered, the score table alone, by name; filtered by a period
+        of ``started_at`` alone, the scores whose ``execution_started_at`` is in it; otherwise the
+        scores whose execution is one of this queryset's (a semi-join)."""
         rows: Any = Score._default_manager.using(self.db).filter(name=name, execution__isnull=False)
         if data_type is not None:
             rows = rows.filter(data_type=data_type)
         if not self.with_evaluations:
             rows = rows.filter(eval_run__isnull=True)
-        if self.query.where:
-            # Root executions only, like every analytics method: PostgreSQL then reads their ids
-            # from the covering index of root executions alone.
-            rows = rows.filter(execution_id__in=self.analysed_roots().order_by().values("pk"))
+        period = rollup_reads.period_of(self)
+        if period is None:
+            rows = rows.filter(execution_id__in=self.order_by().values("pk"))
+        else:
+            start, end = period
+            if start is not None:
+                rows = rows.filter(execution_started_at__gte=start)
+            if end is not None:
+                rows = rows.filter(execution_started_at__lt=end)
         return rows.order_by()
 
     def score_summary(self, name: str) -> dict[str, Any]:
-        """The scores named ``name`` of this queryset's executions: numeric ``{name, data_type,
-        count, mean, min, max, p50}``; boolean ``{name, data_type, count, true_rate}`` (percent of
-        True, 0–100); categorical ``{name, data_type, count, distribution: {category: count}}``.
-        The data type is the ScoreConfig's, else the type of most of the scores; only scores of that
-        type are counted. ``mean`` (and ``min``, ``max``, the continuous ``p50``) to 4 places.
-        Two queries (a ScoreConfig's look-up, one aggregate) for numeric and boolean scores on
-        PostgreSQL, one more for the distribution of categories, or for the median elsewhere."""
+        """The scores named ``name`` of this queryset's executions, root or nested: numeric ``{name,
+        data_type, count, mean, min, max, p50}``; boolean ``{name, data_type, count, true_rate}``
+        (percent of True, 0–100); categorical ``{name, data_type, count, distribution: {category:
+        count}}``. The data type is the ScoreConfig's, else the type of most of the scores; only
+        scores of that type are counted. ``mean`` (and ``min``, ``max``, the continuous ``p50``: the
+        average of the two middle values for an even count) to 4 places. Two queries (a
+        ScoreConfig's look-up, one aggregate) for numeric and boolean scores on PostgreSQL, one more
+        for the distribution of categories, or for the median elsewhere and of all time (production
+        scores: then the middle one or two values are read by walking ``llm_score_value_idx``, not
+        sorted out of all of them, :func:`~llm_agents.db.fastpaths.median_by_walk`)."""
         config = self._score_config(name)
-        numeric = Q(data_type=NUMERIC)
-        aggregates: dict[str, Any] = {
-            "n_numeric": Count("value", filter=numeric),
-            "n_boolean": Count("value", filter=Q(data_type=BOOLEAN)),
-            "n_categorical": Count("data_type", filter=Q(data_type=CATEGORICAL)),
-            "n_true": Count("value", filter=Q(data_type=BOOLEAN, value__gte=0.5)),
-            "mean": Avg("value", filter=numeric),
-            "low": Min("value", filter=numeric),
-            "high": Max("value", filter=numeric),
-        }
-        postgres = fastpaths.is_postgresql(connections[self.db])
-        if postgres:
-            aggregates["p50"] = fastpaths.PercentileCont("value", 0.5, filter=numeric)
-        found = self._scores_named(name).aggregate(**aggregates)
+        # All time, production scores: one row per data type, grouped (PostgreSQL reads the name's
+        # scores in the order of llm_score_value_idx, (name, data_type, value), and needs no sort),
+        # and the exact median walked to in that index rather than sorted out of every value.
+        # Otherwise one aggregate with a filter per type (a period: one range of
+        # llm_score_name_idx), the median by percentile_cont on PostgreSQL.
+        walk = not self.with_evaluations and rollup_reads.period_of(self) == (None, None)
+        percentile = fastpaths.is_postgresql(connections[self.db]) and not walk
+        empty: dict[str, Any] = {"n": 0, "n_values": 0, "n_true": 0, "mean": None, "low": None, "high": None}
+        found = {kind: dict(empty, p50=None) for kind in (NUMERIC, BOOLEAN, CATEGORICAL)}
+        rows = self._scores_named(name)
+        if walk:
+            grouped = rows.values("data_type").annotate(
+                n=Count("*"),
+                n_values=Count("value"),
+                n_true=Count("value", filter=Q(value__gte=0.5)),
+                mean=Avg("value"),
+                low=Min("value"),
+                high=Max("value"),
+            )
+            for row in grouped:
+                if row["data_type"] in found:
+                    found[row["data_type"]].update(row)
+        else:
+            numeric = Q(data_type=NUMERIC)
+            aggregates: dict[str, Any] = {
+                "n_numeric": Count("value", filter=numeric),
+                "n_boolean": Count("value", filter=Q(data_type=BOOLEAN)),
+                "n_categorical": Count("data_type", filter=Q(data_type=CATEGORICAL)),
+                "n_true": Count("value", filter=Q(data_type=BOOLEAN, value__gte=0.5)),
+                "mean": Avg("value", filter=numeric),
+                "low": Min("value", filter=numeric),
+                "high": Max("value", filter=numeric),
+            }
+            if percentile:
+                aggregates["p50"] = fastpaths.PercentileCont("value", 0.5, filter=numeric)
+            flat = rows.aggregate(**aggregates)
+            found[NUMERIC].update(
+                n_values=flat["n_numeric"], mean=flat["mean"], low=flat["low"], high=flat["high"],
+                p50=flat.get("p50"),
+            )  # fmt: skip
+            found[BOOLEAN].update(n_values=flat["n_boolean"], n_true=flat["n_true"])
+            found[CATEGORICAL].update(n=flat["n_categorical"])
         counts = {
-            NUMERIC: found["n_numeric"],
-            BOOLEAN: found["n_boolean"],
-            CATEGORICAL: found["n_categorical"],
+            NUMERIC: found[NUMERIC]["n_values"],
+            BOOLEAN: found[BOOLEAN]["n_values"],
+            CATEGORICAL: found[CATEGORICAL]["n"],
         }
         data_type = _data_type(config, counts)
         summary: dict[str, Any] = {"name": name, "data_type": data_type, "count": counts[data_type]}
         if data_type == BOOLEAN:
-            summary["true_rate"] = _rate(found["n_true"], found["n_boolean"])
+            summary["true_rate"] = _rate(found[BOOLEAN]["n_true"], counts[BOOLEAN])
         elif data_type == CATEGORICAL:
             categories = (
                 self._scores_named(name, CATEGORICAL)
@@ -261,13 +304,18 @@ class QualityQueries(models.QuerySet):
             )
             summary["distribution"] = _distribution(config, dict(categories))
         else:
-            if postgres:
-                median = found["p50"]
+            numbers_found = found[NUMERIC]
+            if percentile:
+                median = numbers_found["p50"]
+            elif walk:
+                numbers = self._scores_named(name, NUMERIC).filter(value__isnull=False)
+                median = fastpaths.median_by_walk(numbers, "value", counts[NUMERIC])
             else:
                 numbers = self._scores_named(name, NUMERIC)
                 median = fastpaths.grouped_percentile_portable(numbers, "name", "value", 50).get(name)
             summary.update(
-                mean=_rounded(found["mean"]), min=_rounded(found["low"]), max=_rounded(found["high"]),
+                mean=_rounded(numbers_found["mean"]), min=_rounded(numbers_found["low"]),
+                max=_rounded(numbers_found["high"]),
                 p50=_rounded(median),
             )  # fmt: skip
         return summary
@@ -282,22 +330,32 @@ class QualityQueries(models.QuerySet):
         if group_by not in SCORE_GROUPS:
             raise ValueError(f"Unknown group_by {group_by!r}; valid groups are: {', '.join(SCORE_GROUPS)}.")
         config = self._score_config(name)
-        executions = self.analysed_roots()
-        conditions: dict[str, Any] = {"scores__name": name}
-        if not self.with_evaluations:
-            conditions["scores__eval_run__isnull"] = True
-        rows = executions.order_by().filter(**conditions)
+        rows = self._scores_named(name)
         if group_by == "day":
-            rows = rows.annotate(day=TruncDate("started_at", tzinfo=timezone.get_default_timezone()))
+            # The execution's start, as its score carries it: no join.
+            rows = rows.annotate(
+                day=TruncDate("execution_started_at", tzinfo=timezone.get_default_timezone())
+            )
+            key = F("day")
+        else:
+            key = F(f"execution__{SCORE_GROUPS[group_by]}")
+            period = rollup_reads.period_of(self)
+            if period is not None:
+                # The executions joined for their key are of the same period (their started_at is
+                # their scores' execution_started_at): PostgreSQL reads only the period's partitions
+                # and index range, not every execution.
+                start, end = period
+                if start is not None:
+                    rows = rows.filter(execution__started_at__gte=start)
+                if end is not None:
+                    rows = rows.filter(execution__started_at__lt=end)
         grouped = rows.values(
-            score_key=F(SCORE_GROUPS[group_by]),
-            score_type=F("scores__data_type"),
-            score_category=F("scores__string_value"),
+            score_key=key, score_type=F("data_type"), score_category=F("string_value")
         ).annotate(
             n=Count("*"),
-            n_values=Count("scores__value"),
-            total=Sum("scores__value"),
-            n_true=Count("scores__value", filter=Q(scores__value__gte=0.5)),
+            n_values=Count("value"),
+            total=Sum("value"),
+            n_true=Count("value", filter=Q(value__gte=0.5)),
         )
         by_key: dict[Any, dict[str, list[dict[str, Any]]]] = {}
         counts = dict.fromkeys((NUMERIC, BOOLEAN, CATEGORICAL), 0)

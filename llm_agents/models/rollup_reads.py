@@ -212,6 +212,39 @@ def plan_for(queryset: Any) -> Plan | None:
     return Plan(tuple(conditions), start, end)
 
 
+def period_of(queryset: Any) -> tuple[dt.datetime | None, dt.datetime | None] | None:
+    """``(start, end)`` when a queryset of executions is filtered by nothing but a period of
+    ``started_at`` (``start <= started_at < end``, either end open: None), whatever ``ROLLUPS`` says;
+    None when it has any other filter (or a slice, distinct, ...). An unfiltered queryset gives
+    ``(None, None)``."""
+    query = queryset.query
+    if (
+        query.distinct
+        or query.low_mark
+        or query.high_mark is not None
+        or query.extra
+        or query.combinator
+        or query.model is None
+        or query.model._meta.db_table != sql.EXECUTIONS
+        or query.where.connector != "AND"
+        or query.where.negated
+    ):
+        return None
+    table = query.model._meta.db_table
+    starts: list[dt.datetime] = []
+    ends: list[dt.datetime] = []
+    for child in query.where.children:
+        if isinstance(child, WhereNode) or _column(child, table) != "started_at":
+            return None
+        if isinstance(child, GreaterThanOrEqual) and isinstance(child.rhs, dt.datetime):
+            starts.append(child.rhs)
+        elif isinstance(child, LessThan) and isinstance(child.rhs, dt.datetime):
+            ends.append(child.rhs)
+        else:
+            return None
+    return (max(starts) if starts else None, min(ends) if ends else None)
+
+
 def _column(lookup: Any, table: str) -> str | None:
     """The Execution field a lookup filters on, when it compares a column of the table itself with
     plain values."""
