@@ -3,7 +3,6 @@ rows, an execution page with the span tree, and the dashboard (``admin:llm_agent
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import TYPE_CHECKING, Any, cast
 
@@ -40,7 +39,7 @@ from ..models.querysets import (
 )
 from .dashboard import dashboard_view
 from .datasets import add_to_dataset
-from .formatting import format_cost, format_ms
+from .formatting import format_cost, format_ms, pretty
 from .mixins import ReadOnlyAdminMixin
 from .scoring import add_score_view, execution_scores_context
 from .sessions import SessionFilter, TagFilter, UserFilter, identity_links, session_view, sessions_view
@@ -214,13 +213,6 @@ class ExportedChangeList(ExecutionChangeList):
 
     def get_results(self, request: HttpRequest) -> None:
         """The export reads ``queryset`` itself; neither the page nor the count is needed."""
-
-
-def pretty(value: Any) -> str:
-    """JSON pretty-printed (a string stays as it is)."""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
 
 
 def payload(value: Any) -> dict[str, Any] | None:

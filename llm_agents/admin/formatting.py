@@ -39,9 +39,16 @@ def change(current: float | Decimal | None, previous: float | Decimal | None) ->
     return round((float(current) - float(previous)) * 100 / float(previous), 1)
 
 
+def pretty(value: Any) -> str:
+    """JSON pretty-printed (a string stays as it is)."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
+
+
 def shown_json(value: Any, limit: int | None = 300) -> str:
-    """A JSON value as text (a string as it is), cut to ``limit`` characters (None: whole)."""
+    """:func:`pretty` of a JSON value (None: nothing), cut to ``limit`` characters (None: whole)."""
     if value is None:
         return ""
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, indent=1, default=str)
+    text = pretty(value)
     return Truncator(text).chars(limit) if limit else text
