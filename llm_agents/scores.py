@@ -42,6 +42,7 @@ __all__ = [
     "feedback_token",
     "record_feedback",
     "verify_feedback_token",
+    "vote",
 ]
 
 FEEDBACK_SALT = "llm_agents.feedback"
@@ -157,7 +158,13 @@ def verify_feedback_token(token: str) -> uuid.UUID:
 
 def record_feedback(token: str, name: str, value: Any, comment: str = "") -> Score:
     """Store end-user feedback on the execution ``token`` names (:func:`feedback_token`), with
-    source ``feedback``, and return it.
+    source ``feedback``, and return it (:func:`vote`, without saying whether it replaced one)."""
+    return vote(token, name, value, comment)[0]
+
+
+def vote(token: str, name: str, value: Any, comment: str = "") -> tuple[Score, bool]:
+    """Store end-user feedback on the execution ``token`` names, with source ``feedback``; return it
+    and whether it replaced an earlier vote.
 
     One vote per token and name: the token names the execution, so an execution keeps one feedback
     score per name, and a second post replaces the first (the earlier score is deleted, the new one
@@ -180,11 +187,11 @@ def record_feedback(token: str, name: str, value: Any, comment: str = "") -> Sco
         if found is None:
             raise ValidationError({"execution": f"No execution has the id {str(execution_id)!r}."})
         score.tenant_id, score.eval_run_id, score.execution_started_at = found
-        Score.objects.using(alias).filter(
+        replaced, _ = Score.objects.using(alias).filter(
             execution_id=execution_id, name=score.name, source=Score.Source.FEEDBACK
         ).delete()
         _save(score, alias)
-    return score
+    return score, bool(replaced)
 
 
 def _checked(score: Score, value: Any) -> Score:

@@ -382,11 +382,7 @@ class FeedbackView(ApiMixin, APIView):
         body.is_valid(raise_exception=True)
         data = body.validated_data
         try:
-            execution_id = scores.verify_feedback_token(data["token"])
-            earlier = Score.objects.filter(
-                execution_id=execution_id, name=data["name"], source=Score.Source.FEEDBACK
-            ).exists()
-            score = scores.record_feedback(data["token"], data["name"], data["value"], data["comment"])
+            score, earlier = scores.vote(data["token"], data["name"], data["value"], data["comment"])
         except scores.FeedbackTokenError as error:
             raise ValidationError({"token": [f"{str(error).capitalize()}."]}) from None
         except DjangoValidationError as error:
