@@ -19,12 +19,13 @@ from django.db import connection, connections, transaction
 from django.test import override_settings
 from django.utils import timezone
 
-from llm_agents import Agent, Param, retention, scores, signals, tenant
+from llm_agents import retention, scores, signals, tenant
 from llm_agents.db import fastpaths
 from llm_agents.models import Dataset, EvalRun, Execution, Score, ScoreConfig, rollup_reads
 from llm_agents.models.quality_queries import SCORE_GROUPS
 
 from .factories import ExecutionFactory, PromptVersionFactory
+from .test_sessions import Helper, openai  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.django_db
 
@@ -307,26 +308,6 @@ def test_score_created_is_sent_once_the_transaction_commits(received):
 # -- feedback -------------------------------------------------------------------------------------------
 
 
-class Helper(Agent):
-    model = "gpt-4o-mini"
-    question = Param(required=True)
-
-    def user_prompt(self):
-        return self.question
-
-
-@pytest.fixture
-def openai(openai_server):
-    """The openai provider (the real SDK) pointed at the fake server."""
-    spec = {
-        "class": "llm_agents.providers.openai.OpenAIProvider",
-        "api_key": "k",
-        "base_url": openai_server.url,
-    }
-    with override_settings(LLM_AGENTS={"PROVIDERS": {"openai": spec}}):
-        yield openai_server
-
-
 class PastSigner(signing.TimestampSigner):
     """Signs as if it were ``days`` ago (a token handed out then)."""
 
@@ -338,7 +319,7 @@ class PastSigner(signing.TimestampSigner):
         return signing.b62_encode(int(time.time() - self.days * 86400))
 
 
-def test_a_feedback_token_round_trip_from_an_agent_call(openai, received, django_capture_on_commit_callbacks):
+def test_a_feedback_token_round_trip_from_an_agent_call(openai, received, django_capture_on_commit_callbacks):  # noqa: F811 (the fixture)
     result = Helper.call(question="Where is my order?")
 
     token = result.feedback_token
