@@ -187,9 +187,11 @@ def vote(token: str, name: str, value: Any, comment: str = "") -> tuple[Score, b
         if found is None:
             raise ValidationError({"execution": f"No execution has the id {str(execution_id)!r}."})
         score.tenant_id, score.eval_run_id, score.execution_started_at = found
-        replaced, _ = Score.objects.using(alias).filter(
-            execution_id=execution_id, name=score.name, source=Score.Source.FEEDBACK
-        ).delete()
+        replaced, _ = (
+            Score.objects.using(alias)
+            .filter(execution_id=execution_id, name=score.name, source=Score.Source.FEEDBACK)
+            .delete()
+        )
         _save(score, alias)
     return score, bool(replaced)
 
