@@ -32,13 +32,15 @@ class LLMAgentsConfig(AppConfig):
 
     @staticmethod
     def register_completion_hooks() -> None:
-        """What runs after every execution completes: budget settlement, and the OpenTelemetry export
-        while ``OTEL_EXPORT`` is on (the tracking core imports neither)."""
+        """What runs after every execution completes: budget settlement, experiment guardrails, and the
+        OpenTelemetry export while ``OTEL_EXPORT`` is on (the tracking core imports none of them)."""
         from . import budgets, otel
         from .conf import app_settings
+        from .models.experiments import check_experiment_guardrails
         from .tracking import lifecycle
 
         lifecycle.add_completion_hook(budgets.settle_completed)
+        lifecycle.add_completion_hook(check_experiment_guardrails)
         if app_settings.OTEL_EXPORT:
             lifecycle.add_completion_hook(otel.export_completed)
         else:

@@ -200,6 +200,12 @@ def _problems(user: dict[str, Any]) -> Iterable[tuple[str, str, str]]:
         message = f'must be None or a rate like "60/min" (a number, "/", then s, min, hour or day), not {throttle!r}'
         yield "E029", "FEEDBACK_THROTTLE_RATE", message
 
+    protected = get("PROTECTED_PROMPT_LABELS")
+    if not isinstance(protected, list | tuple) or not all(
+        isinstance(name, str) and name for name in protected
+    ):
+        yield "E030", "PROTECTED_PROMPT_LABELS", f"must be a list of label names, not {protected!r}"
+
     page_size = get("API_PAGE_SIZE")
     if not _is_int(page_size) or not 1 <= page_size <= 500:
         yield "E022", "API_PAGE_SIZE", f"must be a whole number from 1 to 500, not {page_size!r}"

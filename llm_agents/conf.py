@@ -94,6 +94,8 @@ DEFAULTS: dict[str, Any] = {
     "FEEDBACK_TOKEN_MAX_AGE": 604800,
     # DRF throttle rate of the feedback/ endpoint (scope "llm_agents_feedback"), per client address.
     "FEEDBACK_THROTTLE_RATE": "60/min",
+    # Prompt labels only users with the permission llm_agents.promote_prompt may move (admin and API).
+    "PROTECTED_PROMPT_LABELS": ["production"],
 }
 
 

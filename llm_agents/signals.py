@@ -53,3 +53,11 @@ score_created = Signal()
 
 # run — an EvalRun reached completed or failed (sent once the transaction commits)
 eval_run_completed = Signal()
+
+# prompt, label, old_version, new_version — a prompt label moved (sent once the transaction commits;
+# old_version is None for a new label)
+prompt_label_moved = Signal()
+
+# experiment, version, reason — a variant broke a guardrail and left the split (sent once the
+# transaction commits)
+experiment_guardrail_tripped = Signal()

@@ -12,8 +12,16 @@
   ``resamples`` random patterns are drawn and ``p = (count + 1) / (resamples + 1)``, which is never 0.
   A reported p-value is never below 0.0001, its rounding step.
 
-Every function takes a ``seed``: the same inputs and seed give the same answer. Means, intervals and
-p-values are rounded to 4 places.
+Every bootstrap function takes a ``seed``: the same inputs and seed give the same answer. Means,
+intervals and p-values are rounded to 4 places.
+
+Experiments compare independent groups with many members (at least ``min_samples`` per variant), from
+each group's count, mean and standard deviation alone (which the database computes):
+
+- :func:`normal_ci95` is the normal-approximation interval of a mean, ``mean ± 1.96 · sd / √n``;
+- :func:`two_sample_comparison` is Welch's two-sample z-test: the difference of the means, its
+  interval ``delta ± 1.96 · √(sd₁²/n₁ + sd₂²/n₂)``, and the two-sided p-value ``erfc(|z| / √2)`` of
+  ``z = delta / √(sd₁²/n₁ + sd₂²/n₂)``.
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ from collections.abc import Sequence
 from typing import Any
 
 RESAMPLES = 10_000
+#: The 97.5th percentile of the standard normal distribution (1.95996…): 95% of it lies within ±Z95.
+Z95 = statistics.NormalDist().inv_cdf(0.975)
 #: Up to this many pairs the sign-flip test enumerates all 2**n sign patterns.
 EXACT_UP_TO = 16
 PLACES = 4
@@ -114,3 +124,39 @@ def sign_flip_p_value(differences: Sequence[float], seed: int | str, resamples: 
                 extreme += 1
         p_value = (extreme + 1) / (resamples + 1)
     return max(round(p_value, PLACES), SMALLEST_P)
+
+
+def normal_ci95(count: int, mean: float, sd: float | None) -> tuple[float, float]:
+    """``(low, high)``: the 95% normal-approximation interval of a mean of ``count`` values with
+    sample standard deviation ``sd`` (a zero-width interval for one value). ``ValueError`` for none."""
+    if count < 1:
+        raise ValueError("normal_ci95 needs at least one value.")
+    half = Z95 * (sd or 0.0) / math.sqrt(count) if count > 1 else 0.0
+    return round(mean - half, PLACES), round(mean + half, PLACES)
+
+
+def two_sample_comparison(
+    control: tuple[int, float, float | None], variant: tuple[int, float, float | None]
+) -> dict[str, Any]:
+    """Compare two independent groups, each given as ``(count, mean, sample sd)``: Welch's z-test.
+
+    Returns ``{delta, ci95: [low, high], p_value}``: ``delta`` is the variant's mean minus the
+    control's, ``ci95`` its 95% interval, ``p_value`` two-sided (never below 0.0001; 1.0 when both
+    groups have no spread and the same mean, 0.0001 when they have none and differ). Raises
+    ``ValueError`` when a group has fewer than two values."""
+    (n_a, mean_a, sd_a), (n_b, mean_b, sd_b) = control, variant
+    if n_a < 2 or n_b < 2:
+        raise ValueError(f"two_sample_comparison needs at least two values per group, not {n_a} and {n_b}.")
+    delta = float(mean_b) - float(mean_a)
+    error = math.sqrt((sd_a or 0.0) ** 2 / n_a + (sd_b or 0.0) ** 2 / n_b)
+    if error == 0:
+        p_value = 1.0 if delta == 0 else 0.0
+        low = high = delta
+    else:
+        p_value = math.erfc(abs(delta / error) / math.sqrt(2))
+        low, high = delta - Z95 * error, delta + Z95 * error
+    return {
+        "delta": round(delta, PLACES),
+        "ci95": [round(low, PLACES), round(high, PLACES)],
+        "p_value": max(round(p_value, PLACES), SMALLEST_P),
+    }

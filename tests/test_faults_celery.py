@@ -14,7 +14,7 @@ from django.test import override_settings
 
 from llm_agents import Agent, Param
 from llm_agents.models import Execution, Span
-from llm_agents.tracking.transport import publisher
+from llm_agents.tracking.transport import publisher, spool
 from tests.workers import CeleryWorker, RedisServer, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
@@ -60,7 +60,10 @@ def test_workers_killed_twice_lose_and_duplicate_nothing(redis_server):
                     kills += 1
                     worker.start()
             assert publisher.flush(timeout=60)
-        assert wait_for(lambda: Execution.objects.count() >= 10_000, timeout=300), Execution.objects.count()
+        arrived = wait_for(lambda: Execution.objects.count() >= 10_000, timeout=300)
+        assert arrived, (
+            f"{Execution.objects.count()} stored; broker: {redis_server.describe()}; spool: {spool.files()}"
+        )
         time.sleep(1)
     finally:
         worker.stop()

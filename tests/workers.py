@@ -66,6 +66,17 @@ class RedisServer:
             subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True).returncode == 0
         )
 
+    def describe(self) -> str:
+        """What the broker still holds: queued messages and messages delivered but not acknowledged."""
+
+        def ask(*command: str) -> str:
+            run = subprocess.run(
+                ["redis-cli", "-p", str(self.port), *command], capture_output=True, text=True
+            )
+            return run.stdout.strip()
+
+        return f"{ask('llen', 'celery')} queued, {ask('hlen', 'unacked')} unacknowledged"
+
     def shutdown_saving(self) -> None:
         """Stop the server, keeping its data on disk (as a graceful restart does)."""
         subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "save"], capture_output=True)

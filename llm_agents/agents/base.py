@@ -48,6 +48,8 @@ class Agent:
     tools: ClassVar[list[Any]] = []
     max_tool_iterations: ClassVar[int] = 5
     prompt: ClassVar[str | None] = None
+    #: The label of ``prompt`` to use (None: ``production`` when the prompt has it, else the latest).
+    prompt_label: ClassVar[str | None] = None
     schema: ClassVar[Any] = None
     description: ClassVar[str] = ""
 
@@ -209,6 +211,7 @@ class Run:
         self.max_tokens = self.cls.max_tokens
         self.extra_params: dict[str, Any] = {}
         self.prompt_version: Any = None
+        self.experiment: Any = None
         self.tools = {tool.name: tool for tool in map(tool_for, self.cls.tools)}
         self.attempts: list[dict[str, Any]] = []
         self.tool_calls: list[dict[str, Any]] = []
@@ -228,9 +231,11 @@ class Run:
         return _drain(self.execute())
 
     def execute(self) -> Generator[str, None, AgentResult]:
-        messages = self.build_messages()
         tenant_id = self.resolve_tenant()
         parent = context.current_execution()
+        session_values = self.session_values(parent)
+        units = {"session_id": parent.session_id, "user_id": parent.user_id} if parent is not None else {}
+        messages = self.build_messages(**units, **session_values, tenant_id=tenant_id)
         record = lifecycle.begin_execution(
             "agent",
             self.cls.agent_type,
@@ -247,7 +252,8 @@ class Run:
             system_prompt="\n\n".join(m["content"] for m in messages if m["role"] == "system"),
             user_prompt="\n\n".join(m["content"] for m in messages if m["role"] == "user"),
             prompt_version_id=getattr(self.prompt_version, "pk", None),
-            **self.session_values(parent),
+            experiment_id=getattr(self.experiment, "pk", None),
+            **session_values,
         )
         self.record = record
         agent_span = None
@@ -550,7 +556,10 @@ class Run:
             return schema.model_validate_json(content)
         return json.loads(content)
 
-    def build_messages(self) -> list[dict[str, Any]]:
+    def build_messages(self, **units: Any) -> list[dict[str, Any]]:
+        """The messages to send; from the agent's managed prompt when it has one: the version its
+        ``prompt_label`` points at (the ``production`` label, else the latest version, by default),
+        or a running experiment's variant for ``units`` (``tenant_id``, ``session_id``, ``user_id``)."""
         slug = self.cls.prompt
         if self.prompt_version_override is not None:
             built = self.prompt_version_override.build(**self.agent.params)
@@ -560,9 +569,13 @@ class Run:
         else:
             from ..models import Prompt
 
-            prompt = Prompt.load(slug)
+            prompt = Prompt.load(
+                slug, self.cls.prompt_label, user_id=units.get("user_id"),
+                session_id=units.get("session_id"), tenant_id=units.get("tenant_id"),
+            )  # fmt: skip
             built = prompt.build(**self.agent.params)
             self.prompt_version = prompt.current_version
+            self.experiment = prompt.experiment
         self.model = self.model_override or self.cls.model or built.pop("model", None) or self.model
         messages = built.pop("messages")
         if self.cls.temperature is None and "temperature" in built:

@@ -2,7 +2,8 @@ from .batches import Batch, BatchRequest
 from .budgets import Budget, BudgetReservation, SpendCounter
 from .costs import CostConfig
 from .executions import Execution, Span
-from .prompts import Prompt, PromptVersion
+from .experiments import PromptExperiment
+from .prompts import Prompt, PromptLabel, PromptLabelMove, PromptVersion
 from .quality import Dataset, DatasetItem, EvalResult, EvalRun, Score, ScoreConfig
 from .rollups import (
     DailyDurations,
@@ -39,6 +40,9 @@ __all__ = [
     "HourlyRollup",
     "HourlyTotals",
     "Prompt",
+    "PromptExperiment",
+    "PromptLabel",
+    "PromptLabelMove",
     "PromptVersion",
     "Score",
     "ScoreConfig",

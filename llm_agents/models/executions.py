@@ -133,6 +133,16 @@ class Execution(models.Model):
         db_index=False,
         db_constraint=False,
     )
+    # The prompt experiment that chose prompt_version (section 18).
+    experiment = models.ForeignKey(
+        "llm_agents.PromptExperiment",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="executions",
+        db_index=False,
+        db_constraint=False,
+    )
 
     objects = ExecutionQuerySet.as_manager()
 
@@ -186,6 +196,12 @@ class Execution(models.Model):
             ),
             models.Index(
                 fields=["eval_run"], condition=Q(eval_run__isnull=False), name="llm_exec_eval_run_idx"
+            ),
+            CoveringIndex(
+                fields=["experiment", "prompt_version"],
+                condition=Q(experiment__isnull=False, parent__isnull=True),
+                covering=["status", "total_cost", "duration_ms"],
+                name="llm_exec_experiment_idx",
             ),
         ]
         constraints = [

@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, NoReturn
 
+from django.conf import settings
 from django.core.cache import caches
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connections, models, transaction
 from django.db.models import Max, Q
 from django.db.models.expressions import RawSQL
@@ -17,12 +19,16 @@ from ..conf import app_settings
 from ..errors import PromptError
 from ..events import emit
 from ..prompts.rendering import check_syntax, partial_names, render
-from ..signals import prompt_version_created
+from ..signals import prompt_label_moved, prompt_version_created
 
 logger = logging.getLogger("llm_agents")
 
 MESSAGE_ROLES = ("system", "user", "assistant", "developer")
 RESERVED_PARAMS = ("model", "messages")
+#: The label ``Prompt.load()`` uses when none is named, and the one experiments split.
+PRODUCTION = "production"
+#: The permission (``app_label.codename``) needed to move a label of ``PROTECTED_PROMPT_LABELS``.
+PROMOTE_PERMISSION = "llm_agents.promote_prompt"
 
 
 def prompt_cache_key(slug: str) -> str:
@@ -129,6 +135,7 @@ class Prompt(models.Model):
 
     class Meta:
         ordering = ["slug"]
+        permissions = [("promote_prompt", "Can move protected prompt labels")]
 
     def __str__(self) -> str:
         return self.slug
@@ -162,24 +169,60 @@ class Prompt(models.Model):
     # -- reading -------------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, slug: str) -> Prompt:
-        """The prompt with ``slug`` and its current version, from the cache (``CACHE_ALIAS``) when
-        possible. The entry is dropped whenever the prompt changes or a version is created.
+    def load(
+        cls,
+        slug: str,
+        label: str | None = None,
+        *,
+        user_id: Any = None,
+        session_id: Any = None,
+        tenant_id: Any = None,
+    ) -> Prompt:
+        """The prompt with ``slug`` and the version to use, from the cache (``CACHE_ALIAS``) when
+        possible; the entry is dropped whenever the prompt, a version, a label or an experiment changes.
+
+        The version is the one ``label`` points at (``PromptError`` when the prompt has no such label);
+        without a label, the ``production`` label's when the prompt has one, else the latest version.
+        While an experiment on the prompt runs, loading it by ``production`` (named or by default)
+        picks the experiment's variant for the unit value: ``user_id``, ``session_id`` or
+        ``tenant_id`` as given, else the current ``session()`` and tenant. The prompt's
+        ``current_version`` is then that version and its ``experiment`` the experiment.
         Raises ``PromptError`` when no prompt has that slug."""
+        entry = cls._cached_entry(slug)
+        if label is None:
+            version = entry.labels.get(PRODUCTION, entry.latest)
+        else:
+            version = entry.labels.get(label)
+            if version is None:
+                raise PromptError(f"Prompt '{slug}' has no label '{label}'.")
+        prompt = entry.prompt
+        experiment = entry.experiment if label in (None, PRODUCTION) else None
+        if experiment is not None:
+            unit_value = experiment.unit_value(user_id=user_id, session_id=session_id, tenant_id=tenant_id)
+            version = entry.variants[experiment.assign(unit_value)]
+        prompt._current_version = version
+        prompt._experiment = experiment
+        return prompt
+
+    @classmethod
+    def _cached_entry(cls, slug: str) -> LoadedPrompt:
         cache = caches[app_settings.CACHE_ALIAS]
         key = prompt_cache_key(slug)
-        cached = cache.get(key)
-        if cached is not None:
-            prompt, version = cached
-        else:
+        entry = cache.get(key)
+        if not isinstance(entry, LoadedPrompt):
             try:
                 prompt = cls.objects.get(slug=slug)
             except cls.DoesNotExist:
                 raise PromptError(f"No prompt has the slug '{slug}'.") from None
-            version = prompt.versions.order_by("-number").first()
-            cache.set(key, (prompt, version))
-        prompt._current_version = version
-        return prompt
+            entry = LoadedPrompt.of(prompt)
+            cache.set(key, entry)
+        return entry
+
+    @property
+    def experiment(self) -> Any:
+        """The running PromptExperiment that chose this prompt's ``current_version`` when it came
+        from ``Prompt.load()`` (None otherwise)."""
+        return self.__dict__.get("_experiment")
 
     @property
     def current_version(self) -> PromptVersion | None:
@@ -207,7 +250,71 @@ class Prompt(models.Model):
             raise PromptError(f"Prompt '{self.slug}' has no version yet.")
         return prompt_version.build(**variables)
 
+    def label(self, name: str) -> PromptVersion | None:
+        """The version label ``name`` points at (None when the prompt has no such label)."""
+        found = self.labels.select_related("version").filter(name=name).first()
+        return found.version if found is not None else None
+
     # -- writing -------------------------------------------------------------------------------
+
+    def set_label(
+        self, name: str, version: int | PromptVersion, *, user: Any = None, source: str = "api"
+    ) -> PromptLabel:
+        """Point label ``name`` at ``version`` (a number or a PromptVersion of this prompt) and
+        keep the move in the label's history; returns the PromptLabel.
+
+        ``user`` is who moves it: a label in ``PROTECTED_PROMPT_LABELS`` moved on behalf of a user
+        needs the permission ``llm_agents.promote_prompt`` (``PermissionDenied`` otherwise); code
+        that passes no user may move any label. Raises ``PromptError`` naming the number when the
+        prompt has no such version. A move to the version the label already has changes nothing.
+        ``prompt_label_moved`` is sent once the transaction commits."""
+        if self.pk is None:
+            raise PromptError("Save the prompt before labelling its versions.")
+        name = validate_label_name(name)
+        if source not in PromptVersion.Source.values:
+            raise ValidationError(f"source must be one of {', '.join(PromptVersion.Source.values)}.")
+        check_may_move(name, user)
+        db = self._state.db
+        with transaction.atomic(using=db):
+            Prompt.objects.using(db).select_for_update().filter(pk=self.pk).first()
+            target = self._own_version(version)
+            label = (
+                PromptLabel.objects.using(db).filter(prompt=self, name=name).select_related("version").first()
+            )
+            old = label.version if label is not None else None
+            if old is not None and old.pk == target.pk:
+                return label
+            author = user if getattr(user, "pk", None) is not None else None
+            if label is None:
+                label = PromptLabel(prompt=self, name=name)
+            label.version = target
+            label.updated_by = author
+            label.save(using=db)
+            PromptLabelMove.objects.using(db).create(
+                prompt=self, label=name, old_number=old.number if old is not None else None,
+                new_number=target.number, moved_by=author, source=source,
+            )  # fmt: skip
+            slug = self.slug
+            invalidate_prompt_cache(slug)
+            transaction.on_commit(lambda: self._label_committed(slug, name, old, target), using=db)
+        return label
+
+    def _own_version(self, version: int | PromptVersion) -> PromptVersion:
+        if isinstance(version, PromptVersion):
+            if version.prompt_id != self.pk:
+                raise PromptError(
+                    f"Version {version.number} belongs to prompt '{version.prompt}', not '{self.slug}'."
+                )
+            return version
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise PromptError(f"A version is a number or a PromptVersion, not {version!r}.")
+        return self.version(version)
+
+    def _label_committed(self, slug: str, name: str, old: PromptVersion | None, new: PromptVersion) -> None:
+        invalidate_prompt_cache(slug)
+        emit(
+            prompt_label_moved, sender=PromptLabel, prompt=self, label=name, old_version=old, new_version=new
+        )
 
     def update_content(
         self,
@@ -370,12 +477,12 @@ def resolve_partials(root_slug: str, templates: Iterable[str]) -> dict[str, str]
         if slug in sources:
             return
         try:
-            prompt = Prompt.load(slug)
+            entry = Prompt._cached_entry(slug)
         except PromptError:
             error = PromptError(f"Missing partial '{slug}': no prompt has that slug.")
             error.partial = slug
             raise error from None
-        version = prompt.current_version
+        version = entry.labels.get(PRODUCTION, entry.latest)
         text = version.text if version is not None else ""
         sources[slug] = text
         for name in partial_names(text):
@@ -385,3 +492,110 @@ def resolve_partials(root_slug: str, templates: Iterable[str]) -> dict[str, str]
         for name in partial_names(template):
             visit(name, [root_slug])
     return sources
+
+
+def validate_label_name(name: Any) -> str:
+    """``name`` if it is a label name (a slug); ``ValidationError`` naming it otherwise."""
+    if not isinstance(name, str) or not LABEL_NAME.fullmatch(name):
+        raise ValidationError(
+            f"{name!r} is not a label name: use letters, digits, hyphens and underscores (at most 100)."
+        )
+    return name
+
+
+LABEL_NAME = re.compile(r"[-a-zA-Z0-9_]{1,100}")
+
+
+def is_protected(name: str) -> bool:
+    """Whether label ``name`` is in ``PROTECTED_PROMPT_LABELS``."""
+    return name in (app_settings.PROTECTED_PROMPT_LABELS or ())
+
+
+def may_move(name: str, user: Any) -> bool:
+    """Whether ``user`` may move label ``name`` (anyone, unless the label is protected)."""
+    return not is_protected(name) or bool(user is not None and user.has_perm(PROMOTE_PERMISSION))
+
+
+def check_may_move(name: str, user: Any) -> None:
+    """``PermissionDenied`` when ``user`` (not None) may not move label ``name``."""
+    if user is not None and not may_move(name, user):
+        raise PermissionDenied(
+            f"The label '{name}' is protected: moving it needs the permission {PROMOTE_PERMISSION}."
+        )
+
+
+class PromptLabel(models.Model):
+    """A named pointer (``production``, ``staging``, …) at one version of a prompt."""
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="labels")
+    name = models.CharField(max_length=100)
+    version = models.ForeignKey(PromptVersion, on_delete=models.CASCADE, related_name="labels")
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["prompt", "name"]
+        constraints = [models.UniqueConstraint(fields=["prompt", "name"], name="llm_promptlabel_unique_name")]
+
+    def __str__(self) -> str:
+        return f"{self.prompt_id}@{self.name}"
+
+
+class PromptLabelMove(models.Model):
+    """One move of a prompt label: who, when, from which version number to which."""
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="label_moves")
+    label = models.CharField(max_length=100)
+    old_number = models.PositiveIntegerField(null=True, blank=True, help_text=_("None: the label was new."))
+    new_number = models.PositiveIntegerField()
+    moved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    source = models.CharField(
+        max_length=10, choices=PromptVersion.Source.choices, default=PromptVersion.Source.API
+    )
+    moved_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-moved_at", "-id"]
+        indexes = [models.Index(fields=["prompt", "moved_at"], name="llm_labelmove_prompt_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.prompt_id}@{self.label}: {self.old_number} -> {self.new_number}"
+
+
+class LoadedPrompt:
+    """What ``Prompt.load()`` caches for a slug: the prompt, its latest version, its labels' versions
+    and its running experiment with the versions of its variants."""
+
+    def __init__(
+        self,
+        prompt: Prompt,
+        latest: PromptVersion | None,
+        labels: dict[str, PromptVersion],
+        experiment: Any,
+        variants: dict[int, PromptVersion],
+    ) -> None:
+        self.prompt = prompt
+        self.latest = latest
+        self.labels = labels
+        self.experiment = experiment
+        self.variants = variants
+
+    @classmethod
+    def of(cls, prompt: Prompt) -> LoadedPrompt:
+        from .experiments import PromptExperiment
+
+        versions = prompt.versions.order_by("-number")
+        labels = {label.name: label.version for label in prompt.labels.select_related("version")}
+        experiment = PromptExperiment.objects.filter(
+            prompt=prompt, status=PromptExperiment.Status.RUNNING
+        ).first()
+        variants: dict[int, PromptVersion] = {}
+        if experiment is not None:
+            variants = {
+                version.number: version for version in versions.filter(number__in=experiment.numbers())
+            }
+        return cls(prompt, versions.first(), labels, experiment, variants)

@@ -239,6 +239,7 @@ class ExecutionRecord:
     user_id: str = ""
     tags: list[str] = field(default_factory=list)
     eval_run_id: uuid.UUID | None = None
+    experiment_id: int | None = None
     spans: list[SpanRecord] = field(default_factory=list)
     children: list[ExecutionRecord] = field(default_factory=list)
     written: bool = False

@@ -90,6 +90,7 @@ def execution_row(record: ExecutionRecord, persistence: Persistence | None = Non
         "user_id": record.user_id,
         "tags": list(record.tags),
         "eval_run_id": record.eval_run_id,
+        "experiment_id": record.experiment_id,
         "model_spend": model_spend(record),
     }
 
