@@ -14,14 +14,16 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from llm_agents import scores
 from llm_agents.models import Execution
 from tests.api_support import API, TENANCY
 from tests.factories import ExecutionFactory, PromptFactory
 
 pytestmark = pytest.mark.django_db
 
-# by_prompt_version(): percentile_cont in the same query on PostgreSQL; two window queries elsewhere.
-PERFORMANCE_QUERIES = 1 if connection.vendor == "postgresql" else 3
+# by_prompt_version(): percentile_cont in the same query on PostgreSQL, two window queries elsewhere; then
+# one query for the score means.
+PERFORMANCE_QUERIES = 2 if connection.vendor == "postgresql" else 4
 
 
 @pytest.fixture
@@ -66,6 +68,16 @@ def test_by_prompt_version_counts_root_executions(prompt, used, django_assert_nu
     assert first["scores"] == {}
     assert Execution.objects.for_period("30d").by_prompt_version()[0]["executions"] == 4
     assert [row["version"] for row in Execution.objects.for_period("30d").by_prompt_version()] == [1]
+
+
+def test_performance_carries_the_score_means_of_each_version(prompt, used):
+    scores.add(used[0], "helpfulness", 0.5)
+    scores.add(used[1], "helpfulness", 1.0)
+    scores.add(used[1], "resolved", True)
+    scores.add(used[2], "resolved", False)
+    rows = {row["version"]: row for row in Execution.objects.by_prompt_version()}
+    assert rows[1]["scores"] == {"helpfulness": 0.75, "resolved": 0.5}
+    assert rows[2]["scores"] == {}
 
 
 def test_by_prompt_version_with_no_executions_is_one_empty_list(django_assert_num_queries):

@@ -77,10 +77,11 @@ def prompt_performance(
     avg_duration_ms: float | None = None,
     p50_duration_ms: float | None = None,
     p95_duration_ms: float | None = None,
+    scores: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """The figures of a prompt version's performance (``by_prompt_version``); with no arguments, a
     version no execution used: ``{executions, success_rate, avg_cost, avg_duration_ms,
-    p50_duration_ms, p95_duration_ms, scores}``."""
+    p50_duration_ms, p95_duration_ms, scores}`` (``scores``: ``{name: mean}``)."""
     return {
         "executions": executions,
         "success_rate": rate(successful, executions),
@@ -88,7 +89,7 @@ def prompt_performance(
         "avg_duration_ms": _round(avg_duration_ms),
         "p50_duration_ms": None if p50_duration_ms is None else round(p50_duration_ms, 2),
         "p95_duration_ms": None if p95_duration_ms is None else round(p95_duration_ms, 2),
-        "scores": {},
+        "scores": dict(scores or {}),
     }
 
 
@@ -824,8 +825,8 @@ class ExecutionQuerySet(QualityQueries):
         ordered by prompt and version: ``[{prompt_version, prompt, version, executions,
         success_rate, avg_cost, avg_duration_ms, p50_duration_ms, p95_duration_ms, scores}]``
         (``prompt`` is the slug, ``version`` the number; the percentiles are continuous, as
-        ``percentiles()``; ``scores`` is ``{name: mean}``, empty until executions are scored).
-        One query on PostgreSQL, three elsewhere, however many versions."""
+        ``percentiles()``; ``scores`` is ``{name: mean}`` of the numeric and boolean scores of those
+        executions, :meth:`score_means`). Two queries on PostgreSQL, four elsewhere, however many versions."""
         roots = self.analysed_roots().filter(prompt_version__isnull=False).order_by()
         aggregates: dict[str, Any] = {
             "n_total": Count("*"),
@@ -850,6 +851,7 @@ class ExecutionQuerySet(QualityQueries):
             p95 = fastpaths.grouped_percentile_portable(roots, "prompt_version", "duration_ms", 95)
         else:
             p50 = p95 = {}
+        means = self.score_means("prompt_version") if rows else {}
         return [
             {
                 "prompt_version": row["prompt_version"],
@@ -862,6 +864,7 @@ class ExecutionQuerySet(QualityQueries):
                     avg_duration_ms=row["avg_duration"],
                     p50_duration_ms=p50.get(row["prompt_version"]),
                     p95_duration_ms=p95.get(row["prompt_version"]),
+                    scores=means.get(row["prompt_version"], {}),
                 ),
             }
             for row in rows
