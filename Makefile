@@ -33,7 +33,7 @@ test: $(VENV)/.installed-dev
 test-integration: $(VENV)/.installed-dev
 	$(PY) -m pytest -m integration $(PYTEST_ARGS)
 
-## test-faults: workers killed and brokers stopped with real processes (PostgreSQL DATABASE_URL, redis-server)
+## test-faults: workers killed and brokers stopped with real processes (PostgreSQL DATABASE_URL, redis-server, RabbitMQ)
 test-faults: $(VENV)/.installed-dev
 	$(PY) -m pytest -m faults -s $(PYTEST_ARGS)
 

@@ -89,10 +89,54 @@ class RedisServer:
             self.process.wait(timeout=20)
 
 
+RABBITMQ_URL = os.environ.get("LLM_AGENTS_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+class RabbitQueue:
+    """A queue of the test's own on the machine's RabbitMQ (``RABBITMQ_URL``), emptied before and
+    deleted after."""
+
+    def __init__(self) -> None:
+        self.url = RABBITMQ_URL
+        self.name = f"llm_agents_faults_{os.getpid()}_{time.monotonic_ns()}"
+
+    def reachable(self) -> bool:
+        from kombu import Connection
+
+        try:
+            with Connection(self.url, connect_timeout=5) as connection:
+                connection.ensure_connection(max_retries=1)
+        except Exception:
+            return False
+        return True
+
+    def _queue(self, connection):
+        from kombu import Exchange, Queue
+
+        return Queue(self.name, Exchange(self.name, type="direct"), routing_key=self.name)(
+            connection.default_channel
+        )
+
+    def describe(self) -> str:
+        """Messages ready in the queue (RabbitMQ counts unacknowledged ones apart)."""
+        from kombu import Connection
+
+        with Connection(self.url) as connection:
+            _, ready, consumers = self._queue(connection).queue_declare(passive=True)
+        return f"{ready} ready, {consumers} consumer(s)"
+
+    def delete(self) -> None:
+        from kombu import Connection
+
+        with Connection(self.url) as connection:
+            self._queue(connection).delete()
+
+
 class CeleryWorker:
     """``celery -A tests.celery_app worker`` in a process of its own, on the test database."""
 
-    def __init__(self, broker_url: str, *, visibility_timeout: int = 3600) -> None:
+    def __init__(self, broker_url: str, *, visibility_timeout: int = 3600, queue: str = "celery") -> None:
+        self.queue = queue
         self.env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "tests.settings",
@@ -105,7 +149,7 @@ class CeleryWorker:
     def start(self) -> CeleryWorker:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker", "--pool=solo", "--loglevel=WARNING",
-             "--without-gossip", "--without-mingle", "--without-heartbeat"],
+             "--without-gossip", "--without-mingle", "--without-heartbeat", "-Q", self.queue],
             env=self.env,
         )  # fmt: skip
         return self
