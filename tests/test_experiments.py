@@ -269,6 +269,20 @@ def test_identical_variants_are_not_significant(prompt):
     assert (comparison["delta"], comparison["p_value"], comparison["significant"]) == (0.0, 1.0, False)
 
 
+def test_cost_as_the_metric(prompt):
+    experiment = experiment_of(prompt, metric="cost", min_samples=2)
+    make_executions(experiment, 1, [("success", "0.001", 100), ("success", "0.003", 100)])
+    make_executions(
+        experiment, 2, [("success", "0.002", 100), ("success", "0.004", 100), ("error", "0.006", 100)]
+    )
+    control, variant = experiment.results()["variants"]
+    assert (control["metric_mean"], variant["metric_mean"]) == (0.002, 0.004)
+    assert variant["avg_cost"] == Decimal("0.004")
+    assert variant["ci95"] == list(normal_ci95(3, 0.004, 0.002))
+    (comparison,) = experiment.results()["comparisons"]
+    assert comparison["delta"] == 0.002
+
+
 def test_a_score_can_be_the_metric(prompt):
     experiment = experiment_of(prompt, metric="helpfulness", min_samples=3)
     for number, values in ((1, [0.2, 0.4, 0.3, 0.5]), (2, [0.8, 0.9, 0.7, 1.0])):

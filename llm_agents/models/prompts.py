@@ -586,13 +586,9 @@ class LoadedPrompt:
 
     @classmethod
     def of(cls, prompt: Prompt) -> LoadedPrompt:
-        from .experiments import PromptExperiment
-
         versions = prompt.versions.order_by("-number")
         labels = {label.name: label.version for label in prompt.labels.select_related("version")}
-        experiment = PromptExperiment.objects.filter(
-            prompt=prompt, status=PromptExperiment.Status.RUNNING
-        ).first()
+        experiment = prompt.experiments.filter(status="running").first()  # type: ignore[attr-defined]
         variants: dict[int, PromptVersion] = {}
         if experiment is not None:
             variants = {
