@@ -35,13 +35,29 @@ def route_kwargs(objects: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "dataset-item-detail": {"dataset_slug": objects["dataset"].slug, "pk": objects["item"].pk},
         "eval-run-detail": {"pk": objects["run"].pk},
         "eval-run-results": {"pk": objects["run"].pk},
+        "prompt-labels": {"slug": objects["prompt"].slug},
+        "prompt-move-label": {"slug": objects["prompt"].slug, "name": "staging"},
+        "prompt-rollback": {"slug": objects["prompt"].slug},
+        **{
+            f"experiment-{action}": {"pk": objects["experiment"].pk}
+            for action in ("detail", "promote", "results", "start", "stop")
+        },
     }
+
+
+#: The body each POST-only route is sent (the others get RENDER_BODY): a label moved to version 1, a
+#: rollback to the current version (nothing to create), version 2 promoted.
+POST_BODIES: dict[str, dict[str, Any]] = {
+    "prompt-move-label": {"version": 1},
+    "prompt-rollback": {"version": 2},
+    "experiment-promote": {"version": 2},
+}
 
 
 def create_objects() -> dict[str, Any]:
     """One of each object the routes show."""
     from llm_agents import scores
-    from llm_agents.models import Dataset, EvalRun
+    from llm_agents.models import Dataset, EvalRun, PromptExperiment
     from tests.factories import (
         BatchFactory,
         BudgetFactory,
@@ -54,6 +70,11 @@ def create_objects() -> dict[str, Any]:
     SpanFactory(execution=execution)
     scores.add(execution, "helpfulness", 4)
     version = PromptVersionFactory()
+    version.prompt.update_content([{"role": "user", "content": "A second version for {{company}}."}])
+    experiment = PromptExperiment.objects.create(
+        prompt=version.prompt, name="second", metric="cost",
+        variants=[{"version": 1, "weight": 1}, {"version": 2, "weight": 1}],
+    )  # fmt: skip
     dataset = Dataset.objects.create(slug="faq", name="FAQ")
     item = dataset.add_item(input={"query": "Where is my order?"}, expected_output="Tomorrow.")
     run = EvalRun.objects.create(dataset=dataset, agent_type="SearchAgent", target="app.SearchAgent")
@@ -63,6 +84,7 @@ def create_objects() -> dict[str, Any]:
         "budget": BudgetFactory(),
         "batch": BatchFactory(),
         "prompt": version.prompt,
+        "experiment": experiment,
         "dataset": dataset,
         "item": item,
         "run": run,
@@ -72,13 +94,16 @@ def create_objects() -> dict[str, Any]:
 def request_every_route() -> dict[str, dict[str, Any]]:
     """GET every route (POST the ones without GET) as a staff user, and again anonymously."""
     from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
     from django.test import Client
     from django.urls import URLPattern, reverse
 
     from llm_agents.api import urls
 
     client, anonymous = Client(), Client()
-    client.force_login(get_user_model().objects.create_user("staff", is_staff=True))
+    staff = get_user_model().objects.create_user("staff", is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="promote_prompt"))  # moves `production`
+    client.force_login(staff)
     kwargs_by_route = route_kwargs(create_objects())
     answers = {}
     for pattern in urls.urlpatterns:
@@ -92,7 +117,8 @@ def request_every_route() -> dict[str, dict[str, Any]]:
             response, refused = (c.get(path, REQUIRED_PARAMETERS.get(name, {})) for c in (client, anonymous))
         else:
             response, refused = (
-                c.post(path, RENDER_BODY, content_type="application/json") for c in (client, anonymous)
+                c.post(path, POST_BODIES.get(name, RENDER_BODY), content_type="application/json")
+                for c in (client, anonymous)
             )
         body = b"".join(response.streaming_content) if response.streaming else response.content
         answers[name] = {

@@ -26,7 +26,7 @@ from schemathesis.checks import (
 )
 
 from llm_agents import scores
-from llm_agents.models import Dataset, EvalResult, EvalRun, Execution
+from llm_agents.models import Dataset, EvalResult, EvalRun, Execution, PromptExperiment
 from tests.api_support import API
 from tests.factories import (
     BatchFactory,
@@ -72,6 +72,11 @@ def some_data():
     prompt.update_content([{"role": "user", "content": "Hello {{name}}{{#vip}} VIP{{/vip}}"}])
     ExecutionFactory(session_id="conv-1", user_id="u-1")
     scores.add(parent, "helpfulness", 4)
+    prompt.update_content([{"role": "user", "content": "Hi {{name}}"}])
+    prompt.set_label("staging", 1)
+    experiment = PromptExperiment.objects.create(
+        prompt=prompt, name="Hi or Hello", variants=[{"version": 1}, {"version": 2}], metric="cost"
+    )
     dataset = Dataset.objects.create(slug="faq", name="FAQ")
     item = dataset.add_item({"question": "ping"}, "ping")
     run = EvalRun.objects.create(dataset=dataset, agent_type="Echo", target="tests.Echo")
@@ -82,6 +87,7 @@ def some_data():
         "batch": batch,
         "item": item,
         "run": run,
+        "experiment": experiment,
     }
 
 
@@ -99,6 +105,13 @@ def test_every_operation_conforms_to_the_schema(wsgi_app, django_user_model, som
         "/prompts/{slug}/": {"slug": "welcome"},
         "/prompts/{slug}/versions/": {"slug": "welcome"},
         "/prompts/{slug}/render/": {"slug": "welcome"},
+        "/prompts/{slug}/rollback/": {"slug": "welcome"},
+        "/prompts/{slug}/labels/": {"slug": "welcome"},
+        "/prompts/{slug}/labels/{name}/": {"slug": "welcome", "name": "staging"},
+        **{
+            f"/experiments/{{id}}/{action}": {"id": str(some_data["experiment"].id)}
+            for action in ("", "start/", "stop/", "promote/", "results/")
+        },
         "/agents/{agent_type}/stats/": {"agent_type": "SupportAgent"},
         "/sessions/{session_id}/": {"session_id": "conv-1"},
         "/datasets/{slug}/": {"slug": "faq"},

@@ -95,6 +95,8 @@ BAD_VALUES = [
     ("llm_agents.E028", "FEEDBACK_TOKEN_MAX_AGE", "week"),
     ("llm_agents.E029", "FEEDBACK_THROTTLE_RATE", "60 per minute"),
     ("llm_agents.E029", "FEEDBACK_THROTTLE_RATE", "0/min"),
+    ("llm_agents.E030", "PROTECTED_PROMPT_LABELS", "production"),
+    ("llm_agents.E030", "PROTECTED_PROMPT_LABELS", ["production", ""]),
 ]
 
 

@@ -1,8 +1,9 @@
 """The example project's ``demo`` command fills every page of the product with data made by the real code
-paths: prompts with versions and a partial, budgets with spend (one past its alert, a hard stop that
-refused a call), a reconciled batch, tool calls, nested traces, fallbacks, streaming, tenants, failures
-and latencies with a spread; conversations of end users with their feedback, scores of every data type,
-a dataset and two evaluation runs (one through the Batch API) that differ."""
+paths: prompts with versions, labels and a partial, budgets with spend (one past its alert, a hard stop
+that refused a call), a reconciled batch, tool calls, nested traces, fallbacks, streaming, tenants,
+failures and latencies with a spread; conversations of end users with their feedback, scores of every
+data type, a dataset and two evaluation runs (one through the Batch API) that differ, and a running
+prompt experiment with results."""
 
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ from llm_agents.models import (
     EvalRun,
     Execution,
     Prompt,
+    PromptExperiment,
+    PromptLabel,
+    PromptLabelMove,
     Score,
     ScoreConfig,
     Span,
@@ -61,6 +65,32 @@ def test_demo_exercises_every_capability():
     assert "{{> house-style}}" in summarise.messages[0]["content"]
     used = {(row["prompt"], row["version"]) for row in Execution.objects.by_prompt_version()}
     assert {version for prompt, version in used if prompt == "summarise"} >= {1, 2, 3}
+
+    # Labels from the files' front matter, moved by each sync: production followed the history, and
+    # staging holds the current summarise, which an experiment compares with production.
+    labels = {
+        (label.prompt.slug, label.name): label.version.number
+        for label in PromptLabel.objects.select_related("prompt", "version")
+    }
+    assert labels[("summarise", "production")] == 2 and labels[("summarise", "staging")] == 3
+    assert labels[("house-style", "production")] == 2
+    moves = PromptLabelMove.objects.filter(prompt__slug="summarise", label="production").order_by("id")
+    assert [(move.old_number, move.new_number, move.source) for move in moves] == [
+        (None, 1, "sync"),
+        (1, 2, "sync"),
+    ]
+    experiment = PromptExperiment.objects.get(prompt__slug="summarise")
+    assert experiment.status == PromptExperiment.Status.RUNNING and experiment.metric == "thumbs"
+    assert experiment.numbers() == [2, 3] and experiment.guardrails and not experiment.tripped
+    results = experiment.results()
+    assert [variant["version"] for variant in results["variants"]] == [2, 3]
+    for variant in results["variants"]:
+        assert variant["executions"] > 0 and variant["metric_mean"] is not None and variant["ci95"]
+        assert variant["avg_cost"] > 0 and variant["p50_duration_ms"] is not None
+    [comparison] = results["comparisons"]
+    assert comparison["delta"] is not None and comparison["p_value"] is not None
+    users = set(experiment.executions.values_list("user_id", flat=True))
+    assert len(users) >= 10
 
     # Budgets: one past its alert, with the alert sent; the hard stop refused a call, which is recorded.
     budgets = {budget.enforcement: budget for budget in Budget.objects.filter(scope__in=["global", "tenant"])}
@@ -134,11 +164,12 @@ def test_demo_has_conversations_with_feedback_and_scores():
     nested = Execution.objects.filter(agent_type="nightly_digest").values_list("session_id", flat=True)
     assert set(nested) == {""}
 
-    # The end users' thumbs, recorded through the answers' feedback tokens: on answers of a session.
+    # The end users' thumbs, recorded through the answers' feedback tokens: on answers of a session, or
+    # of the experiment's calls (made by end users outside a conversation).
     thumbs = Score.objects.filter(name="thumbs")
     assert thumbs.count() >= 3 and set(thumbs.values_list("source", flat=True)) == {Score.Source.FEEDBACK}
     assert {score.display_value for score in thumbs} == {True, False}
-    assert not thumbs.filter(execution__session_id="").exists()
+    assert not thumbs.filter(execution__session_id="", execution__experiment=None).exists()
 
     # Scores of each data type, checked against their configs.
     configs = {config.name: config for config in ScoreConfig.objects.all()}
@@ -224,9 +255,13 @@ def test_demo_runs_again_on_its_own_data():
     in_sessions = Execution.objects.exclude(session_id="").count()
     items = set(Dataset.objects.get(slug=DATASET).items.values_list("pk", flat=True))
 
+    experiment = PromptExperiment.objects.get()
+    in_experiment = experiment.executions.count()
     run_demo(calls=12)
 
     assert latest_versions() == versions
+    assert PromptExperiment.objects.get() == experiment  # still the one running
+    assert experiment.executions.count() > in_experiment
     assert Batch.objects.filter(status=Batch.Status.COMPLETED, reconciled_at__isnull=False).count() == 4
     assert Execution.objects.count() > executions
     assert Execution.objects.filter(error_class="BudgetExceededError").count() == 2

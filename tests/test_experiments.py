@@ -71,6 +71,8 @@ def reference_assignment(experiment_id, unit_value, variants):
         ([{"version": 1, "weight": 1}, {"version": 9, "weight": 1}], "has no version 9"),
         ([{"version": "1", "weight": 1}, {"version": 2, "weight": 1}], "version must be a version number"),
         ({"version": 1}, "at least two"),
+        ([{"version": 2**64, "weight": 1}, {"version": 2, "weight": 1}], "version must be a version number"),
+        ([{"version": 1, "weight": 10**400}, {"version": 2, "weight": 1}], "weight must be a number"),
     ],
 )
 def test_bad_variants_are_refused_naming_the_field(prompt, variants, message):
@@ -94,6 +96,7 @@ def test_a_variant_naming_a_version_of_another_prompt_is_refused(prompt):
         ({"guardrails": {"latency_max": 3}}, "guardrails"),
         ({"guardrails": {"error_rate_max": -1}}, "guardrails"),
         ({"guardrails": {"error_rate_max": 150}}, "guardrails"),
+        ({"guardrails": {"cost_per_call_max": 10**400}}, "guardrails"),
         ({"metric": ""}, "metric"),
         ({"unit": "planet"}, "unit"),
         ({"min_samples": 0}, "min_samples"),
@@ -120,8 +123,11 @@ def test_a_prompt_runs_one_experiment_at_a_time(prompt):
     assert second.status == "draft"
     clash = PromptExperiment(prompt=prompt, name="third", metric="cost", status="running",
                              variants=[{"version": 1, "weight": 1}, {"version": 3, "weight": 1}])  # fmt: skip
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError) as caught:
         clash.full_clean()
+    assert caught.value.message_dict == {
+        "status": ["This prompt already has a running experiment; stop it first."]
+    }
     with pytest.raises(ValidationError):
         clash.save()
     assert PromptExperiment.objects.filter(status="running").count() == 1

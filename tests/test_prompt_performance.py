@@ -174,6 +174,7 @@ def test_admin_prompt_page_shows_each_versions_performance(staff_client, prompt,
         "avg_cost": "$0.0030",
         "p50_duration_ms": "250 ms",
         "p95_duration_ms": "895 ms",
+        "scores": "–",
     }
     assert figures(html, 2)["executions"] == "1"
     assert figures(html, 3) == {
@@ -182,7 +183,12 @@ def test_admin_prompt_page_shows_each_versions_performance(staff_client, prompt,
         "avg_cost": "–",
         "p50_duration_ms": "–",
         "p95_duration_ms": "–",
+        "scores": "–",
     }
+    scores.add(used[0], "helpfulness", 0.5)
+    scores.add(used[1], "helpfulness", 1.0)
+    scored = staff_client.get(url).content.decode()
+    assert figures(scored, 1)["scores"] == "helpfulness 0.75"
     version = prompt.versions.get(number=1)
     link = reverse("admin:llm_agents_execution_changelist") + f"?root=yes&amp;prompt_version={version.pk}"
     assert link in html

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from django.test import override_settings
 
-from llm_agents.models import Dataset, EvalRun, Execution
+from llm_agents.models import Dataset, EvalRun, Execution, PromptExperiment
 from llm_agents.tracking import lifecycle
 from llm_agents.tracking.records import EXECUTION_VALUES
 
@@ -75,7 +75,17 @@ def column_values() -> dict[str, object]:
         "eval_run_id": EvalRun.objects.create(
             dataset=Dataset.objects.create(slug="records"), agent_type="Forecaster", target="tests.Forecaster"
         ).pk,
+        "experiment_id": experiment().pk,
     }
+
+
+def experiment():
+    prompt = PromptVersionFactory().prompt
+    prompt.update_content([{"role": "user", "content": "another version"}])
+    return PromptExperiment.objects.create(
+        prompt=prompt, name="records", metric="cost",
+        variants=[{"version": 1, "weight": 1}, {"version": 2, "weight": 1}],
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("mode", [{}, {"ASYNC_LOGGING": True}], ids=["sync", "async"])

@@ -26,6 +26,7 @@ from llm_agents.models import (
     Dataset,
     EvalRun,
     Execution,
+    PromptExperiment,
     Score,
     ScoreConfig,
     Span,
@@ -73,6 +74,11 @@ def objects():
     batch = BatchFactory()
     budget = BudgetFactory()
     dataset = Dataset.objects.create(slug="faq", name="FAQ")
+    version.prompt.update_content([{"role": "user", "content": "another"}])
+    experiment = PromptExperiment.objects.create(
+        prompt=version.prompt, name="e", metric="cost",
+        variants=[{"version": 1, "weight": 1}, {"version": 2, "weight": 1}],
+    )  # fmt: skip
     return {
         "execution": execution,
         "span": SpanFactory(execution=execution),
@@ -95,6 +101,8 @@ def objects():
         "evalrun": EvalRun.objects.create(
             dataset=dataset, agent_type="SupportAgent", target="app.SupportAgent"
         ),
+        "promptexperiment": experiment,
+        "experiment": experiment,
     }
 
 
@@ -110,9 +118,12 @@ def fill(route, name, objects):
             return str(objects[model].pk)
         if parameter == "pk":
             model = name.removesuffix("-detail").removesuffix("-results").replace("-", "")
+            model = model.removesuffix("start").removesuffix("stop").removesuffix("promote")
             return str(objects.get(model, objects["execution"]).pk)
         if parameter == "slug":
             return objects["prompt"].slug
+        if parameter == "name":
+            return "production"
         if parameter == "number":
             return str(objects["promptversion"].number)
         if parameter == "agent_type":
@@ -162,7 +173,7 @@ def test_the_walk_finds_every_documented_endpoint_and_admin_page(objects):
     admin = {name for _, name in admin_routes(objects)}
     for model in ("execution", "span", "prompt", "promptversion", "budget", "batch", "batchrequest",
                   "costconfig", "spendcounter", "budgetreservation", "score", "scoreconfig", "dataset", "datasetitem",
-                  "evalrun"):  # fmt: skip
+                  "evalrun", "promptexperiment"):  # fmt: skip
         assert {f"llm_agents_{model}_changelist", f"llm_agents_{model}_change"} <= admin, model
     assert {"llm_agents_dashboard", "app_list", "llm_agents_prompt_version", "llm_agents_execution_sessions",
             "llm_agents_execution_session", "llm_agents_execution_add_score", "llm_agents_evalrun_compare"} <= admin  # fmt: skip

@@ -11,8 +11,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import override_settings
 
-from llm_agents.models import Prompt, PromptVersion
-from llm_agents.signals import prompt_version_created
+from llm_agents.models import Prompt, PromptLabel, PromptLabelMove, PromptVersion
+from llm_agents.signals import prompt_label_moved, prompt_version_created
 
 pytestmark = pytest.mark.django_db
 
@@ -457,3 +457,138 @@ def test_exported_file_format(source, tmp_path):
         Greet {{name}} warmly.
         """
     )
+
+
+# -- labels ----------------------------------------------------------------------------------------
+
+LABELLED = SIMPLE.replace("tags: [demo]", "tags: [demo]\n    labels: [staging, production]")
+
+
+def label_numbers(slug: str = "greeting") -> dict[str, int]:
+    return dict(PromptLabel.objects.filter(prompt__slug=slug).values_list("name", "version__number"))
+
+
+def moves(slug: str = "greeting") -> list[tuple]:
+    return list(
+        PromptLabelMove.objects.filter(prompt__slug=slug)
+        .order_by("id")
+        .values_list("label", "old_number", "new_number", "source", "moved_by")
+    )
+
+
+def test_labels_from_front_matter_are_set_on_sync(source, django_capture_on_commit_callbacks):
+    write(source, "greeting.md", LABELLED)
+    write(source, "other.md", SIMPLE.replace("greeting", "other").replace("tags: [demo]", "labels: staging"))
+    received = []
+
+    def receiver(sender, prompt, label, old_version, new_version, **kwargs):
+        received.append((prompt.slug, label, old_version, new_version.number))
+
+    prompt_label_moved.connect(receiver)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            assert summary(sync(source)) == "created 2, updated 0, unchanged 0"
+    finally:
+        prompt_label_moved.disconnect(receiver)
+    assert label_numbers() == {"production": 1, "staging": 1}
+    assert label_numbers("other") == {"staging": 1}
+    # production is protected, but sync_prompts acts for no user: whoever runs manage.py may promote.
+    assert moves() == [("staging", None, 1, "sync", None), ("production", None, 1, "sync", None)]
+    assert sorted(received) == [
+        ("greeting", "production", None, 1),
+        ("greeting", "staging", None, 1),
+        ("other", "staging", None, 1),
+    ]
+    assert Prompt.load("greeting", label="staging").current_version.number == 1
+
+
+def test_a_second_sync_with_the_same_labels_is_unchanged(source):
+    write(source, "greeting.md", LABELLED)
+    sync(source)
+    assert summary(sync(source)) == "created 0, updated 0, unchanged 1"
+    assert PromptVersion.objects.count() == 1
+    assert len(moves()) == 2
+
+
+def test_a_changed_file_moves_its_labels_to_the_new_version(source):
+    write(source, "greeting.md", LABELLED)
+    sync(source)
+    Prompt.objects.get(slug="greeting").set_label("canary", 1)
+    write(source, "greeting.md", LABELLED.replace("warmly", "briefly"))
+    assert summary(sync(source)) == "created 0, updated 1, unchanged 0"
+    assert label_numbers() == {"canary": 1, "production": 2, "staging": 2}
+    assert moves()[-2:] == [("staging", 1, 2, "sync", None), ("production", 1, 2, "sync", None)]
+    assert Prompt.load("greeting").current_version.number == 2
+
+
+def test_a_label_move_alone_counts_as_updated(source):
+    write(source, "greeting.md", SIMPLE)
+    sync(source)
+    write(source, "greeting.md", LABELLED)
+    assert summary(sync(source)) == "created 0, updated 1, unchanged 0"
+    assert label_numbers() == {"production": 1, "staging": 1}
+    prompt = Prompt.objects.get(slug="greeting")
+    prompt.update_content([{"role": "system", "content": "Something else."}])
+    prompt.rollback_to(1)  # version 3 has the file's content again
+    prompt.set_label("staging", 2)
+    assert summary(sync(source)) == "created 0, updated 1, unchanged 0"
+    assert label_numbers() == {"production": 3, "staging": 3}
+    assert PromptVersion.objects.count() == 3
+
+
+def test_dry_run_moves_no_label(source):
+    write(source, "greeting.md", SIMPLE)
+    sync(source)
+    write(source, "greeting.md", LABELLED)
+    output = sync(source, "--dry-run")
+    assert summary(output) == "created 0, updated 1, unchanged 0"
+    assert "updated: greeting (greeting.md)" in output
+    assert label_numbers() == {}
+    assert moves() == []
+
+
+@pytest.mark.parametrize(
+    ("labels", "reason"),
+    [
+        ("[staging, not ok]", "'labels': 'not ok' is not a label name"),
+        ("[staging, 3]", "'labels': 3 is not a label name"),
+        ("{a: b}", "'labels' must be a list of label names"),
+        ("''", "'labels': '' is not a label name"),
+    ],
+)
+def test_a_bad_label_name_names_the_file_and_writes_nothing(source, labels, reason):
+    write(source, "greeting.md", SIMPLE)
+    sync(source)
+    write(source, "greeting.md", LABELLED.replace("warmly", "briefly"))
+    write(
+        source, "sub/bad.md", SIMPLE.replace("greeting", "bad").replace("tags: [demo]", f"labels: {labels}")
+    )
+    with pytest.raises(CommandError) as caught:
+        sync(source)
+    message = str(caught.value)
+    assert f"sub/bad.md: {reason}" in message
+    assert "1 invalid prompt file(s); nothing was written" in message
+    assert PromptVersion.objects.count() == 1
+    assert not Prompt.objects.filter(slug="bad").exists()
+    assert (label_numbers(), moves()) == ({}, [])
+
+
+def test_export_then_sync_round_trip_with_labels(source, tmp_path):
+    write(source, "greeting.md", LABELLED)
+    write(source, "plain.md", "---\nslug: plain\nname: Plain\n---\nNothing else.\n")
+    sync(source)
+    prompt = Prompt.objects.get(slug="greeting")
+    prompt.update_content([{"role": "system", "content": "Greet {{name}} twice."}])
+    prompt.set_label("staging", 2)
+    prompt.set_label("beta", 2)
+    exported = tmp_path / "exported"
+    call_command("export_prompts", "--path", str(exported), stdout=StringIO())
+    text = (exported / "greeting.md").read_text()
+    # production stays on version 1: a file of version 2 cannot say so, and sync leaves it there.
+    assert "labels:\n- beta\n- staging\n---" in text
+    assert "labels:" not in (exported / "plain.md").read_text()
+    before = moves()
+    assert summary(sync(exported)) == "created 0, updated 0, unchanged 2"
+    assert label_numbers() == {"beta": 2, "production": 1, "staging": 2}
+    assert moves() == before
+    assert PromptVersion.objects.count() == 3

@@ -1,3 +1,3 @@
 """The admin: one module per model family (importing them registers the ModelAdmins)."""
 
-from . import batches, budgets, costs, executions, prompts, quality  # noqa: F401
+from . import batches, budgets, costs, executions, experiments, prompts, quality  # noqa: F401

@@ -210,3 +210,77 @@ def bar_list_chart(
         )
         body.append(_link(bar.url, title, inner))
     return _svg(width, height, label, body, css_class)
+
+
+@dataclass
+class Interval:
+    """One row of an interval chart: a mean and its 95% interval (``low``/``high``; None: no interval)."""
+
+    label: str
+    value: Number | None
+    low: Number | None = None
+    high: Number | None = None
+    title: str = ""
+    css_class: str = ""
+
+
+def interval_chart(
+    rows: Sequence[Interval],
+    *,
+    label: str,
+    value_format: Callable[[float], str] = str,
+    width: int = 640,
+    row_height: int = 30,
+    label_width: int = 170,
+    css_class: str = "",
+) -> SafeString:
+    """Horizontal bars from zero to each mean with a whisker across its interval, one labelled row
+    each (a mean below zero grows left of the zero line; a row without a value is left empty)."""
+    value_width = 190
+    plot_width = width - label_width - value_width - 8
+    points = [0.0] + [float(v) for row in rows for v in (row.value, row.low, row.high) if v is not None]
+    lowest, highest = min(points), max(points)
+    span = (highest - lowest) or 1.0
+
+    def x(value: float) -> float:
+        return label_width + plot_width * (value - lowest) / span
+
+    zero = x(0.0)
+    height = max(len(rows), 1) * row_height + 4
+    body = [f'<line class="grid" x1="{zero:.1f}" x2="{zero:.1f}" y1="0" y2="{height}"></line>']
+    for index, row in enumerate(rows):
+        y = index * row_height + 2
+        middle = y + row_height / 2
+        text = row.label if len(row.label) <= 26 else row.label[:25] + "…"
+        parts = [
+            f'<text class="label" x="{label_width - 8}" y="{middle + 4:.1f}" text-anchor="end">{escape(text)}</text>'
+        ]
+        if row.value is None:
+            shown = "–"
+            end = zero
+        else:
+            value = float(row.value)
+            start, stop = sorted((zero, x(value)))
+            parts.append(
+                f'<rect class="bar {escape(row.css_class)}" x="{start:.1f}" y="{y + 7}" '
+                f'width="{max(stop - start, 1):.1f}" height="{row_height - 14}"></rect>'
+            )
+            shown = value_format(value)
+            end = stop
+            if row.low is not None and row.high is not None:
+                low, high = x(float(row.low)), x(float(row.high))
+                parts.append(
+                    f'<g class="whisker" stroke="currentColor" stroke-width="1.5">'
+                    f'<line x1="{low:.1f}" x2="{high:.1f}" y1="{middle:.1f}" y2="{middle:.1f}"></line>'
+                    f'<line x1="{low:.1f}" x2="{low:.1f}" y1="{y + 4}" y2="{y + row_height - 4}"></line>'
+                    f'<line x1="{high:.1f}" x2="{high:.1f}" y1="{y + 4}" y2="{y + row_height - 4}"></line></g>'
+                )
+                shown += f" [{value_format(float(row.low))}, {value_format(float(row.high))}]"
+                end = max(end, high)
+        title = row.title or f"{row.label}: {shown}"
+        parts.append(
+            f'<text class="value" x="{end + 6:.1f}" y="{middle + 4:.1f}">{escape(shown)}</text>'
+            f"<title>{escape(title)}</title>"
+        )
+        body.append(f"<g>{''.join(parts)}</g>")
+    return _svg(width, height, label, body, css_class)

@@ -5,6 +5,7 @@ creates a new version only when something changed."""
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlencode
 
@@ -12,7 +13,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -23,16 +24,19 @@ from ..errors import PromptError
 from ..models import Execution, Prompt, PromptVersion
 from ..models.prompts import (
     MESSAGE_ROLES,
+    PROMOTE_PERMISSION,
+    is_protected,
+    may_move,
     normalize_messages,
     normalize_model_params,
-    resolve_partials,
 )
 from ..models.querysets import prompt_performance
 from ..periods import resolve_period
 from ..prompts.diff import diff_versions
-from ..prompts.rendering import variable_names
 from .dashboard import DASHBOARD_PERIODS
 from .formatting import format_cost, format_ms
+from .playground import playground_view
+from .prompt_variables import PreviewForm, preview_variable_names
 from .tenancy import admin_tenant_scope
 
 if TYPE_CHECKING:
@@ -199,6 +203,46 @@ def version_performance(
     }
 
 
+#: The prompt page lists this many of the latest label moves.
+LABEL_MOVES_SHOWN = 50
+
+
+class LabelMoveForm(forms.Form):
+    """The prompt page's "Move label [name] to version [n]"."""
+
+    name = forms.CharField(max_length=100, label=_("Label"))
+    version = forms.IntegerField(min_value=1, label=_("Version"))
+
+
+def label_panel(request: HttpRequest, prompt: Prompt, can_change: bool) -> dict[str, Any]:
+    """The prompt page's labels: each label with its version and who moved it last, whether the
+    request's user may move it, the form moving one, and the latest moves (who, when, from, to)."""
+    labels = list(prompt.labels.select_related("version", "updated_by").order_by("name"))
+    rows = [
+        {
+            "label": label,
+            "protected": is_protected(label.name),
+            "may_move": can_change and may_move(label.name, request.user),
+        }
+        for label in labels
+    ]
+    moves = list(prompt.label_moves.select_related("moved_by")[: LABEL_MOVES_SHOWN + 1])
+    suggested = dict.fromkeys([*(label.name for label in labels), "production", "staging"])
+    return {
+        "label_rows": rows,
+        "label_moves": moves[:LABEL_MOVES_SHOWN],
+        "label_moves_cut": len(moves) > LABEL_MOVES_SHOWN,
+        "label_form": LabelMoveForm(
+            initial={"version": prompt.current_version.number if prompt.current_version else None}
+        )
+        if can_change
+        else None,
+        "label_suggestions": list(suggested),
+        "promote_permission": PROMOTE_PERMISSION,
+        "may_promote": request.user.has_perm(PROMOTE_PERMISSION),
+    }
+
+
 @admin.register(Prompt)
 class PromptAdmin(admin.ModelAdmin):
     list_display = ["slug", "name", "tag_list", "current_version_number", "updated_at"]
@@ -264,6 +308,12 @@ class PromptAdmin(admin.ModelAdmin):
             extra_context["versions"] = versions
             extra_context.update(version_performance(request, prompt, versions))
             extra_context["can_rollback"] = self.has_change_permission(request, prompt)
+            extra_context.update(label_panel(request, prompt, extra_context["can_rollback"]))
+            by_version: dict[int, list[str]] = {}
+            for row in extra_context["label_rows"]:
+                by_version.setdefault(row["label"].version_id, []).append(row["label"].name)
+            for row in extra_context["version_rows"]:
+                row["labels"] = by_version.get(row["version"].pk, [])
         return super().change_view(request, object_id, form_url, extra_context)
 
     # -- extra pages ---------------------------------------------------------------------------
@@ -274,10 +324,16 @@ class PromptAdmin(admin.ModelAdmin):
         return [
             path("<path:object_id>/diff/", wrap(self.diff_view), name=f"{prefix}_diff"),
             path("<path:object_id>/preview/", wrap(self.preview_view), name=f"{prefix}_preview"),
+            path("<path:object_id>/labels/", wrap(self.labels_view), name=f"{prefix}_labels"),
             path(
                 "<path:object_id>/versions/<int:number>/",
                 wrap(self.version_view),
                 name=f"{prefix}_version",
+            ),
+            path(
+                "<path:object_id>/versions/<int:number>/playground/",
+                wrap(partial(playground_view, self)),
+                name=f"{prefix}_playground",
             ),
             path(
                 "<path:object_id>/versions/<int:number>/rollback/",
@@ -347,6 +403,52 @@ class PromptAdmin(admin.ModelAdmin):
             diff=diff,
         )
         return TemplateResponse(request, "admin/llm_agents/prompt/diff.html", context)
+
+    def labels_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """POST ``name`` and ``version``: move the label (``set_label`` on behalf of the request's
+        user, source admin), then back to the prompt page with what happened as a message; a refused
+        move (a protected label without the permission, a missing version, a bad name) changes
+        nothing and says why."""
+        prompt = self._prompt_or_404(request, object_id, change=True)
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        form = LabelMoveForm(request.POST)
+        if form.is_valid():
+            self._move_label(request, prompt, form.cleaned_data["name"], form.cleaned_data["version"])
+        else:
+            for field, errors in form.errors.items():
+                for error in errors:
+                    self.message_user(request, f"{form.fields[field].label}: {error}", messages.ERROR)
+        change_url = reverse(
+            f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_change", args=[prompt.pk]
+        )
+        return HttpResponseRedirect(f"{change_url}#labels")
+
+    def _move_label(self, request: HttpRequest, prompt: Prompt, name: str, number: int) -> None:
+        before = prompt.label(name)
+        try:
+            prompt.set_label(name, number, user=request.user, source=PromptVersion.Source.ADMIN)
+        except (PermissionDenied, PromptError) as error:
+            self.message_user(request, str(error), messages.ERROR)
+        except ValidationError as error:
+            self.message_user(request, " ".join(error.messages), messages.ERROR)
+        else:
+            if before is not None and before.number == number:
+                self.message_user(
+                    request,
+                    _("The label “%(name)s” already points at version %(n)d.") % {"name": name, "n": number},
+                    messages.WARNING,
+                )
+            elif before is None:
+                self.message_user(
+                    request, _("Label “%(name)s” now points at version %(n)d.") % {"name": name, "n": number}
+                )
+            else:
+                self.message_user(
+                    request,
+                    _("Moved label “%(name)s” from version %(old)d to version %(n)d.")
+                    % {"name": name, "old": before.number, "n": number},
+                )
 
     def rollback_view(self, request: HttpRequest, object_id: str, number: int) -> HttpResponse:
         prompt = self._prompt_or_404(request, object_id, change=True)
@@ -426,59 +528,6 @@ def _int(value: Any, default: Any) -> Any:
         return int(value)
     except (TypeError, ValueError):
         return default
-
-
-def preview_variable_names(prompt: Prompt, version: PromptVersion) -> list[str]:
-    """The names the version's messages and their partials use, for the preview form."""
-    templates = [message["content"] for message in version.messages]
-    partials = resolve_partials(prompt.slug, templates)
-    names: dict[str, None] = {}
-    for template in [*templates, *partials.values()]:
-        names.update(dict.fromkeys(variable_names(template)))
-    return list(names)
-
-
-class PreviewForm(forms.Form):
-    """One text input per variable (left empty: not supplied), plus optional JSON for lists, objects
-    and empty strings (JSON wins)."""
-
-    version = forms.TypedChoiceField(coerce=int, label=_("Version"))
-    json_variables = forms.JSONField(
-        required=False,
-        label=_("Variables as JSON"),
-        help_text=_(
-            'Optional, for lists and objects: {"items": [{"name": "a"}]}. Overrides the fields above.'
-        ),
-        widget=forms.Textarea(attrs={"rows": 4, "cols": 80}),
-    )
-
-    def __init__(self, *args: Any, names: list[str], versions: list[PromptVersion], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        cast(forms.ChoiceField, self.fields["version"]).choices = [
-            (v.number, f"v{v.number}") for v in versions
-        ]
-        self.names = names
-        for name in names:
-            self.fields[f"var_{name}"] = forms.CharField(
-                required=False, label=name, strip=False, widget=forms.TextInput(attrs={"size": 60})
-            )
-
-    def clean_json_variables(self) -> dict[str, Any]:
-        value = self.cleaned_data.get("json_variables")
-        if value in (None, ""):
-            return {}
-        if not isinstance(value, dict):
-            raise forms.ValidationError(_("Give a JSON object."))
-        return value
-
-    def variables(self) -> dict[str, Any]:
-        values = {}
-        for name in self.names:
-            value = self.cleaned_data.get(f"var_{name}")
-            if value:
-                values[name] = value
-        values.update(self.cleaned_data.get("json_variables") or {})
-        return values
 
 
 @admin.register(PromptVersion)

@@ -235,7 +235,7 @@ class Run:
         parent = context.current_execution()
         session_values = self.session_values(parent)
         units = {"session_id": parent.session_id, "user_id": parent.user_id} if parent is not None else {}
-        messages = self.build_messages(**units, **session_values, tenant_id=tenant_id)
+        messages = self.build_messages(**{**units, **session_values, "tenant_id": tenant_id})
         record = lifecycle.begin_execution(
             "agent",
             self.cls.agent_type,

@@ -19,7 +19,7 @@ from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 
-from ..models import Batch, Budget, DatasetItem, EvalRun, Execution, Prompt, Score
+from ..models import Batch, Budget, DatasetItem, EvalRun, Execution, Prompt, PromptExperiment, Score
 from ..models.querysets import parse_metadata_condition
 
 if TYPE_CHECKING:
@@ -216,6 +216,15 @@ class PromptFilterSet(filters.FilterSet):
         return queryset.filter(
             Q(slug__icontains=value) | Q(name__icontains=value) | Q(description__icontains=value)
         )
+
+
+class ExperimentFilterSet(filters.FilterSet):
+    prompt = filters.CharFilter(field_name="prompt__slug", help_text="The prompt's slug.")
+    status = choice_filter("status", PromptExperiment.Status.choices)
+
+    class Meta:
+        model = PromptExperiment
+        fields: list[str] = []
 
 
 class BatchFilterSet(filters.FilterSet):

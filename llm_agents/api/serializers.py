@@ -414,15 +414,37 @@ class PromptVersionPerformanceSerializer(PromptVersionSerializer):
         read_only_fields = fields
 
 
+LABELS_SCHEMA = {
+    "type": "object",
+    "description": '{label name: version number}, e.g. {"production": 3}.',
+    "additionalProperties": {"type": "integer"},
+}
+
+
 class PromptSerializer(ApiModelSerializer):
     current_version_number = serializers.IntegerField(
         source="current_number", read_only=True, allow_null=True, help_text="None before the first version."
     )
+    labels = serializers.SerializerMethodField()
 
     class Meta:
         model = Prompt
-        fields = ["slug", "name", "description", "tags", "current_version_number", "created_at", "updated_at"]
+        fields = [
+            "slug",
+            "name",
+            "description",
+            "tags",
+            "current_version_number",
+            "labels",
+            "created_at",
+            "updated_at",
+        ]
         read_only_fields = fields
+
+    @extend_schema_field(LABELS_SCHEMA)
+    def get_labels(self, prompt: Prompt) -> dict[str, int]:
+        """Where each label points (the page's labels come in one query: prefetch ``labels__version``)."""
+        return {label.name: label.version.number for label in prompt.labels.all()}
 
 
 class PromptDetailSerializer(PromptSerializer):
@@ -441,8 +463,24 @@ class PromptDetailSerializer(PromptSerializer):
 class RenderRequestSerializer(serializers.Serializer):
     variables = serializers.DictField(required=False, default=dict, help_text="Template variables by name.")
     version = serializers.IntegerField(
-        required=False, allow_null=True, min_value=1, help_text="A version number; default the current one."
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=2**31 - 1,
+        help_text="A version number; default the current one.",
     )
+    # A declared field (DRF takes it off the class), not Field.label.
+    label = serializers.CharField(  # type: ignore[assignment]
+        required=False,
+        allow_null=True,
+        max_length=100,
+        help_text="Render the version this label points at (instead of version).",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("version") is not None and attrs.get("label"):
+            raise serializers.ValidationError({"label": ["Give version or label, not both."]})
+        return attrs
 
 
 class MessageSerializer(serializers.Serializer):

@@ -5,13 +5,14 @@ from __future__ import annotations
 from django.urls import path, re_path
 from rest_framework.routers import SimpleRouter
 
-from . import evaluations, quality, views
+from . import evaluations, prompts, quality, views
 
 app_name = "llm_agents_api"
 
 router = SimpleRouter()
 router.register("budgets", views.BudgetViewSet, basename="budget")
-router.register("prompts", views.PromptViewSet, basename="prompt")
+router.register("prompts", prompts.PromptViewSet, basename="prompt")
+router.register("experiments", prompts.ExperimentViewSet, basename="experiment")
 router.register("batches", views.BatchViewSet, basename="batch")
 router.register("datasets", evaluations.DatasetViewSet, basename="dataset")
 router.register(

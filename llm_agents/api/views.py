@@ -1,7 +1,8 @@
 """The API views (SPEC §11). Figures come from the ExecutionQuerySet methods; every view reads its
-permissions from ``API_PERMISSION_CLASSES`` and scopes rows to the request's tenant. Executions and
-prompts are read on ``ANALYTICS_DATABASE`` (:func:`~llm_agents.db.routing.for_analytics`); budgets
-and batches, which the product writes and polls, on the primary."""
+permissions from ``API_PERMISSION_CLASSES`` and scopes rows to the request's tenant. Executions are
+read on ``ANALYTICS_DATABASE`` (:func:`~llm_agents.db.routing.for_analytics`); budgets and batches,
+which the product writes and polls, on the primary. Prompts and experiments are in
+:mod:`llm_agents.api.prompts`."""
 
 from __future__ import annotations
 
@@ -17,8 +18,7 @@ from django_filters.utils import translate_validation
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from drf_spectacular.views import SCHEMA_KWARGS, SpectacularAPIView
-from rest_framework import generics, mixins, status, viewsets
-from rest_framework.decorators import action
+from rest_framework import generics, mixins, viewsets
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
 from rest_framework.pagination import BasePagination
@@ -31,12 +31,11 @@ from rest_framework.views import APIView
 from .. import __version__
 from ..analytics import overview
 from ..db.routing import for_analytics
-from ..errors import PromptError
-from ..models import Batch, Budget, EvalRun, Execution, Prompt, PromptVersion, Score, Span
-from ..models.querysets import COST_GROUPS, prompt_performance
+from ..models import Batch, Budget, EvalRun, Execution, PromptExperiment, PromptVersion, Score, Span
+from ..models.querysets import COST_GROUPS
 from . import serializers as s
 from .export import csv_response, export_rows, json_lines
-from .filters import BatchFilterSet, BudgetFilterSet, ExecutionFilterSet, PromptFilterSet
+from .filters import BatchFilterSet, BudgetFilterSet, ExecutionFilterSet
 from .pagination import ApiPagination, ExecutionPagination
 from .params import (
     INCLUDE_EVALS,
@@ -335,7 +334,7 @@ class ExportView(ApiMixin, APIView):
         return response
 
 
-# -- budgets, prompts, batches ----------------------------------------------------------------
+# -- budgets and batches ----------------------------------------------------------------------
 
 
 class BudgetViewSet(ApiMixin, viewsets.ModelViewSet):
@@ -360,83 +359,6 @@ class BudgetViewSet(ApiMixin, viewsets.ModelViewSet):
                 raise PermissionDenied("No tenant resolves for this request.")
             context["tenant_id"] = scope.tenant_id
         return context
-
-
-class PromptViewSet(ApiMixin, viewsets.ReadOnlyModelViewSet):
-    """Managed prompts (shared by every tenant), their versions and a render endpoint."""
-
-    lookup_field = "slug"
-    lookup_value_regex = r"[-a-zA-Z0-9_]+"
-    filterset_class = PromptFilterSet
-    queryset = Prompt.objects.all()
-
-    def get_queryset(self) -> QuerySet:
-        return for_analytics(Prompt.objects.with_current_number().order_by("slug"))
-
-    def get_serializer_class(self) -> type:
-        if self.action == "retrieve":
-            return s.PromptDetailSerializer
-        if self.action == "versions":
-            return s.PromptVersionPerformanceSerializer
-        if self.action == "render":
-            return s.RenderRequestSerializer
-        return s.PromptSerializer
-
-    @api_schema(
-        parameters=period_parameters(default=None),
-        responses=s.PromptVersionPerformanceSerializer(many=True),
-        filters=False,
-    )
-    @action(detail=True, methods=["get"], filterset_class=None)
-    def versions(self, request: Request, slug: str) -> Response:
-        """The prompt's versions, newest first, each with the performance of the root executions
-        that used it in the period (default all time)."""
-        prompt = self.get_object()
-        period = parse_period(request.query_params, default=None)
-        versions = for_analytics(PromptVersion.objects.filter(prompt=prompt).order_by("-number"))
-        page = self.paginate_queryset(versions) or []
-        executions = self.executions().filter(prompt_version__in=[version.pk for version in page])
-        if period is not None:
-            executions = executions.for_period(period)
-        performance = {row["prompt_version"]: row for row in executions.by_prompt_version()}
-        rows = [
-            {
-                **{field: getattr(version, field) for field in s.PromptVersionSerializer.Meta.fields},
-                **performance.get(version.pk, prompt_performance()),
-            }
-            for version in page
-        ]
-        return self.get_paginated_response(s.PromptVersionPerformanceSerializer(rows, many=True).data)
-
-    @api_schema(request=s.RenderRequestSerializer, responses=s.RenderResponseSerializer, filters=False)
-    @action(detail=True, methods=["post"], filterset_class=None)
-    def render(self, request: Request, slug: str) -> Response:
-        """Render the current version (or ``version``) with ``variables``; 400 names a missing one."""
-        prompt = self.get_object()
-        body = s.RenderRequestSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        variables, number = body.validated_data["variables"], body.validated_data.get("version")
-        if "self" in variables:
-            raise ValidationError({"variables": ["'self' cannot be a variable name."]})
-        try:
-            version = prompt.current_version if number is None else prompt.version(number)
-        except PromptError as error:
-            raise ValidationError({"version": [str(error)]}) from None
-        if version is None:
-            raise ValidationError({"version": [f"Prompt '{prompt.slug}' has no version yet."]})
-        try:
-            built = version.build(**variables)
-        except PromptError as error:
-            key = "variables" if getattr(error, "variable", None) else "prompt"
-            raise ValidationError({key: [str(error)]}) from None
-        data = {
-            "slug": prompt.slug,
-            "version": version.number,
-            "model": built["model"],
-            "messages": built["messages"],
-            "model_params": version.model_params or {},
-        }
-        return Response(s.RenderResponseSerializer(data).data, status=status.HTTP_200_OK)
 
 
 class BatchViewSet(ApiMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -477,6 +399,8 @@ class SchemaView(ApiPermissionsMixin, SpectacularAPIView):
             "BudgetPeriodEnum": Budget.Period.choices,
             "ScoreSourceEnum": Score.Source.choices,
             "PromptVersionSourceEnum": PromptVersion.Source.choices,
+            "PromptExperimentStatusEnum": PromptExperiment.Status.choices,
+            "PromptExperimentUnitEnum": PromptExperiment.Unit.choices,
             "ScoreDataTypeEnum": Score.DataType.choices,
             "EvalRunStatusEnum": EvalRun.Status.choices,
             "EvalRunModeEnum": EvalRun.Mode.choices,

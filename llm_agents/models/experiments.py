@@ -7,6 +7,7 @@ import hashlib
 import math
 import uuid
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -29,6 +30,16 @@ GUARDRAILS = ("error_rate_max", "cost_per_call_max")
 #: Buckets of the assignment hash (SPEC §21): weights are resolved to 1/10,000 of the traffic.
 BUCKETS = 10_000
 SIGNIFICANCE = 0.05
+MAX_VERSION = 2**31 - 1  # PositiveIntegerField
+#: Weights and guardrails beyond this are refused: they are not exact as floats.
+LARGEST_NUMBER = 2**53
+
+
+def is_plain_number(value: Any) -> bool:
+    """An int or a finite float within ±2**53 (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return abs(value) <= LARGEST_NUMBER and (isinstance(value, int) or math.isfinite(value))
 
 
 class PromptExperiment(models.Model):
@@ -116,8 +127,17 @@ class PromptExperiment(models.Model):
                 errors[field] = problem
         if self.min_samples is not None and self.min_samples < 1:
             errors["min_samples"] = "min_samples must be at least 1."
+        if self.status == self.Status.RUNNING and self.prompt_id is not None:
+            running = PromptExperiment.objects.filter(prompt_id=self.prompt_id, status=self.Status.RUNNING)
+            if running.exclude(pk=self.pk).exists():
+                errors["status"] = "This prompt already has a running experiment; stop it first."
         if errors:
             raise ValidationError(errors)
+
+    def validate_constraints(self, exclude: Any = None) -> None:
+        # clean() reports a second running experiment under ``status``; the database constraint
+        # (the only one involving ``prompt``) still guards against a race.
+        super().validate_constraints(exclude={*(exclude or ()), "prompt"})
 
     def _variants_problem(self) -> str | None:
         variants = self.variants
@@ -132,9 +152,9 @@ class PromptExperiment(models.Model):
             ):
                 return f"variant {index} must be an object with version and weight."
             number, weight = variant["version"], variant.get("weight", 1)
-            if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+            if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= MAX_VERSION:
                 return f"variant {index}: version must be a version number (1, 2, …), not {number!r}."
-            if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight):
+            if not is_plain_number(weight):
                 return f"variant {index}: weight must be a number, not {weight!r}."
             if weight <= 0:
                 return f"variant {index}: weight must be above 0, not {weight!r}."
@@ -167,12 +187,7 @@ class PromptExperiment(models.Model):
         if unknown:
             return f"guardrails has no {', '.join(unknown)}: use {', '.join(GUARDRAILS)}."
         for key, value in guardrails.items():
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-                or value < 0
-            ):
+            if not is_plain_number(value) or value < 0:
                 return f"guardrails.{key} must be a number of at least 0, not {value!r}."
         if guardrails.get("error_rate_max", 0) > 100:
             return "guardrails.error_rate_max is a percentage (0–100)."
@@ -209,14 +224,15 @@ class PromptExperiment(models.Model):
         self.stopped_at = timezone.now()
         self.save()
 
-    def promote(self, version: int | PromptVersion, *, user: Any = None) -> None:
+    def promote(self, version: int | PromptVersion, *, user: Any = None, source: str = "api") -> None:
         """Move the prompt's ``production`` label to ``version`` (one of the variants) and stop the
-        experiment, in one transaction. ``user`` needs the permission to move a protected label."""
+        experiment, in one transaction. ``user`` needs the permission to move a protected label;
+        ``source`` is recorded on the label's move (``api``, ``admin``)."""
         number = version.number if isinstance(version, PromptVersion) else version
         if number not in self.numbers():
             raise ValidationError({"version": f"Version {number} is not a variant of this experiment."})
         with transaction.atomic():
-            self.prompt.set_label(PRODUCTION, version, user=user)
+            self.prompt.set_label(PRODUCTION, version, user=user, source=source)
             if self.status == self.Status.RUNNING:
                 self.stop()
 
@@ -264,10 +280,13 @@ class PromptExperiment(models.Model):
     # -- results -----------------------------------------------------------------------------------
 
     def settled_executions(self) -> models.QuerySet[Any]:
-        """The finished root executions of the experiment (every variant)."""
+        """The finished root production executions of the experiment (every variant): an evaluation
+        run's calls that went through the experiment (with no user, they get the control) are left out."""
         from .executions import Execution
 
-        return Execution.objects.filter(experiment=self, parent__isnull=True).exclude(status="running")
+        return Execution.objects.filter(experiment=self, parent__isnull=True, eval_run__isnull=True).exclude(
+            status="running"
+        )
 
     def variant_versions(self) -> dict[int, PromptVersion]:
         return {version.number: version for version in self.prompt.versions.filter(number__in=self.numbers())}
@@ -297,9 +316,10 @@ class PromptExperiment(models.Model):
         variants, samples = [], []
         for number in self.numbers():
             version = versions.get(number)
-            row = by_version.get(version.pk if version is not None else None) or {}
+            key = version.pk if version is not None else 0
+            row = by_version.get(key) or {}
             count = row.get("n", 0)
-            sample = self._metric_sample(row, scores.get(version.pk if version is not None else None))
+            sample = self._metric_sample(row, scores.get(key))
             samples.append(sample)
             p50 = p95 = None
             if count and version is not None:
@@ -366,7 +386,7 @@ class PromptExperiment(models.Model):
             .values(version=models.F("execution__prompt_version"))
             .annotate(n=Count("*"), mean=Avg("value"), sd=StdDev("value", sample=True))
         )
-        return {row["version"]: row for row in rows}
+        return {row["version"]: dict(row) for row in rows}
 
     # -- guardrails --------------------------------------------------------------------------------
 
@@ -413,7 +433,7 @@ class PromptExperiment(models.Model):
                 self.tripped = locked.tripped
                 self._forget_cached_prompt()
                 for entry in added:
-                    transaction.on_commit(lambda entry=entry: self._tripped_committed(entry))
+                    transaction.on_commit(partial(self._tripped_committed, entry))
         return added
 
     @staticmethod

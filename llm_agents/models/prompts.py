@@ -132,6 +132,9 @@ class Prompt(models.Model):
 
     #: The slug as loaded from the database, so a renamed prompt's old cache entry is dropped too.
     _loaded_slug: str | None
+    #: Set by ``Prompt.load()``: the version it chose and the running experiment that chose it.
+    _current_version: PromptVersion | None
+    _experiment: Any
 
     class Meta:
         ordering = ["slug"]
@@ -282,7 +285,7 @@ class Prompt(models.Model):
                 PromptLabel.objects.using(db).filter(prompt=self, name=name).select_related("version").first()
             )
             old = label.version if label is not None else None
-            if old is not None and old.pk == target.pk:
+            if label is not None and old is not None and old.pk == target.pk:
                 return label
             author = user if getattr(user, "pk", None) is not None else None
             if label is None:
@@ -588,7 +591,7 @@ class LoadedPrompt:
     def of(cls, prompt: Prompt) -> LoadedPrompt:
         versions = prompt.versions.order_by("-number")
         labels = {label.name: label.version for label in prompt.labels.select_related("version")}
-        experiment = prompt.experiments.filter(status="running").first()  # type: ignore[attr-defined]
+        experiment = prompt.experiments.filter(status="running").first()
         variants: dict[int, PromptVersion] = {}
         if experiment is not None:
             variants = {

@@ -8,11 +8,13 @@ A prompt file is ``*.md`` with YAML front matter::
     tags: [trading]
     model: claude-sonnet-4
     model_params: {temperature: 0.3}
+    labels: [staging]
     ---
     You analyze {{app_name}}.
 
 The body is the single system message; alternatively ``messages:`` lists ``{role, content}`` or
-``{role, body_file}`` entries. ``read_folder()`` validates every file and reports every problem;
+``{role, body_file}`` entries. ``labels`` (a list of label names, or one name) are moved to the
+version the file describes. ``read_folder()`` validates every file and reports every problem;
 ``sync()`` then writes everything in one transaction.
 """
 
@@ -34,7 +36,9 @@ from django.utils import timezone
 from ..events import emit
 from ..signals import prompt_version_created
 
-FRONT_MATTER_KEYS = ("slug", "name", "description", "tags", "model", "model_params", "messages", "changelog")
+FRONT_MATTER_KEYS = (
+    "slug", "name", "description", "tags", "model", "model_params", "messages", "changelog", "labels",
+)  # fmt: skip
 MESSAGE_KEYS = ("role", "content", "body_file")
 FENCES = ("---", "...")
 QUERY_CHUNK = 500
@@ -73,6 +77,7 @@ class PromptFile:
     messages: list[dict[str, str]]
     changelog: str = ""
     body_files: list[Path] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -216,6 +221,26 @@ def _messages(
     return messages, body_files
 
 
+def _labels(data: Mapping[str, Any]) -> list[str]:
+    """The label names of ``labels:`` (a list, or one name alone), each checked like ``set_label`` does."""
+    from ..models.prompts import validate_label_name
+
+    declared = data.get("labels")
+    if declared is None:
+        return []
+    if isinstance(declared, str):
+        declared = [declared]
+    if not isinstance(declared, list):
+        raise InvalidPromptFile("'labels' must be a list of label names")
+    names = []
+    for name in declared:
+        try:
+            names.append(validate_label_name(name.strip() if isinstance(name, str) else name))
+        except ValidationError as error:
+            raise InvalidPromptFile(f"'labels': {' '.join(error.messages)}") from None
+    return list(dict.fromkeys(names))
+
+
 def read_prompt_file(path: Path, root: Path) -> PromptFile:
     """Parse and validate one prompt file; ``InvalidPromptFile`` says what is wrong."""
     from ..models.prompts import normalize_messages, normalize_model_params
@@ -246,6 +271,7 @@ def read_prompt_file(path: Path, root: Path) -> PromptFile:
     tags = list(dict.fromkeys(tag.strip() for tag in tags))
     if len(relative.parts) > 1 and relative.parts[0] not in tags:
         tags.append(relative.parts[0])
+    labels = _labels(data)
     messages, body_files = _messages(data, body.strip(), path.parent, root)
     try:
         messages = normalize_messages(messages)
@@ -263,6 +289,7 @@ def read_prompt_file(path: Path, root: Path) -> PromptFile:
         messages=messages,
         changelog=_string(data, "changelog"),
         body_files=body_files,
+        labels=labels,
     )
 
 
@@ -323,23 +350,47 @@ def _latest_versions(prompt_ids: list[int]) -> dict[int, Any]:
     return {version.prompt_id: version for version in current}
 
 
-def _current_state(slugs: list[str]) -> tuple[dict[str, Any], dict[int, Any]]:
+def _label_numbers(prompt_ids: list[int]) -> dict[int, dict[str, int]]:
+    """``{prompt id: {label name: version number}}`` for these prompts."""
+    from ..models import PromptLabel
+
+    numbers: dict[int, dict[str, int]] = {}
+    rows = PromptLabel.objects.filter(prompt_id__in=prompt_ids).values_list(
+        "prompt_id", "name", "version__number"
+    )
+    for prompt_id, name, number in rows:
+        numbers.setdefault(prompt_id, {})[name] = number
+    return numbers
+
+
+@dataclass
+class _State:
+    """The prompts with the files' slugs, their current versions and their labels, as stored now."""
+
+    prompts: dict[str, Any] = field(default_factory=dict)
+    versions: dict[int, Any] = field(default_factory=dict)
+    labels: dict[int, dict[str, int]] = field(default_factory=dict)
+
+
+def _current_state(slugs: list[str]) -> _State:
     from ..models import Prompt
 
-    prompts: dict[str, Any] = {}
-    versions: dict[int, Any] = {}
+    state = _State()
     for start in range(0, len(slugs), QUERY_CHUNK):
         chunk = slugs[start : start + QUERY_CHUNK]
         found = list(Prompt.objects.filter(slug__in=chunk))
-        prompts.update((prompt.slug, prompt) for prompt in found)
-        versions.update(_latest_versions([prompt.pk for prompt in found]))
-    return prompts, versions
+        ids = [prompt.pk for prompt in found]
+        state.prompts.update((prompt.slug, prompt) for prompt in found)
+        state.versions.update(_latest_versions(ids))
+        state.labels.update(_label_numbers(ids))
+    return state
 
 
-def _create_versions(changed: list[tuple[Any, PromptFile]]) -> None:
+def _create_versions(changed: list[tuple[Any, PromptFile]]) -> dict[int, Any]:
     """What ``update_content`` does for each prompt, in a few queries for them all: lock the prompt
     rows, create the next version unless the current one already has the file's content, touch
-    ``updated_at``, drop the cached prompts, and send ``prompt_version_created`` once committed."""
+    ``updated_at``, drop the cached prompts, and send ``prompt_version_created`` once committed.
+    Returns each prompt's version with the file's content (created or found), by prompt id."""
     from ..models import Prompt, PromptVersion
     from ..models.prompts import invalidate_prompt_cache
 
@@ -353,19 +404,18 @@ def _create_versions(changed: list[tuple[Any, PromptFile]]) -> None:
             prompt_file.messages, prompt_file.model, prompt_file.model_params
         ):
             continue
-        created.append(
-            PromptVersion(
-                prompt=prompt,
-                number=(version.number if version else 0) + 1,
-                messages=prompt_file.messages,
-                model=prompt_file.model,
-                model_params=prompt_file.model_params,
-                changelog=prompt_file.changelog or f"sync_prompts: {prompt_file.path}",
-                source=PromptVersion.Source.SYNC,
-            )
+        current[prompt.pk] = PromptVersion(
+            prompt=prompt,
+            number=(version.number if version else 0) + 1,
+            messages=prompt_file.messages,
+            model=prompt_file.model,
+            model_params=prompt_file.model_params,
+            changelog=prompt_file.changelog or f"sync_prompts: {prompt_file.path}",
+            source=PromptVersion.Source.SYNC,
         )
+        created.append(current[prompt.pk])
     if not created:
-        return
+        return current
     PromptVersion.objects.bulk_create(created)
     now = timezone.now()
     Prompt.objects.filter(pk__in=[version.prompt_id for version in created]).update(updated_at=now)
@@ -381,14 +431,24 @@ def _create_versions(changed: list[tuple[Any, PromptFile]]) -> None:
             emit(prompt_version_created, sender=PromptVersion, prompt=version.prompt, version=version)
 
     transaction.on_commit(committed)
+    return current
 
 
-def _sync_chunk(
-    files: list[PromptFile], prompts: dict[str, Any], versions: dict[int, Any], dry_run: bool
-) -> list[str]:
+def _move_labels(changed: list[tuple[Any, PromptFile]], versions: dict[int, Any], state: _State) -> None:
+    """Point each file's labels at the version with its content, through ``Prompt.set_label``
+    (history, cache, ``prompt_label_moved``). No user is passed, so protected labels move too."""
+    for prompt, prompt_file in changed:
+        version = versions[prompt.pk]
+        labels = state.labels.get(prompt.pk, {})
+        for name in prompt_file.labels:
+            if labels.get(name) != version.number:
+                prompt.set_label(name, version, source="sync")
+
+
+def _sync_chunk(files: list[PromptFile], state: _State, dry_run: bool) -> list[str]:
     """Compare each file with its prompt (``created``, ``updated`` or ``unchanged``, returned in
     order) and, unless ``dry_run``, write the changes: new prompts in one bulk insert, then the
-    new versions."""
+    new versions, then the label moves."""
     from ..models import Prompt
 
     outcomes = []
@@ -396,7 +456,7 @@ def _sync_chunk(
     changed = []
     for prompt_file in files:
         details = {"name": prompt_file.name, "description": prompt_file.description, "tags": prompt_file.tags}
-        prompt = prompts.get(prompt_file.slug)
+        prompt = state.prompts.get(prompt_file.slug)
         if prompt is None:
             outcomes.append("created")
             prompt = Prompt(slug=prompt_file.slug, **details)
@@ -404,11 +464,14 @@ def _sync_chunk(
             changed.append((prompt, prompt_file))
             continue
         details_changed = any(getattr(prompt, key) != value for key, value in details.items())
-        current = versions.get(prompt.pk)
+        current = state.versions.get(prompt.pk)
         content_changed = current is None or not current.has_content(
             prompt_file.messages, prompt_file.model, prompt_file.model_params
         )
-        if not (details_changed or content_changed):
+        target = (current.number if current is not None else 0) + (1 if content_changed else 0)
+        labels = state.labels.get(prompt.pk, {})
+        labels_changed = any(labels.get(name) != target for name in prompt_file.labels)
+        if not (details_changed or content_changed or labels_changed):
             outcomes.append("unchanged")
             continue
         outcomes.append("updated")
@@ -421,7 +484,7 @@ def _sync_chunk(
         Prompt.objects.bulk_create(new_prompts)
         for prompt in new_prompts:
             prompt._loaded_slug = prompt.slug
-        _create_versions(changed)
+        _move_labels(changed, _create_versions(changed), state)
     return outcomes
 
 
@@ -435,14 +498,17 @@ def sync(
     """Create or update a prompt for each file, in one transaction (nothing when ``dry_run``).
 
     A new version is created only when the messages, model or model parameters changed; a change of
-    name, description or tags updates the prompt without one. Both count as updated. The files are
-    written ``WRITE_CHUNK`` at a time, with a few bulk queries per chunk."""
+    name, description or tags updates the prompt without one. Then each of the file's ``labels``
+    is moved to the version with the file's content (the new one, or the current one when the
+    content is unchanged) with ``Prompt.set_label(source="sync")``; labels the file does not name
+    are left as they are. All three count as updated. The files are written ``WRITE_CHUNK`` at a
+    time, with a few bulk queries per chunk and a few more per label moved."""
     result = SyncResult(dry_run=dry_run)
     with transaction.atomic():
-        prompts, versions = _current_state([prompt_file.slug for prompt_file in files])
+        state = _current_state([prompt_file.slug for prompt_file in files])
         for start in range(0, len(files), WRITE_CHUNK):
             chunk = files[start : start + WRITE_CHUNK]
-            outcomes = _sync_chunk(chunk, prompts, versions, dry_run)
+            outcomes = _sync_chunk(chunk, state, dry_run)
             for done, (prompt_file, outcome) in enumerate(zip(chunk, outcomes, strict=True), start=start + 1):
                 getattr(result, outcome).append(prompt_file.slug)
                 if on_change is not None:
@@ -467,8 +533,9 @@ def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
 _ExportDumper.add_representer(str, _represent_str)
 
 
-def prompt_file_text(prompt: Any, version: Any) -> str:
-    """The Markdown file ``export_prompts`` writes for ``version`` of ``prompt``."""
+def prompt_file_text(prompt: Any, version: Any, labels: Iterable[str] = ()) -> str:
+    """The Markdown file ``export_prompts`` writes for ``version`` of ``prompt``, naming ``labels``
+    (those pointing at ``version``) in its front matter."""
     data: dict[str, Any] = {"slug": prompt.slug, "name": prompt.name}
     if prompt.description:
         data["description"] = prompt.description
@@ -478,6 +545,9 @@ def prompt_file_text(prompt: Any, version: Any) -> str:
         data["model"] = version.model
     if version.model_params:
         data["model_params"] = version.model_params
+    labels = sorted(labels)
+    if labels:
+        data["labels"] = labels
     messages = version.messages
     body = ""
     if len(messages) == 1 and messages[0]["role"] == "system":
@@ -497,7 +567,8 @@ def export(
     directory: str | os.PathLike[str], slugs: Iterable[str] = (), *, dry_run: bool = False
 ) -> list[tuple[str, Path]]:
     """Write ``<slug>.md`` for the current version of each prompt (those in ``slugs`` when given)
-    into ``directory``: ``[(slug, path)]``. Prompts without a version are skipped."""
+    into ``directory``: ``[(slug, path)]``, with the labels that point at that version. Prompts
+    without a version are skipped; labels on older versions cannot be written in the file."""
     from ..models import Prompt
 
     directory = Path(directory)
@@ -506,16 +577,19 @@ def export(
     if slugs:
         queryset = queryset.filter(slug__in=slugs)
     prompts = list(queryset)
-    _, versions = _current_state([prompt.slug for prompt in prompts])
+    state = _current_state([prompt.slug for prompt in prompts])
     written = []
     if not dry_run:
         directory.mkdir(parents=True, exist_ok=True)
     for prompt in prompts:
-        version = versions.get(prompt.pk)
+        version = state.versions.get(prompt.pk)
         if version is None:
             continue
+        labels = [
+            name for name, number in state.labels.get(prompt.pk, {}).items() if number == version.number
+        ]
         path = directory / f"{prompt.slug}.md"
         if not dry_run:
-            path.write_text(prompt_file_text(prompt, version), encoding="utf-8")
+            path.write_text(prompt_file_text(prompt, version, labels), encoding="utf-8")
         written.append((prompt.slug, path))
     return written

@@ -13,7 +13,8 @@ from ...prompts.sync import export
 class Command(BaseCommand):
     help = (
         "Write the current version of each prompt to <path>/<slug>.md, in the format sync_prompts "
-        "reads; syncing the written files back reports every prompt unchanged."
+        "reads, with the labels that point at that version; syncing the written files back reports "
+        "every prompt unchanged."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:

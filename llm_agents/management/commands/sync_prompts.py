@@ -16,7 +16,8 @@ class Command(BaseCommand):
     help = (
         "Create or update prompts from the *.md files (YAML front matter) of the prompts folder. "
         "Every file is validated first; if any is invalid nothing is written. A new version is "
-        "created only when a prompt's messages, model or model_params changed."
+        "created only when a prompt's messages, model or model_params changed; the labels named in "
+        "a file's front matter (labels: [staging]) are moved to the file's version, protected ones too."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:

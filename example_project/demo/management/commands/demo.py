@@ -5,9 +5,12 @@ Every record is written by the product itself, as in production; nothing leaves 
 1. **Admin and prices.** An admin user, and prices for the offline ``fake/…`` models (CostConfig rows).
 2. **Prompts.** ``sync_prompts`` reads each folder of ``example_project/prompt_history/`` in turn, then
    ``example_project/prompts/`` (``PROMPTS_SOURCE_PATH``), so the prompts have a version history;
-   ``summarise`` and ``answer-question`` include the ``house-style`` partial. A share of the calls runs
-   after each sync, so every version has executions to compare. On a database that has the prompts
-   already (a second run), only the current files are synced.
+   ``summarise`` and ``answer-question`` include the ``house-style`` partial. The files' ``labels:`` move
+   the labels: ``production`` follows each folder (so its history has moves), until the current
+   ``summarise`` is synced as ``staging`` only: production keeps its version 2 while version 3 waits for
+   the experiment of step 9. A share of the calls runs after each sync, so every version has executions
+   to compare. On a database that has the prompts already (a second run), only the current files are
+   synced.
 3. **Agent calls** (``--calls``), for three tenants: SearchAgent asking for its tool, SummaryAgent retrying
    and falling back after rate limits, timeouts and server errors, StoryAgent streamed, and
    ``nightly_digest`` traces nesting spans, a trace and agent calls. The offline provider simulates a
@@ -37,7 +40,13 @@ Every record is written by the product itself, as in production; nothing leaves 
    by ``contains``, ``similarity`` and ``llm_judge``: live on its own large model, then on the small model
    through the Batch API (``flush`` → ``poll``, at batch prices). The offline small model is terse and
    ``fake/judge`` grades offline (``example_project/demo/offline_models.py``), so the runs' comparison
-   shows what the cheaper run loses.
+   shows what the cheaper run loses. Both evaluate the version ``production`` points at (a running
+   experiment does not choose it).
+9. **An experiment.** ``summarise``'s production version (the control) against its staging version, half
+   the users each, judged by the end users' ``thumbs``, with guardrails; started once, then each run's
+   end users (``u-1`` … ``u-40`` in turn, ``_user_id=``) call SummaryAgent and rate a share of the
+   answers through their feedback token. These simulated users like answers of the staging version
+   more often (:data:`EXPERIMENT_LIKED`), so its results page has a difference to show.
 """
 
 from __future__ import annotations
@@ -63,7 +72,17 @@ from example_project.demo.offline_models import JUDGE_MODEL
 from llm_agents import batches, evals, scores, session, span, tenant, trace
 from llm_agents.agents import AgentResult
 from llm_agents.errors import BudgetExceededError, LLMAgentsError
-from llm_agents.models import Budget, CostConfig, Dataset, EvalRun, Execution, Prompt, ScoreConfig, Span
+from llm_agents.models import (
+    Budget,
+    CostConfig,
+    Dataset,
+    EvalRun,
+    Execution,
+    Prompt,
+    PromptExperiment,
+    ScoreConfig,
+    Span,
+)
 from llm_agents.providers import get_provider
 from llm_agents.testing import FakeLLM, fake_llm
 
@@ -130,6 +149,22 @@ WRITTEN_SUMMARIES = [
     ("Our budget for the month is 500 dollars. We spent 380 by the 20th. The story agent spent most of it. "
      "Its model moves to the small one tomorrow.", "moves to the small one"),
 ]  # fmt: skip
+#: The experiment on ``summarise``: its name, how it is judged, and what its guardrails allow.
+EXPERIMENT = {
+    "name": "Lead with the main point",
+    "unit": PromptExperiment.Unit.USER,
+    "metric": "thumbs",
+    "guardrails": {"error_rate_max": 20, "cost_per_call_max": 0.05},
+    "min_samples": 20,
+}
+#: Share of the experiment's answers whose end user gives a thumbs up or down, and how often that is a
+#: thumbs up, by label of the version that answered.
+EXPERIMENT_RATED = 0.9
+EXPERIMENT_LIKED = {"production": 0.5, "staging": 0.9}
+#: The experiment's calls are made by end users ``u-1`` … ``u-40`` in turn (the first 15 are those of the
+#: conversations), enough of them for an even split.
+EXPERIMENT_USERS = 40
+
 #: At most this many of the summaries the end users liked are added to the dataset.
 LIKED_SUMMARIES = 8
 EVALUATORS = [
@@ -201,6 +236,7 @@ class Command(BaseCommand):
         made = Execution.objects.exclude(pk__in=before)
         self.add_scores(made, admin)
         self.run_evaluations(made)
+        self.run_experiment(max(16, calls // 8))
         recorded = made.count()
         self.note(self.style.SUCCESS(f"Recorded {recorded} executions; {refused}."))
         self.note(f"Admin: {url.rstrip('/')}/admin/  user {username!r}  password {password!r}")
@@ -512,12 +548,16 @@ class Command(BaseCommand):
                 sorted(liked, key=lambda execution: len(execution.response))[:LIKED_SUMMARIES]
             )
         large, small = SummaryAgent.model or "", SummaryAgent.fallback_models[0]
-        live = evals.run(dataset, SummaryAgent, EVALUATORS, model=large, name=f"{large}, live")
+        production = Prompt.objects.get(slug=SummaryAgent.prompt).label("production")
+        live = evals.run(
+            dataset, SummaryAgent, EVALUATORS, model=large, prompt_version=production, name=f"{large}, live"
+        )
         batched = evals.run(
             dataset,
             SummaryAgent,
             EVALUATORS,
             model=small,
+            prompt_version=production,
             mode=EvalRun.Mode.BATCH,
             name=f"{small}, Batch API",
         )
@@ -540,6 +580,41 @@ class Command(BaseCommand):
             f"{judged['mean_a']} for {batched} (p = {judged['p_value']}), which cost "
             f"${live.total_cost:.4f} and ${batched.total_cost:.4f}."
         )
+
+    # -- the experiment -----------------------------------------------------------------------------
+
+    def run_experiment(self, count: int) -> None:
+        """The running experiment on ``summarise`` (started by the first run: production against staging),
+        then ``count`` calls of the end users in turn, each in their tenant; a share of the answers gets
+        its end user's thumbs, liked more often for the staging version."""
+        prompt = Prompt.objects.get(slug=SummaryAgent.prompt)
+        experiment = prompt.experiments.filter(status=PromptExperiment.Status.RUNNING).first()
+        if experiment is None:
+            control, candidate = prompt.label("production"), prompt.label("staging")
+            variants = [
+                {"version": control.number, "weight": 50},
+                {"version": candidate.number, "weight": 50},
+            ]
+            experiment = PromptExperiment.objects.create(prompt=prompt, variants=variants, **EXPERIMENT)
+            experiment.start()
+        staging = prompt.label("staging")
+        with one_commit_on_sqlite():
+            for number in range(count):
+                user = number % EXPERIMENT_USERS + 1
+                with tenant(TENANTS[user % len(TENANTS)]):
+                    result = SummaryAgent.call(
+                        text=self.summary_text(self.rng.choice(TOPICS)), _user_id=f"u-{user}"
+                    )
+                if self.rng.random() < EXPERIMENT_RATED:
+                    used = result.execution.prompt_version_id
+                    share = EXPERIMENT_LIKED["staging" if used == staging.pk else "production"]
+                    liked = self.rng.random() < share
+                    scores.record_feedback(result.feedback_token, "thumbs", liked)
+        variants = ", ".join(
+            f"v{variant['version']} {variant['executions']} calls, thumbs up {variant['metric_mean']}"
+            for variant in experiment.results()["variants"]
+        )
+        self.note(f"Experiment “{experiment.name}” on {prompt.slug}: {variants}.")
 
 
 def next_session_number() -> int:
