@@ -15,9 +15,11 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from llm_agents import Agent, Param, context, scores
 from llm_agents.errors import AllModelsExhaustedError
 from llm_agents.models import Execution, Prompt, PromptExperiment
+from llm_agents.models.experiments import could_break_guardrails
 from llm_agents.signals import experiment_guardrail_tripped
 from llm_agents.statistics import normal_ci95, two_sample_comparison
 from llm_agents.testing import fake_llm
+from llm_agents.tracking.records import ExecutionRecord
 from tests.factories import ExecutionFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -358,6 +360,17 @@ def test_a_cost_guardrail_judges_the_average_cost_per_call(prompt):
     assert [entry["version"] for entry in added] == [2]
     assert "cost_per_call_max" in added[0]["reason"]
     assert experiment.check_guardrails() == []  # tripped once only
+
+
+@pytest.mark.parametrize(
+    ("status", "cost", "judged"),
+    [("error", "0", True), ("timeout", "0", True), ("success", "0.004", True), ("success", "0.003", False),
+     ("success", "0", False)],
+)  # fmt: skip
+def test_only_a_failure_or_a_call_above_the_cost_limit_can_break_a_guardrail(status, cost, judged):
+    record = ExecutionRecord(kind="agent", agent_type="a", status=status, total_cost=Decimal(cost))
+    assert could_break_guardrails(record, {"error_rate_max": 10, "cost_per_call_max": 0.003}) is judged
+    assert could_break_guardrails(record, {}) is False
 
 
 def test_promote_moves_the_production_label_and_stops(prompt, django_user_model):

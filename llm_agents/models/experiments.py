@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 import uuid
 from decimal import Decimal
 from functools import partial
@@ -194,6 +195,7 @@ class PromptExperiment(models.Model):
         return None
 
     def _forget_cached_prompt(self) -> None:
+        _guardrails_read.pop(self.pk, None)
         slug = Prompt.objects.filter(pk=self.prompt_id).values_list("slug", flat=True).first()
         invalidate_prompt_cache(slug)
         transaction.on_commit(lambda: invalidate_prompt_cache(slug))
@@ -453,14 +455,49 @@ class PromptExperiment(models.Model):
              version=entry["version"], reason=entry["reason"])  # fmt: skip
 
 
+#: Seconds a process keeps an experiment's guardrails before reading them again (the hook below).
+GUARDRAILS_READ_EVERY = 10.0
+_guardrails_read: dict[int, tuple[float, dict[str, Any]]] = {}
+
+
+def _running_guardrails(experiment_id: int) -> dict[str, Any]:
+    """The guardrails of a running experiment ({} when it has none or does not run), read at most
+    every ``GUARDRAILS_READ_EVERY`` seconds by a process."""
+    now = time.monotonic()
+    kept = _guardrails_read.get(experiment_id)
+    if kept is not None and kept[0] > now:
+        return kept[1]
+    guardrails = (
+        PromptExperiment.objects.filter(pk=experiment_id, status=PromptExperiment.Status.RUNNING)
+        .values_list("guardrails", flat=True)
+        .first()
+    ) or {}
+    _guardrails_read[experiment_id] = (now + GUARDRAILS_READ_EVERY, guardrails)
+    return guardrails
+
+
+def could_break_guardrails(record: Any, guardrails: dict[str, Any]) -> bool:
+    """Whether this finished execution can have made its variant break a guardrail: only a failure
+    raises an error rate, and only a call costing more than ``cost_per_call_max`` can lift an average
+    above it."""
+    if "error_rate_max" in guardrails and record.status != "success":
+        return True
+    limit = guardrails.get("cost_per_call_max")
+    return limit is not None and Decimal(record.total_cost or 0) > Decimal(str(limit))
+
+
 def check_experiment_guardrails(record: Any) -> None:
-    """Completion hook: after a root execution of a running experiment finishes, check the
-    experiment's guardrails (nothing to do for other executions)."""
+    """Completion hook: after a root production execution of a running experiment finishes in a way
+    that could break a guardrail (:func:`could_break_guardrails`), check the experiment's guardrails.
+    Other executions cost nothing but a look at guardrails read every few seconds."""
     experiment_id = getattr(record, "experiment_id", None)
-    if experiment_id is None or record.parent is not None:
+    if experiment_id is None or record.parent is not None or record.eval_run_id is not None:
+        return
+    guardrails = _running_guardrails(experiment_id)
+    if not guardrails or not could_break_guardrails(record, guardrails):
         return
     experiment = PromptExperiment.objects.filter(
         pk=experiment_id, status=PromptExperiment.Status.RUNNING
     ).first()
-    if experiment is not None and experiment.guardrails:
+    if experiment is not None:
         experiment.check_guardrails()
