@@ -15,9 +15,9 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from llm_agents.models import Execution, Span
+from llm_agents.models import Execution, PromptExperiment, Span
 
-from .factories import ExecutionFactory, SpanFactory
+from .factories import ExecutionFactory, PromptFactory, SpanFactory
 
 pytestmark = pytest.mark.skipif(connection.vendor != "postgresql", reason="EXPLAIN plans are PostgreSQL's")
 
@@ -110,3 +110,37 @@ def test_spend_by_model_reads_the_period_by_index():
     assert "llm_exec_started_idx" in text or "llm_exec_root_cover_idx" in text, text
     assert Span._meta.db_table not in text, text
     assert "Seq Scan" not in text, text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_experiments_results_and_guardrails_read_its_index_alone():
+    # 1,000 executions, 200 of them an experiment's: its figures per variant (results(), the
+    # guardrail check) come from llm_exec_experiment_idx alone, without reading the table.
+    prompt = PromptFactory()
+    for text in ("two", "three"):
+        prompt.update_content([{"role": "user", "content": text}])
+    experiment = PromptExperiment.objects.create(
+        prompt=prompt, name="plan", metric="cost", guardrails={"error_rate_max": 50},
+        variants=[{"version": 1, "weight": 1}, {"version": 2, "weight": 1}],
+    )  # fmt: skip
+    versions = list(prompt.versions.order_by("number"))
+    Execution.objects.bulk_create(
+        ExecutionFactory.build(
+            experiment=experiment if n % 5 == 0 else None,
+            prompt_version=versions[n % 2] if n % 5 == 0 else None,
+            status="error" if n % 7 == 0 else "success",
+        )
+        for n in range(1000)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(f"VACUUM ANALYZE {Execution._meta.db_table}")
+    experiment.start()
+    with CaptureQueriesContext(connection) as captured:
+        experiment.check_guardrails()
+        experiment.results()
+    reads = [query["sql"] for query in captured if "llm_agents_execution" in query["sql"]]
+    assert len(reads) >= 3, reads
+    for sql in reads:
+        text = plan(sql)
+        assert "Index Only Scan using llm_exec_experiment_idx" in text, (sql, text)
+        assert "Seq Scan on llm_agents_execution" not in text, text

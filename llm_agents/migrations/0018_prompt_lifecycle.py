@@ -72,7 +72,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='execution',
-            index=llm_agents.models.indexes.CoveringIndex(condition=models.Q(('experiment__isnull', False), ('parent__isnull', True)), covering=('status', 'total_cost', 'duration_ms'), fields=['experiment', 'prompt_version'], name='llm_exec_experiment_idx'),
+            index=llm_agents.models.indexes.CoveringIndex(condition=models.Q(('eval_run__isnull', True), ('experiment__isnull', False), ('parent__isnull', True)), covering=('id', 'status', 'total_cost', 'duration_ms'), fields=['experiment', 'prompt_version'], name='llm_exec_experiment_idx'),
         ),
         migrations.AddField(
             model_name='promptlabel',

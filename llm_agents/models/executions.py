@@ -199,8 +199,8 @@ class Execution(models.Model):
             ),
             CoveringIndex(
                 fields=["experiment", "prompt_version"],
-                condition=Q(experiment__isnull=False, parent__isnull=True),
-                covering=["status", "total_cost", "duration_ms"],
+                condition=Q(experiment__isnull=False, parent__isnull=True, eval_run__isnull=True),
+                covering=["id", "status", "total_cost", "duration_ms"],
                 name="llm_exec_experiment_idx",
             ),
         ]

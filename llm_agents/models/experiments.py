@@ -306,7 +306,7 @@ class PromptExperiment(models.Model):
             .values("prompt_version")
             .annotate(
                 n=Count("*"),
-                ok=Count("started_at", filter=Q(status="success")),
+                ok=Count("status", filter=Q(status="success")),
                 avg_cost=Avg("total_cost"),
                 sd_cost=StdDev("total_cost", sample=True),
                 avg_duration=Avg("duration_ms"),
@@ -407,7 +407,7 @@ class PromptExperiment(models.Model):
             .order_by()
             .values("prompt_version")
             .annotate(
-                n=Count("*"), ok=Count("started_at", filter=Q(status="success")), avg_cost=Avg("total_cost")
+                n=Count("*"), ok=Count("status", filter=Q(status="success")), avg_cost=Avg("total_cost")
             )
         }
         breaking = []
