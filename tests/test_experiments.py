@@ -11,6 +11,8 @@ from decimal import Decimal
 import pytest
 from django.contrib.auth.models import Permission
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from llm_agents import Agent, Param, context, scores
 from llm_agents.errors import AllModelsExhaustedError
@@ -304,6 +306,28 @@ def test_a_score_can_be_the_metric(prompt):
     assert comparison["delta"] == 0.5
     assert comparison["p_value"] == expected["p_value"]
     assert comparison["significant"] is True
+
+
+def test_results_take_the_same_queries_however_many_executions(prompt, django_assert_num_queries):
+    experiment = experiment_of(prompt, metric="helpfulness", min_samples=3)
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            experiment.results()
+        return len(captured)
+
+    for execution in make_executions(experiment, 1, [("success", "0.001", 100)] * 3):
+        scores.add(execution, "helpfulness", 0.5)
+    make_executions(experiment, 2, [("error", "0.001", 100)] * 3)
+    few = queries()
+    for execution in make_executions(experiment, 1, [("success", "0.001", 100)] * 30):
+        scores.add(execution, "helpfulness", 1.0)
+    make_executions(experiment, 2, [("success", "0.001", 100)] * 30)
+    assert queries() == few
+    # the variants' versions, the figures grouped by version, the score values grouped by version,
+    # and the two latency percentiles of each variant (one query on PostgreSQL, a few elsewhere)
+    per_variant = 1 if connection.vendor == "postgresql" else 3
+    assert few == 3 + 2 * per_variant
 
 
 def test_a_variant_without_executions_has_no_metric(prompt):

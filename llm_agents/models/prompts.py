@@ -4,6 +4,7 @@ import json
 import logging
 import re
 from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from django.conf import settings
@@ -569,23 +570,16 @@ class PromptLabelMove(models.Model):
         return f"{self.prompt_id}@{self.label}: {self.old_number} -> {self.new_number}"
 
 
+@dataclass(slots=True)
 class LoadedPrompt:
     """What ``Prompt.load()`` caches for a slug: the prompt, its latest version, its labels' versions
-    and its running experiment with the versions of its variants."""
+    and its running experiment with the versions of its variants (by number)."""
 
-    def __init__(
-        self,
-        prompt: Prompt,
-        latest: PromptVersion | None,
-        labels: dict[str, PromptVersion],
-        experiment: Any,
-        variants: dict[int, PromptVersion],
-    ) -> None:
-        self.prompt = prompt
-        self.latest = latest
-        self.labels = labels
-        self.experiment = experiment
-        self.variants = variants
+    prompt: Prompt
+    latest: PromptVersion | None
+    labels: dict[str, PromptVersion]
+    experiment: Any
+    variants: dict[int, PromptVersion]
 
     @classmethod
     def of(cls, prompt: Prompt) -> LoadedPrompt:
