@@ -20,7 +20,6 @@ executions, 2 runs) is the CI smoke run.
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 
 from common import (
@@ -30,6 +29,7 @@ from common import (
     percentile,
     print_table,
     setup_django,
+    timed,
     use_database,
 )
 
@@ -67,16 +67,6 @@ def calls() -> list[tuple[str, Callable[[], object]]]:
         ("for_period('7d').compare_models()", lambda: e.for_period("7d").compare_models()),
         ("by_prompt_version()  [whole history]", lambda: e.by_prompt_version()),
     ]  # fmt: skip
-
-
-def timed(call: Callable[[], object], runs: int) -> list[float]:
-    call()  # warm-up
-    durations = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        call()
-        durations.append((time.perf_counter() - started) * 1000)
-    return durations
 
 
 def label(size: int) -> str:

@@ -23,9 +23,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import time
-from collections.abc import Callable
 
-from common import median, percentile, print_table, setup_django, use_database
+from common import median, percentile, print_table, setup_django, timed, use_database
 
 SCORE_SQL = """
 INSERT INTO llm_agents_score (id, execution_id, session_id, name, data_type, value, string_value, comment,
@@ -35,16 +34,6 @@ SELECT md5(e.id::text || 'experiment')::uuid, e.id, '', 'helpfulness', 'numeric'
        e.started_at
 FROM llm_agents_execution e WHERE e.experiment_id = %s
 """
-
-
-def timed(call: Callable[[], object], runs: int) -> list[float]:
-    call()  # warm-up
-    durations = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        call()
-        durations.append((time.perf_counter() - started) * 1000)
-    return durations
 
 
 def call_overhead(calls: int) -> list[tuple[str, str, str]]:

@@ -32,7 +32,7 @@ import argparse
 import time
 from collections.abc import Callable
 
-from common import median, percentile, print_table, setup_django, use_database
+from common import median, percentile, print_table, setup_django, timed, use_database
 
 SCORE_SQL = """
 INSERT INTO llm_agents_score (id, execution_id, session_id, name, data_type, value, string_value, comment,
@@ -49,16 +49,6 @@ CROSS JOIN LATERAL (SELECT CASE WHEN e.h % 10 < 6 THEN 'helpfulness' WHEN e.h % 
 CROSS JOIN LATERAL (SELECT n.name, CASE n.name WHEN 'helpfulness' THEN 'numeric' WHEN 'resolved' THEN 'boolean'
                                    ELSE 'categorical' END AS data_type) kind
 """
-
-
-def timed(call: Callable[[], object], runs: int) -> list[float]:
-    call()  # warm-up
-    durations = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        call()
-        durations.append((time.perf_counter() - started) * 1000)
-    return durations
 
 
 def ensure_scores(rows: int) -> int:

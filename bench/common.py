@@ -14,6 +14,8 @@ import platform
 import statistics
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -202,6 +204,17 @@ def machine() -> str:
     except Exception:  # noqa: BLE001 - Django not set up: the machine's details are enough
         pass
     return details
+
+
+def timed(call: Callable[[], object], runs: int) -> list[float]:
+    """``runs`` timings of ``call`` in milliseconds, after one warm-up call."""
+    call()  # warm-up
+    durations = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        call()
+        durations.append((time.perf_counter() - started) * 1000)
+    return durations
 
 
 def percentile(values: list[float], percent: float) -> float:

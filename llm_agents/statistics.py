@@ -126,6 +126,12 @@ def sign_flip_p_value(differences: Sequence[float], seed: int | str, resamples: 
     return max(round(p_value, PLACES), SMALLEST_P)
 
 
+def rate(part: int, whole: int) -> float:
+    """``part`` as a percentage of ``whole``, 0–100, rounded to 2 places like every rate (0 when
+    ``whole`` is 0)."""
+    return round(part * 100 / whole, 2) if whole else 0.0
+
+
 def normal_ci95(count: int, mean: float, sd: float | None) -> tuple[float, float]:
     """``(low, high)``: the 95% normal-approximation interval of a mean of ``count`` values with
     sample standard deviation ``sd`` (a zero-width interval for one value). ``ValueError`` for none."""

@@ -22,7 +22,7 @@ from ..db import fastpaths
 from ..events import emit
 from ..money import money
 from ..signals import experiment_guardrail_tripped
-from ..statistics import PLACES, normal_ci95, two_sample_comparison
+from ..statistics import PLACES, normal_ci95, rate, two_sample_comparison
 from .prompts import PRODUCTION, Prompt, PromptVersion, invalidate_prompt_cache
 
 #: Metrics every experiment can use; any other metric is the name of a score.
@@ -330,7 +330,7 @@ class PromptExperiment(models.Model):
             variants.append({
                 "version": number,
                 "executions": count,
-                "success_rate": round(row.get("ok", 0) * 100 / count, 2) if count else 0.0,
+                "success_rate": rate(row.get("ok", 0), count),
                 "avg_cost": money(row.get("avg_cost")),
                 "p50_duration_ms": p50,
                 "p95_duration_ms": p95,

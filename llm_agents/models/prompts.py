@@ -275,8 +275,7 @@ class Prompt(models.Model):
         if self.pk is None:
             raise PromptError("Save the prompt before labelling its versions.")
         name = validate_label_name(name)
-        if source not in PromptVersion.Source.values:
-            raise ValidationError(f"source must be one of {', '.join(PromptVersion.Source.values)}.")
+        validate_source(source)
         check_may_move(name, user)
         db = self._state.db
         with transaction.atomic(using=db):
@@ -338,8 +337,7 @@ class Prompt(models.Model):
         if self.pk is None:
             raise PromptError("Save the prompt before giving it content.")
         messages = normalize_messages(messages)
-        if source not in PromptVersion.Source.values:
-            raise ValidationError(f"source must be one of {', '.join(PromptVersion.Source.values)}.")
+        validate_source(source)
         with transaction.atomic(using=self._state.db):
             Prompt.objects.using(self._state.db).select_for_update().filter(pk=self.pk).first()
             current = self.versions.order_by("-number").first()
@@ -496,6 +494,13 @@ def resolve_partials(root_slug: str, templates: Iterable[str]) -> dict[str, str]
         for name in partial_names(template):
             visit(name, [root_slug])
     return sources
+
+
+def validate_source(source: str) -> None:
+    """``ValidationError`` unless ``source`` is one of PromptVersion.Source (where a version or a
+    label move came from)."""
+    if source not in PromptVersion.Source.values:
+        raise ValidationError(f"source must be one of {', '.join(PromptVersion.Source.values)}.")
 
 
 def validate_label_name(name: Any) -> str:

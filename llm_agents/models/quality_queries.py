@@ -14,6 +14,7 @@ from django.utils import timezone
 from ..db import fastpaths
 from ..failures import FAILED_STATUSES
 from ..money import money
+from ..statistics import rate
 from . import rollup_reads
 from .quality import Score, ScoreConfig
 
@@ -294,7 +295,7 @@ class QualityQueries(models.QuerySet):
         data_type = _data_type(config, counts)
         summary: dict[str, Any] = {"name": name, "data_type": data_type, "count": counts[data_type]}
         if data_type == BOOLEAN:
-            summary["true_rate"] = _rate(found[BOOLEAN]["n_true"], counts[BOOLEAN])
+            summary["true_rate"] = rate(found[BOOLEAN]["n_true"], counts[BOOLEAN])
         elif data_type == CATEGORICAL:
             categories = (
                 self._scores_named(name, CATEGORICAL)
@@ -371,7 +372,7 @@ class QualityQueries(models.QuerySet):
             count = sum(part["n"] for part in parts)
             row: dict[str, Any] = {"key": key, "count": count}
             if data_type == BOOLEAN:
-                row["true_rate"] = _rate(sum(part["n_true"] for part in parts), count)
+                row["true_rate"] = rate(sum(part["n_true"] for part in parts), count)
             elif data_type == CATEGORICAL:
                 row["distribution"] = _distribution(
                     config, {part["score_category"]: part["n"] for part in parts}
@@ -435,8 +436,3 @@ def _data_type(config: ScoreConfig | None, counts: dict[str, int]) -> str:
 
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(float(value), MEAN_PLACES)
-
-
-def _rate(part: int, whole: int) -> float:
-    """``part`` as a percentage of ``whole``, 0–100, to 2 places (0 when ``whole`` is 0)."""
-    return round(part * 100 / whole, 2) if whole else 0.0

@@ -24,6 +24,7 @@ from ..db import fastpaths, rollups
 from ..failures import ERROR_CATEGORIES, FAILED_STATUSES, error_category
 from ..money import money
 from ..periods import Period, day_range, last_day_of_month, local_now, resolve_period, start_of_day
+from ..statistics import rate
 from . import rollup_reads
 from .quality_queries import QualityQueries
 
@@ -91,11 +92,6 @@ def prompt_performance(
         "p95_duration_ms": None if p95_duration_ms is None else round(p95_duration_ms, 2),
         "scores": dict(scores or {}),
     }
-
-
-def rate(part: int, whole: int) -> float:
-    """``part`` as a percentage of ``whole``, 0–100, rounded to 2 places (0 when ``whole`` is 0)."""
-    return round(part * 100 / whole, 2) if whole else 0.0
 
 
 def _round(value: Any) -> float:
