@@ -78,3 +78,21 @@ class PromptError(LLMAgentsError):
     variable: str | None = None
     #: The partial that was being rendered when rendering failed, if any.
     partial: str | None = None
+
+
+class AgentPausedError(LLMAgentsError):
+    """An :class:`~llm_agents.models.AgentPause` in force refused the call before any provider request."""
+
+    def __init__(self, message: str, *, pause: Any = None) -> None:
+        super().__init__(message)
+        self.pause = pause
+
+
+class RunawayAgentError(LLMAgentsError):
+    """A call went past one of its agent's runaway limits (``max_cost_per_call``, ``max_tool_calls``,
+    ``max_identical_tool_calls``, named in the message and in ``limit``); the tool loop stopped."""
+
+    def __init__(self, message: str, *, limit: str, value: Any = None) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.value = value

@@ -61,3 +61,7 @@ prompt_label_moved = Signal()
 # experiment, version, reason — a variant broke a guardrail and left the split (sent once the
 # transaction commits)
 experiment_guardrail_tripped = Signal()
+
+# event — an alert rule fired (or a budget alerted or refused a call, when the budget has channels):
+# the AlertEvent with its deliveries created (sent once the transaction commits)
+alert_fired = Signal()

@@ -3,6 +3,7 @@ from .budgets import Budget, BudgetReservation, SpendCounter
 from .costs import CostConfig
 from .executions import Execution, Span
 from .experiments import PromptExperiment
+from .operations import AgentPause, AlertChannel, AlertDelivery, AlertEvent, AlertRule
 from .prompts import Prompt, PromptLabel, PromptLabelMove, PromptVersion
 from .quality import Dataset, DatasetItem, EvalResult, EvalRun, Score, ScoreConfig
 from .rollups import (
@@ -19,6 +20,11 @@ from .rollups import (
 )
 
 __all__ = [
+    "AgentPause",
+    "AlertChannel",
+    "AlertDelivery",
+    "AlertEvent",
+    "AlertRule",
     "Batch",
     "BatchRequest",
     "Budget",

@@ -115,6 +115,7 @@ class Budget(models.Model):
         AGENT = "agent", _("agent")
         TENANT = "tenant", _("tenant")
         MODEL = "model", _("model")
+        USER = "user", _("end user")
 
     class Period(models.TextChoices):
         DAILY = "daily", _("daily")
@@ -129,7 +130,9 @@ class Budget(models.Model):
     name = models.CharField(max_length=255)
     scope = models.CharField(max_length=10, choices=Scope.choices, default=Scope.GLOBAL)
     scope_value = models.CharField(
-        max_length=255, blank=True, help_text=_("Agent type, tenant id or model id; blank for global.")
+        max_length=255,
+        blank=True,
+        help_text=_("Agent type, tenant id, model id or end user id; blank for global."),
     )
     period = models.CharField(max_length=10, choices=Period.choices, default=Period.MONTHLY)
     period_days = models.PositiveIntegerField(null=True, blank=True, help_text=_("For rolling budgets."))
@@ -138,6 +141,12 @@ class Budget(models.Model):
     enforcement = models.CharField(max_length=10, choices=Enforcement.choices, default=Enforcement.HARD_STOP)
     alert_at_percentage = models.PositiveSmallIntegerField(default=80)
     is_active = models.BooleanField(default=True)
+    channels = models.ManyToManyField(
+        "llm_agents.AlertChannel",
+        blank=True,
+        related_name="budgets",
+        help_text=_("Where this budget's alerts and refusals are also sent."),
+    )
     # The local day of the last budget_alert / warning budget_exceeded: each fires once per period.
     alerted_on = models.DateField(null=True, blank=True, editable=False)
     exceeded_on = models.DateField(null=True, blank=True, editable=False)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.contrib.contenttypes.fields import GenericForeignKey
 from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
@@ -143,6 +144,19 @@ class Execution(models.Model):
         db_index=False,
         db_constraint=False,
     )
+    # The host's object the call was made for (SPEC section 19): an order, a ticket, a document.
+    # Nested executions inherit it; ``cost_of(obj)`` and ``for_object(obj)`` read it.
+    subject_type = models.ForeignKey(
+        "contenttypes.ContentType",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+    )
+    subject_id = models.CharField(max_length=255, blank=True, default="")
+    subject = GenericForeignKey("subject_type", "subject_id")
 
     objects = ExecutionQuerySet.as_manager()
 
@@ -202,6 +216,13 @@ class Execution(models.Model):
                 condition=Q(experiment__isnull=False, parent__isnull=True, eval_run__isnull=True),
                 covering=["id", "status", "total_cost", "duration_ms"],
                 name="llm_exec_experiment_idx",
+            ),
+            # An object's executions and their cost (for_object, cost_of, cost_by_subject).
+            CoveringIndex(
+                fields=["subject_type", "subject_id", "started_at"],
+                condition=~Q(subject_id=""),
+                covering=["parent", "eval_run", "total_cost", "total_tokens"],
+                name="llm_exec_subject_idx",
             ),
         ]
         constraints = [
