@@ -1,7 +1,8 @@
 """Celery tasks: thin wrappers around plain functions (which tests and commands call too).
 
-``record_executions`` lives with the rest of the tracking transport and is registered under this
-module's name (``llm_agents.tasks.record_executions``), where Celery's autodiscovery finds it.
+``record_executions`` lives with the rest of the tracking transport and ``deliver_alert`` with the
+alert deliveries; both are registered under this module's name (``llm_agents.tasks.…``), where
+Celery's autodiscovery finds them.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from celery import shared_task
 from celery.schedules import crontab
 
 from . import retention
+from .alerts.delivery import deliver_alert
 from .db import partitions
 from .tracking.transport import record_executions
 
 __all__ = [
     "beat_schedule",
+    "deliver_alert",
     "ensure_partitions",
     "flush_batches",
     "poll_batches",
