@@ -7,7 +7,16 @@ from django.conf import settings
 from django.db import migrations, models
 
 
+def reinstall_triggers(apps, schema_editor):
+    # On SQLite, adding subject_id (not null) rebuilt the executions table, and dropped its triggers.
+    from llm_agents.db import rollups
+
+    rollups.install_triggers(schema_editor.connection)
+
+
 class Migration(migrations.Migration):
+    # Operations (SPEC section 19): alert rules, channels, events and deliveries, agent pauses, the
+    # business object an execution was made for, budgets per end user and budget channels.
 
     dependencies = [
         ('contenttypes', '0002_remove_content_type_name'),
@@ -16,6 +25,8 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        # Unapplied, this runs last: SQLite rebuilt the table again when the columns went.
+        migrations.RunPython(migrations.RunPython.noop, reinstall_triggers),
         migrations.CreateModel(
             name='AgentPause',
             fields=[
@@ -124,6 +135,11 @@ class Migration(migrations.Migration):
             name='scope',
             field=models.CharField(choices=[('global', 'global'), ('agent', 'agent'), ('tenant', 'tenant'), ('model', 'model'), ('user', 'end user')], max_length=10),
         ),
+        migrations.AddField(
+            model_name='budgetreservation',
+            name='user_id',
+            field=models.CharField(blank=True, default='', max_length=255),
+        ),
         migrations.AddIndex(
             model_name='execution',
             index=llm_agents.models.indexes.CoveringIndex(condition=models.Q(('subject_id', ''), _negated=True), covering=('parent', 'eval_run', 'total_cost', 'total_tokens'), fields=['subject_type', 'subject_id', 'started_at'], name='llm_exec_subject_idx'),
@@ -185,4 +201,5 @@ class Migration(migrations.Migration):
             model_name='agentpause',
             index=models.Index(fields=['agent_type', 'tenant_id'], name='llm_agent_pause_idx'),
         ),
+        migrations.RunPython(reinstall_triggers, migrations.RunPython.noop),
     ]
