@@ -43,7 +43,7 @@ test-faults: $(VENV)/.installed-dev
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/llm_agents_bench
 BENCH_RESULTS ?= /tmp/llm_agents_bench
 BENCH_SCRIPTS := analytics api dashboard export budget_check retention retention_partitions tracking ingestion batches quality \
-  sync_prompts experiments
+  sync_prompts experiments alerts
 bench: $(VENV)/.installed-dev
 	cd bench && DATABASE_URL=$(BENCH_DATABASE_URL) ../$(PY) bench_scale.py --rows 1000000 --partitioned \
 	  --json $(BENCH_RESULTS)/scale-1000000.json $(BENCH_SCALE_ARGS)

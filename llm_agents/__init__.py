@@ -21,9 +21,10 @@ _LAZY = {
     "traced": "llm_agents.tracing",
     "tenant": "llm_agents.tracing",
     "session": "llm_agents.tracing",
+    "attribute_to": "llm_agents.tracing",
 }
 #: Subpackages reachable as attributes (``llm_agents.batches``) without importing them up front.
-_LAZY_MODULES = {"batches", "datasets", "evals", "scores"}
+_LAZY_MODULES = {"attribution", "batches", "datasets", "evals", "scores"}
 
 __all__ = ["__version__", *_LAZY, *_LAZY_MODULES]
 

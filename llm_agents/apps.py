@@ -27,6 +27,7 @@ class LLMAgentsConfig(AppConfig):
         )
         self.register_completion_hooks()
         self.install_evals()
+        self.install_budget_alerts()
         setting_changed.connect(self.settings_changed, dispatch_uid="llm_agents_settings_changed")
         self.install_instrumentation()
 
@@ -51,6 +52,13 @@ class LLMAgentsConfig(AppConfig):
         """Evaluation runs' batch handler (every process that polls settles them) and the hook counting
         what evaluators' own model calls cost."""
         from .evals import install
+
+        install()
+
+    @staticmethod
+    def install_budget_alerts() -> None:
+        """Budget alerts and refusals also reach the budget's alert channels."""
+        from .alerts.budgets import install
 
         install()
 

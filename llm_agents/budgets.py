@@ -4,13 +4,14 @@
 (:func:`check_call`), and its spend is recorded when its execution completes (:func:`settle_execution`,
 called by the recording layer for every execution, on the caller's side in every logging mode)::
 
-    reservation = budgets.check("SearchAgent", tenant_id="acme", model="gpt-4o", estimated_cost=Decimal("0.02"))
+    reservation = budgets.check("SearchAgent", tenant_id="acme", model="gpt-4o", user_id="u-7",
+                                estimated_cost=Decimal("0.02"))
     ...                                         # the call; BudgetExceededError above if a hard stop refused it
     reservation.settle(total_cost, total_tokens) if reservation else budgets.record("SearchAgent", ...)
 
 Spend lives in :class:`~llm_agents.models.SpendCounter` rows, one per scope key (global, agent type,
-tenant, model) and local day, incremented with ``F()``-style upserts; a budget's spend is the sum of the
-rows of its period. A hard-stop check locks the budgets it applies (``SELECT … FOR UPDATE`` on
+tenant, model, end user) and local day, incremented with ``F()``-style upserts; a budget's spend is the
+sum of the rows of its period. A hard-stop check locks the budgets it applies (``SELECT … FOR UPDATE`` on
 PostgreSQL; SQLite has a single writer), adds the spend of the period and the reservations of calls in
 flight, refuses the call when that reaches the limit, and otherwise reserves the call's estimated cost
 before the lock is released. So concurrent callers overshoot a limit by at most one call.
@@ -96,6 +97,7 @@ class Reservation:
     agent_type: str
     tenant_id: str | None
     model: str | None
+    user_id: str = ""
     amount: Decimal = ZERO
     tokens: int = 0
     at: dt.datetime = field(default_factory=timezone.now)
@@ -120,7 +122,8 @@ class Reservation:
         self.done = True
         _spend(
             self.agent_type, self.tenant_id, [self.model] if models is None else list(models),
-            total_cost, total_tokens, at or self.at, reservation=self, sender=self.sender, by_model=by_model,
+            total_cost, total_tokens, at or self.at, user_id=self.user_id, reservation=self,
+            sender=self.sender, by_model=by_model,
         )  # fmt: skip
 
     def release(self) -> None:
@@ -140,11 +143,13 @@ def check(
     model: str | None = None,
     estimated_cost: Decimal | int | str | None = None,
     *,
+    user_id: str | None = None,
     estimated_tokens: int = 0,
     at: dt.datetime | None = None,
     sender: Any = None,
 ) -> Reservation | None:
-    """Check the active budgets that apply to a call about to be made.
+    """Check the active budgets that apply to a call about to be made (by the end user ``user_id``,
+    if any).
 
     Raises :class:`~llm_agents.errors.BudgetExceededError` when a hard-stop budget's period spend plus
     the reservations of calls in flight reaches its limit (or its token limit); otherwise reserves
@@ -153,7 +158,15 @@ def check(
     ``at`` is when the call started (its spend is counted on that local day).
     """
     cost = Decimal(str(estimated_cost)) if estimated_cost is not None else ZERO
-    return _check(agent_type, tenant_id, model, lambda: (cost, int(estimated_tokens)), at=at, sender=sender)
+    return _check(
+        agent_type,
+        tenant_id,
+        model,
+        lambda: (cost, int(estimated_tokens)),
+        user_id=user_id,
+        at=at,
+        sender=sender,
+    )
 
 
 def estimate_call(
@@ -181,6 +194,7 @@ def check_call(
     messages: list[dict[str, Any]],
     max_tokens: int | None,
     at: dt.datetime,
+    user_id: str | None = None,
     sender: Any = None,
 ) -> Reservation | None:
     """:func:`check` for an agent call, reserving :func:`estimate_call` (computed only when a hard-stop
@@ -190,6 +204,7 @@ def check_call(
         tenant_id,
         model,
         lambda: estimate_call(model, messages, max_tokens, at),
+        user_id=user_id,
         at=at,
         sender=sender,
     )
@@ -201,6 +216,7 @@ def _check(
     model: str | None,
     estimate: Callable[[], tuple[Decimal, int]],
     *,
+    user_id: str | None,
     at: dt.datetime | None,
     sender: Any,
 ) -> Reservation | None:
@@ -209,17 +225,19 @@ def _check(
     from .models import Budget
 
     sender = sender if sender is not None else Budget
-    emit(signals.budget_checked, sender=sender, agent_type=agent_type, tenant_id=tenant_id)
+    user_id = "" if user_id is None else str(user_id)
+    emit(signals.budget_checked, sender=sender, agent_type=agent_type, tenant_id=tenant_id, user_id=user_id)
     now = timezone.now()
-    reservation = Reservation(agent_type, tenant_id, model, at=at or now, sender=sender)
+    reservation = Reservation(agent_type, tenant_id, model, user_id, at=at or now, sender=sender)
     try:
         applies, refused = _isolated(lambda: _check_and_reserve(reservation, estimate, now))
     except DatabaseError:
         logger.exception("llm_agents could not check the budgets of %s; the call goes ahead", agent_type)
         return None
     for budget, spend, _tokens, _reserved in refused:
-        emit(signals.budget_exceeded, sender=sender, agent_type=agent_type, tenant_id=tenant_id, budget=budget,
-             spend=spend, limit=budget.limit_usd, enforcement=budget.enforcement)  # fmt: skip
+        emit(signals.budget_exceeded, sender=sender, agent_type=agent_type, tenant_id=tenant_id,
+             user_id=user_id, budget=budget, spend=spend, limit=budget.limit_usd,
+             enforcement=budget.enforcement)  # fmt: skip
     if refused:
         budget, spend, tokens, reserved = refused[0]
         limit = f"${budget.limit_usd}"
@@ -250,6 +268,7 @@ def _check_and_reserve(
         agent_type=reservation.agent_type,
         tenant_id=tenant_id,
         model=reservation.model or "",
+        user_id=reservation.user_id,
         created_at=now,
         expires_at=now + RESERVATION_TTL,
     )
@@ -270,15 +289,20 @@ def record(
     tenant_id: str | None = None,
     model: str | None = None,
     *,
+    user_id: str | None = None,
     at: dt.datetime | None = None,
     sender: Any = None,
 ) -> None:
-    """Record spend made outside an agent call (on the local day of ``at``, default now).
+    """Record spend made outside an agent call (on the local day of ``at``, default now), for the end
+    user ``user_id`` if given.
 
     Counters are kept beside the executions table; spend recorded here with no execution behind it
     is not restored by ``rebuild_aggregates``.
     """
-    _spend(agent_type, tenant_id, [model], total_cost, total_tokens, at or timezone.now(), sender=sender)
+    _spend(
+        agent_type, tenant_id, [model], total_cost, total_tokens, at or timezone.now(), user_id=user_id,
+        sender=sender,
+    )  # fmt: skip
 
 
 def settle_completed(record: ExecutionRecord) -> None:
@@ -291,8 +315,8 @@ def settle_completed(record: ExecutionRecord) -> None:
 
 def settle_execution(record: ExecutionRecord) -> None:
     """Record the spend of a finished execution: its own cost and tokens (its totals less those of the
-    executions nested in it, which record their own) against its agent type and tenant, and against
-    the model of each of its llm spans that model's part (:func:`spend_by_model`). Settles the
+    executions nested in it, which record their own) against its agent type, tenant and end user,
+    and against the model of each of its llm spans that model's part (:func:`spend_by_model`). Settles the
     reservation its budget check made, if any. Spans whose spend was recorded when their call ended
     (raw SDK calls in a trace, checked on their own) are not counted again."""
     reservation: Reservation | None = getattr(record, "budget_reservation", None)
@@ -310,22 +334,24 @@ def settle_execution(record: ExecutionRecord) -> None:
     if reservation is not None:
         reservation.settle(cost, tokens, models=[], at=record.started_at, by_model=by_model)
     elif cost or tokens:
-        _spend(record.agent_type, record.tenant_id, [], cost, tokens, record.started_at, sender=None,
-               by_model=by_model)  # fmt: skip
+        _spend(record.agent_type, record.tenant_id, [], cost, tokens, record.started_at,
+               user_id=record.user_id, sender=None, by_model=by_model)  # fmt: skip
 
 
 def settle_executions(records: Iterable[ExecutionRecord]) -> None:
     """Record the spend of executions written together with no budget check before them (a batch's
     results), as :func:`settle_execution` would one by one, in one counter write per agent type,
-    tenant and day."""
+    tenant, end user and day."""
     if not app_settings.BUDGETS_ENABLED:
         return
-    groups: dict[tuple[str, str | None, dt.date], tuple[dt.datetime, list[Any], dict[str, list[Any]]]] = {}
+    groups: dict[
+        tuple[str, str | None, str, dt.date], tuple[dt.datetime, list[Any], dict[str, list[Any]]]
+    ] = {}
     for record in records:
         cost, tokens = max(record.total_cost, ZERO), max(record.total_tokens, 0)
         if not (cost or tokens):
             continue
-        key = (record.agent_type, record.tenant_id, local_day(record.started_at))
+        key = (record.agent_type, record.tenant_id, record.user_id, local_day(record.started_at))
         _, totals, models = groups.setdefault(key, (record.started_at, [ZERO, 0], {}))
         totals[0] += cost
         totals[1] += tokens
@@ -333,9 +359,9 @@ def settle_executions(records: Iterable[ExecutionRecord]) -> None:
             entry = models.setdefault(model, [ZERO, 0])
             entry[0] += model_cost
             entry[1] += model_tokens
-    for (agent_type, tenant_id, _), (at, (cost, tokens), models) in groups.items():
+    for (agent_type, tenant_id, user_id, _), (at, (cost, tokens), models) in groups.items():
         by_model = {model: (model_cost, model_tokens) for model, (model_cost, model_tokens) in models.items()}
-        _spend(agent_type, tenant_id, [], cost, tokens, at, sender=None, by_model=by_model)
+        _spend(agent_type, tenant_id, [], cost, tokens, at, user_id=user_id, sender=None, by_model=by_model)
 
 
 def spend_by_model(record: ExecutionRecord, cost: Decimal, tokens: int) -> dict[str, tuple[Decimal, int]]:
@@ -371,12 +397,14 @@ def _spend(
     total_tokens: int,
     at: dt.datetime,
     *,
+    user_id: str | None = None,
     reservation: Reservation | None = None,
     sender: Any,
     by_model: dict[str, tuple[Decimal, int]] | None = None,
 ) -> None:
-    """Add spend to the counters: ``total_cost``/``total_tokens`` under the global, agent and tenant
-    keys and each of ``models``; each model of ``by_model`` under its own key with its own part."""
+    """Add spend to the counters: ``total_cost``/``total_tokens`` under the global, agent, tenant and
+    end user keys and each of ``models``; each model of ``by_model`` under its own key with its own
+    part."""
     if not app_settings.BUDGETS_ENABLED:
         return
     from .models import Budget
@@ -386,7 +414,8 @@ def _spend(
     if cost < 0 or tokens < 0:
         raise ValueError(f"Spend must not be negative (got ${cost}, {tokens} tokens).")
     sender = sender if sender is not None else Budget
-    entries = [(scope, value, cost, tokens) for scope, value in spend_keys(agent_type, tenant_id, models)]
+    keys = spend_keys(agent_type, tenant_id, models, user_id)
+    entries = [(scope, value, cost, tokens) for scope, value in keys]
     for model, (model_cost, model_tokens) in (by_model or {}).items():
         if model and (model_cost or model_tokens) and ("model", model) not in {e[:2] for e in entries}:
             entries.append(("model", model, Decimal(str(model_cost)), int(model_tokens)))
@@ -396,8 +425,9 @@ def _spend(
         return
     now = timezone.now()
     notices = _isolated(lambda: _write_spend(entries, local_day(at), held, now))
-    emit(signals.budget_recorded, sender=sender, agent_type=agent_type, tenant_id=tenant_id, total_cost=cost,
-         total_tokens=tokens)  # fmt: skip
+    user_id = "" if user_id is None else str(user_id)
+    emit(signals.budget_recorded, sender=sender, agent_type=agent_type, tenant_id=tenant_id, user_id=user_id,
+         total_cost=cost, total_tokens=tokens)  # fmt: skip
     for signal, budget, spend, percent in notices:
         if signal is signals.budget_alert:
             emit(
@@ -409,8 +439,9 @@ def _spend(
                 percent_used=percent,
             )
         else:
-            emit(signal, sender=sender, agent_type=agent_type, tenant_id=tenant_id, budget=budget, spend=spend,
-                 limit=budget.limit_usd, enforcement=budget.enforcement)  # fmt: skip
+            emit(signal, sender=sender, agent_type=agent_type, tenant_id=tenant_id, user_id=user_id,
+                 budget=budget, spend=spend, limit=budget.limit_usd,
+                 enforcement=budget.enforcement)  # fmt: skip
 
 
 def _write_spend(
@@ -517,7 +548,7 @@ def rebuild_counters(
 
     A counter is the sum over the executions started that day of each one's own spend (its
     ``total_cost`` and ``total_tokens`` less those of its direct children, which count on their own),
-    under its agent type, tenant, ``model_id`` and ``chosen_model_id``. Each chunk of ``chunk_days``
+    under its agent type, tenant, end user, ``model_id`` and ``chosen_model_id``. Each chunk of ``chunk_days``
     days is replaced in one transaction, so budgets never read a half-written period. Spend recorded
     while the rebuild runs may be counted twice or missed: rebuild when traffic is quiet, or again.
     """
@@ -555,8 +586,8 @@ def rebuild_counters(
 
 def _counter_rows(first: dt.date, last: dt.date) -> list[Any]:
     """The SpendCounter rows of the local days ``first``..``last``, computed in the database with the
-    attribution of :func:`settle_execution`: each execution's own spend under its agent type and
-    tenant, and under the models of its llm spans (what they do not cover under its own model)."""
+    attribution of :func:`settle_execution`: each execution's own spend under its agent type, tenant
+    and end user, and under the models of its llm spans (what they do not cover under its own model)."""
     from .models import Execution, Span, SpendCounter
     from .models.budgets import spend_keys
 
@@ -565,7 +596,7 @@ def _counter_rows(first: dt.date, last: dt.date) -> list[Any]:
     own = (
         Execution.objects.filter(started_at__gte=start, started_at__lt=end)
         .annotate(local_day=TruncDate("started_at", tzinfo=zone))
-        .values("local_day", "agent_type", "tenant_id")
+        .values("local_day", "agent_type", "tenant_id", "user_id")
         .annotate(cost=Sum("total_cost"), tokens=Sum("total_tokens"))
         .order_by()
     )
@@ -575,8 +606,9 @@ def _counter_rows(first: dt.date, last: dt.date) -> list[Any]:
             local_day=TruncDate("parent__started_at", tzinfo=zone),
             parent_agent_type=F("parent__agent_type"),
             parent_tenant_id=F("parent__tenant_id"),
+            parent_user_id=F("parent__user_id"),
         )
-        .values("local_day", "parent_agent_type", "parent_tenant_id")
+        .values("local_day", "parent_agent_type", "parent_tenant_id", "parent_user_id")
         .annotate(cost=Sum("total_cost"), tokens=Sum("total_tokens"))
         .order_by()
     )
@@ -637,10 +669,10 @@ def _counter_rows(first: dt.date, last: dt.date) -> list[Any]:
             entry[1] += sign * int(tokens or 0)
 
     for row in own:
-        keys = spend_keys(row["agent_type"], row["tenant_id"], [])
+        keys = spend_keys(row["agent_type"], row["tenant_id"], [], row["user_id"])
         add(row["local_day"], keys, row["cost"], row["tokens"], 1)
     for child in nested:
-        keys = spend_keys(child["parent_agent_type"], child["parent_tenant_id"], [])
+        keys = spend_keys(child["parent_agent_type"], child["parent_tenant_id"], [], child["parent_user_id"])
         add(child["local_day"], keys, child["cost"], child["tokens"], -1)
     for spent_row in [*by_span, *rest]:
         if spent_row["model"]:

@@ -1,6 +1,7 @@
 """The context of the code running now, kept in context variables (correct across threads and
-asyncio tasks): the tenant, the session (and end user, tags), the evaluation run, the execution and
-span being recorded, and whether an SDK call is one of our providers' own. The bottom of the
+asyncio tasks): the tenant, the session (and end user, tags), the host's object calls are made for,
+the evaluation run, the execution and span being recorded, and whether an SDK call is one of our
+providers' own. The bottom of the
 package: it imports nothing of it but the settings.
 """
 
@@ -12,6 +13,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import models
 from django.utils.module_loading import import_string
 
 from .conf import app_settings
@@ -19,12 +21,15 @@ from .conf import app_settings
 __all__ = [
     "SessionScope",
     "activate",
+    "attribute_to",
+    "checked_subject",
     "current_eval_run_id",
     "current_session",
     "evaluating",
     "session",
     "current_execution",
     "current_span",
+    "current_subject",
     "current_tenant_id",
     "in_provider_call",
     "provider_call",
@@ -122,6 +127,47 @@ def session(
 def current_session() -> SessionScope:
     """The session, user and tags of the enclosing ``session()`` blocks (empty outside any)."""
     return _session.get()
+
+
+# -- the host's object the calls are made for ---------------------------------------------------------
+
+_subject: ContextVar[models.Model | None] = ContextVar("llm_agents_subject", default=None)
+
+
+def checked_subject(obj: Any) -> models.Model:
+    """``obj`` when it is a saved model instance (what an execution can be attributed to), else a
+    ``TypeError`` naming it."""
+    if not isinstance(obj, models.Model):
+        raise TypeError(
+            f"Executions are attributed to a saved model instance, not {obj!r} ({type(obj).__name__})"
+        )
+    if obj.pk is None:
+        raise TypeError(
+            f"Executions are attributed to a saved model instance: {obj!r} has no primary key yet"
+        )
+    return obj
+
+
+@contextmanager
+def attribute_to(obj: Any) -> Iterator[models.Model]:
+    """Attribute every execution started inside the block (nested ones too) to ``obj``, a saved
+    model instance of the host's (an order, a ticket, a document)::
+
+    with attribute_to(ticket):
+        TriageAgent.call(text=ticket.body)
+
+    Anything but a saved model instance raises ``TypeError`` before the block runs. An inner block
+    replaces the outer's object."""
+    token = _subject.set(checked_subject(obj))
+    try:
+        yield obj
+    finally:
+        _subject.reset(token)
+
+
+def current_subject() -> models.Model | None:
+    """The object of the enclosing ``attribute_to()`` block, if any."""
+    return _subject.get()
 
 
 # -- the evaluation run -----------------------------------------------------------------------------

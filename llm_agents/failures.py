@@ -18,6 +18,8 @@ ERROR_CATEGORIES = (
 ERROR_CLASS_CATEGORIES = {
     # A call refused by a hard-stop budget: not an error of the model (SPEC section 15).
     "budget": ("BudgetExceededError",),
+    # Refused by a pause or stopped by a runaway limit: whatever words their messages hold.
+    "other": ("AgentPausedError", "RunawayAgentError"),
     "rate_limit": ("RateLimitError",),
     "authentication": ("AuthenticationError", "PermissionDeniedError"),
     "timeout": ("ProviderTimeoutError", "TimeoutError", "APITimeoutError", "ReadTimeout", "ConnectTimeout"),

@@ -286,6 +286,7 @@ class TrackedCall:
             self.reservation = budgets.check_call(
                 agent_type=execution.agent_type,
                 tenant_id=execution.tenant_id,
+                user_id=execution.user_id,
                 model=self.model,
                 messages=[m for m in self.span.input or [] if isinstance(m, dict)],
                 max_tokens=self.max_tokens,

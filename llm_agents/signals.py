@@ -23,16 +23,16 @@ cache_hit = Signal()
 cache_miss = Signal()
 cache_written = Signal()
 
-# agent_type, tenant_id
+# agent_type, tenant_id, user_id (the end user, "" when none)
 budget_checked = Signal()
 
-# agent_type, tenant_id, budget, spend, limit, enforcement
+# agent_type, tenant_id, user_id, budget, spend, limit, enforcement
 budget_exceeded = Signal()
 
 # budget, spend, limit, percent_used — once per budget per period
 budget_alert = Signal()
 
-# agent_type, tenant_id, total_cost, total_tokens
+# agent_type, tenant_id, user_id, total_cost, total_tokens
 budget_recorded = Signal()
 
 # agent_type, primary_model, used_model, attempts_made

@@ -21,6 +21,7 @@ __all__ = [
     "beat_schedule",
     "deliver_alert",
     "ensure_partitions",
+    "evaluate_alerts",
     "flush_batches",
     "poll_batches",
     "purge_executions",
@@ -68,15 +69,26 @@ def run_eval(run_id: str) -> str:
     return str(evals.execute(run_id).status)
 
 
+@shared_task(ignore_result=True)
+def evaluate_alerts() -> int:
+    """Evaluate every active alert rule now (see ``alerts.evaluation.evaluate``); returns how many
+    fired."""
+    from .alerts import evaluation
+
+    return len(evaluation.evaluate())
+
+
 def beat_schedule() -> dict[str, dict[str, Any]]:
     """A suggested Celery beat schedule for the periodic tasks::
 
         app.conf.beat_schedule = {**app.conf.beat_schedule, **llm_agents.tasks.beat_schedule()}
 
-    Flush every 5 minutes, poll every 10 minutes (batches take minutes to hours), purge at 03:30,
-    create the coming months' partitions at 03:10 (nothing unless ``PARTITIONING`` is set).
+    Evaluate the alert rules every minute, flush every 5 minutes, poll every 10 minutes (batches take
+    minutes to hours), purge at 03:30, create the coming months' partitions at 03:10 (nothing unless
+    ``PARTITIONING`` is set).
     """
     return {
+        "llm_agents.evaluate_alerts": {"task": "llm_agents.tasks.evaluate_alerts", "schedule": 60.0},
         "llm_agents.flush_batches": {"task": "llm_agents.tasks.flush_batches", "schedule": 300.0},
         "llm_agents.poll_batches": {"task": "llm_agents.tasks.poll_batches", "schedule": 600.0},
         "llm_agents.purge_executions": {

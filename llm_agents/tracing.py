@@ -1,6 +1,6 @@
 """Tracing: ``trace()`` records a block as an execution, ``span()`` a step inside one, ``traced``
 decorates a function; ``tenant()`` scopes what runs inside to a tenant, ``session()`` records it
-under a session, an end user and tags.
+under a session, an end user and tags, ``attribute_to()`` attributes it to an object of the host's.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 from .conf import app_settings
 from .context import (
     activate,
+    attribute_to,
     current_execution,
     current_span,
     current_tenant_id,
@@ -22,7 +23,7 @@ from .context import (
 from .tracking import lifecycle
 from .tracking.records import ExecutionRecord, SpanRecord
 
-__all__ = ["Trace", "current_tenant_id", "session", "span", "tenant", "trace", "traced"]
+__all__ = ["Trace", "attribute_to", "current_tenant_id", "session", "span", "tenant", "trace", "traced"]
 
 
 @contextmanager
@@ -85,12 +86,21 @@ def trace(
     session_id: Any = None,
     user_id: Any = None,
     tags: Iterable[Any] | None = None,
+    subject: Any = None,
 ) -> Iterator[Any]:
     """Record the block as an Execution of kind ``trace`` named ``name`` (its ``agent_type``).
 
     Agent calls inside become child executions; a trace inside another execution becomes a span.
-    ``session_id``, ``user_id`` and ``tags`` apply as a ``session()`` block around it would.
+    ``session_id``, ``user_id`` and ``tags`` apply as a ``session()`` block around it would, and
+    ``subject`` (a saved model instance, else ``TypeError``) as an ``attribute_to()`` block would.
     """
+    if subject is not None:
+        with (
+            attribute_to(subject),
+            trace(name, metadata, session_id=session_id, user_id=user_id, tags=tags) as block,
+        ):
+            yield block
+        return
     if session_id is not None or user_id is not None or tags is not None:
         with session(session_id, user_id=user_id, tags=tags):
             with trace(name, metadata) as traced_block:

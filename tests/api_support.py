@@ -21,6 +21,7 @@ GET_ENDPOINTS = [
     "budgets/",
     "prompts/",
     "batches/",
+    "pauses/",
     "export/",
     "schema/",
 ]

@@ -1,8 +1,8 @@
 """A child process of the budget concurrency test: ``python -m tests.budget_workers CONFIG OUT``.
 
 CONFIG is a JSON file with ``database_url`` (the test database), ``go`` (a file whose appearance starts
-every child at once), ``model``, ``delay`` (seconds each provider answer takes) and ``tokens`` (input and
-output tokens of each answer). The child calls :class:`HammerAgent` until its hard-stop budget has
+every child at once), ``model``, ``delay`` (seconds each provider answer takes), ``tokens`` (input and
+output tokens of each answer) and ``user_id`` (the end user of every call). The child calls :class:`HammerAgent` until its hard-stop budget has
 refused it three times, and writes ``{"pid", "admitted", "refused", "errors"}`` as JSON to ``OUT.report``.
 """
 
@@ -53,7 +53,7 @@ def main() -> None:
                 "ok", input_tokens=config["tokens"], output_tokens=config["tokens"], delay=config["delay"]
             )
             try:
-                HammerAgent.call()
+                HammerAgent.call(_user_id=config["user_id"])
             except BudgetExceededError:
                 report["refused"] += 1
             except Exception as exc:  # reported to the parent, which fails the test

@@ -35,6 +35,8 @@ def route_kwargs(objects: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "dataset-item-detail": {"dataset_slug": objects["dataset"].slug, "pk": objects["item"].pk},
         "eval-run-detail": {"pk": objects["run"].pk},
         "eval-run-results": {"pk": objects["run"].pk},
+        "pause-detail": {"pk": objects["pause"].pk},
+        "pause-lift": {"pk": objects["pause"].pk},
         "prompt-labels": {"slug": objects["prompt"].slug},
         "prompt-move-label": {"slug": objects["prompt"].slug, "name": "staging"},
         "prompt-rollback": {"slug": objects["prompt"].slug},
@@ -57,7 +59,7 @@ POST_BODIES: dict[str, dict[str, Any]] = {
 def create_objects() -> dict[str, Any]:
     """One of each object the routes show."""
     from llm_agents import scores
-    from llm_agents.models import Dataset, EvalRun, PromptExperiment
+    from llm_agents.models import AgentPause, Dataset, EvalRun, PromptExperiment
     from tests.factories import (
         BatchFactory,
         BudgetFactory,
@@ -88,6 +90,7 @@ def create_objects() -> dict[str, Any]:
         "dataset": dataset,
         "item": item,
         "run": run,
+        "pause": AgentPause.objects.create(agent_type="SearchAgent", reason="host check"),
     }
 
 
@@ -102,7 +105,8 @@ def request_every_route() -> dict[str, dict[str, Any]]:
 
     client, anonymous = Client(), Client()
     staff = get_user_model().objects.create_user("staff", is_staff=True)
-    staff.user_permissions.add(Permission.objects.get(codename="promote_prompt"))  # moves `production`
+    # Moves `production`; lifts the pause.
+    staff.user_permissions.add(*Permission.objects.filter(codename__in=["promote_prompt", "change_agentpause"]))
     client.force_login(staff)
     kwargs_by_route = route_kwargs(create_objects())
     answers = {}

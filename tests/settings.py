@@ -21,6 +21,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "llm_agents",
+    "example_project.demo",  # the demo's support tickets (and the demo command's tests)
 ]
 
 MIDDLEWARE = [

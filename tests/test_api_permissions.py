@@ -48,6 +48,7 @@ def test_anonymous_is_refused_everywhere(client, objects):
     assert render.status_code == 403
     assert client.post(API + "budgets/", {}, content_type="application/json").status_code == 403
     assert client.delete(API + f"budgets/{objects['budget'].id}/").status_code == 403
+    assert client.post(API + "pauses/", {"agent_type": "x"}, content_type="application/json").status_code == 403
 
 
 def test_non_staff_is_refused_everywhere(client, member, objects):
@@ -117,6 +118,9 @@ def test_schema_is_openapi_3_and_lists_every_path(staff_client):
         "prompts/{slug}/render/",
         "batches/",
         "batches/{id}/",
+        "pauses/",
+        "pauses/{id}/",
+        "pauses/{id}/lift/",
         "export/",
         "schema/",
     ]:

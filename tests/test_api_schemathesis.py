@@ -13,6 +13,7 @@ from decimal import Decimal
 
 import pytest
 import schemathesis
+from django.contrib.auth.models import Permission
 from django.core import signals
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
@@ -26,7 +27,7 @@ from schemathesis.checks import (
 )
 
 from llm_agents import scores
-from llm_agents.models import Dataset, EvalResult, EvalRun, Execution, PromptExperiment
+from llm_agents.models import AgentPause, Dataset, EvalResult, EvalRun, Execution, PromptExperiment
 from tests.api_support import API
 from tests.factories import (
     BatchFactory,
@@ -88,11 +89,13 @@ def some_data():
         "item": item,
         "run": run,
         "experiment": experiment,
+        "pause": AgentPause.objects.create(agent_type="SupportAgent", reason="kept"),
     }
 
 
 def test_every_operation_conforms_to_the_schema(wsgi_app, django_user_model, some_data):
-    django_user_model.objects.create_user("staff", password="secret", is_staff=True)
+    staff = django_user_model.objects.create_user("staff", password="secret", is_staff=True)
+    staff.user_permissions.add(*Permission.objects.filter(codename__in=["add_agentpause", "change_agentpause"]))
     headers = {"Authorization": "Basic " + base64.b64encode(b"staff:secret").decode()}
     schema = schemathesis.openapi.from_wsgi(API + "schema/?format=json", wsgi_app, headers=headers)
 
@@ -119,6 +122,8 @@ def test_every_operation_conforms_to_the_schema(wsgi_app, django_user_model, som
         "/datasets/{dataset_slug}/items/{id}/": {"dataset_slug": "faq", "id": str(some_data["item"].id)},
         "/evals/{id}/": {"id": str(some_data["run"].id)},
         "/evals/{id}/results/": {"id": str(some_data["run"].id)},
+        "/pauses/{id}/": {"id": some_data["pause"].id},
+        "/pauses/{id}/lift/": {"id": some_data["pause"].id},
     }
     requests = 0
     failures = []

@@ -742,6 +742,7 @@ def test_beat_schedule_names_every_periodic_task():
         "llm_agents.tasks.poll_batches",
         "llm_agents.tasks.purge_executions",
         "llm_agents.tasks.ensure_partitions",
+        "llm_agents.tasks.evaluate_alerts",
     }
     assert names <= set(current_app.tasks)
     assert schedule["llm_agents.poll_batches"]["schedule"] > 0

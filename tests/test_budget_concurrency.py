@@ -4,7 +4,8 @@ On PostgreSQL the callers are 8 separate processes (``tests.budget_workers``) ru
 against the test database until the budget refuses them; each provider answer takes a few
 milliseconds, so calls overlap. On SQLite, which has one writer at a time, they are 8 threads of this
 process going through ``budgets.check`` and ``Reservation.settle`` (the single-writer path), and the same
-bound must hold.
+bound must hold. Every caller acts for one end user, so the bound is checked for an agent-scope and for a
+user-scope budget.
 """
 
 from __future__ import annotations
@@ -36,14 +37,18 @@ MODEL = "fake/hammer"
 TOKENS = 100  # input and output tokens of every call, and the call's max_tokens
 CALL_COST = Decimal("0.2")  # 200 tokens at $1,000 per million
 LIMIT = Decimal("10.1")  # 50.5 calls' worth: the 51st call is admitted and overshoots by $0.10
+USER_ID = "u-hammer"  # the end user every caller acts for
 
 
-@pytest.fixture
-def hard_stop():
+@pytest.fixture(
+    params=[(Budget.Scope.AGENT, "HammerAgent"), (Budget.Scope.USER, USER_ID)], ids=["agent", "user"]
+)
+def hard_stop(request):
+    scope, scope_value = request.param
     CostConfig.objects.create(model=MODEL, input_price_per_mtok=Decimal("1000"),
                               output_price_per_mtok=Decimal("1000"), effective_from="2020-01-01T00:00Z")  # fmt: skip
     return Budget.objects.create(
-        name="hammered", scope=Budget.Scope.AGENT, scope_value="HammerAgent", period=Budget.Period.DAILY,
+        name="hammered", scope=scope, scope_value=scope_value, period=Budget.Period.DAILY,
         limit_usd=LIMIT, enforcement=Budget.Enforcement.HARD_STOP,
     )  # fmt: skip
 
@@ -53,7 +58,14 @@ def run_processes(tmp_path: Path) -> list[dict]:
     config = tmp_path / "config.json"
     config.write_text(
         json.dumps(
-            {"database_url": database_url(), "go": str(go), "model": MODEL, "delay": 0.003, "tokens": TOKENS}
+            {
+                "database_url": database_url(),
+                "go": str(go),
+                "model": MODEL,
+                "delay": 0.003,
+                "tokens": TOKENS,
+                "user_id": USER_ID,
+            }
         )
     )
     outs = [tmp_path / f"worker-{n}.out" for n in range(WORKERS)]
@@ -92,8 +104,8 @@ def run_threads() -> list[dict]:
             barrier.wait()
             while report["refused"] < 3:
                 try:
-                    reservation = budgets.check("HammerAgent", model=MODEL, estimated_cost=CALL_COST,
-                                                estimated_tokens=2 * TOKENS)  # fmt: skip
+                    reservation = budgets.check("HammerAgent", model=MODEL, user_id=USER_ID,
+                                                estimated_cost=CALL_COST, estimated_tokens=2 * TOKENS)  # fmt: skip
                 except BudgetExceededError:
                     report["refused"] += 1
                     continue
@@ -127,7 +139,7 @@ def test_concurrent_callers_overshoot_a_hard_stop_by_at_most_one_call(hard_stop,
     spend = hard_stop.current_spend()
     overshoot = spend - LIMIT
     print(
-        f"\nhard stop on {connection.vendor}, {competitors}: limit ${LIMIT}, one call ${CALL_COST}; "
+        f"\n{hard_stop.scope} hard stop on {connection.vendor}, {competitors}: limit ${LIMIT}, one call ${CALL_COST}; "
         f"{admitted} calls admitted, {sum(r['refused'] for r in reports)} refused; spend ${spend}, "
         f"overshoot ${max(overshoot, Decimal(0))} (bound: one call, ${CALL_COST}); admitted per caller "
         f"{[r['admitted'] for r in reports]}"

@@ -13,18 +13,27 @@ from collections import defaultdict
 from decimal import Decimal
 
 import pytest
+from django.contrib.auth import get_user_model
+from django.core import mail
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db.models import Max, Sum
 from django.test import override_settings
+from django.urls import reverse
 from django.utils import timezone
 
 from example_project.demo.conf import demo_settings
 from example_project.demo.management.commands.demo import DATASET, WRITTEN_SUMMARIES
 from example_project.demo.management.commands.demo import Command as DemoCommand
+from example_project.demo.models import SupportTicket
+from llm_agents.admin.formatting import format_cost
+from llm_agents.alerts.messages import compose
+from llm_agents.attribution import cost_of
 from llm_agents.budgets import local_day
 from llm_agents.evals import EVAL_PURPOSE
 from llm_agents.models import (
+    AlertDelivery,
+    AlertEvent,
     Batch,
     BatchRequest,
     Budget,
@@ -51,7 +60,7 @@ def run_demo(calls: int = 40, verbosity: int = 0, **options) -> str:
     return out.getvalue()
 
 
-def test_demo_exercises_every_capability():
+def test_demo_exercises_every_capability(client):
     output = run_demo(url="http://0.0.0.0:8123/", verbosity=1)
 
     # The URL it was told is the one it prints.
@@ -100,6 +109,15 @@ def test_demo_exercises_every_capability():
     refused = Execution.objects.get(error_class="BudgetExceededError")
     assert (refused.status, refused.tenant_id) == ("error", hard_stop.scope_value)
 
+    # Alerts: both rules fired once to the email channel, and the free tier's refusal reached it too.
+    fired = {event.payload.get("rule") or event.payload["kind"]: event for event in AlertEvent.objects.all()}
+    assert set(fired) == {"Busy hour", "30-day budget past 80 %", "budget_refused"}
+    assert set(AlertDelivery.objects.values_list("status", flat=True)) == {"sent"}
+    assert fired["budget_refused"].budget == hard_stop
+    assert sorted(message.subject for message in mail.outbox) == sorted(
+        compose(event).subject for event in fired.values()
+    )
+
     # A batch went through flush and poll: reconciled, every request handled, each result an execution.
     batch = Batch.objects.get(purpose="ticket_summary")
     assert batch.status == Batch.Status.COMPLETED and batch.reconciled_at is not None
@@ -121,6 +139,23 @@ def test_demo_exercises_every_capability():
     assert len(tenants) >= 3
     assert Execution.objects.filter(status="timeout").exists()
     assert Span.objects.filter(kind="llm", status="error", error_class="RateLimitError").exists()
+
+    # Support tickets: each call made for one is attributed to it (its triage trace, a closed ticket's
+    # answer, its batched summary), and the admin shows what each ticket cost.
+    tickets = list(SupportTicket.objects.all())
+    assert len(tickets) == requests.count()
+    for ticket in tickets:
+        roots = list(Execution.objects.for_object(ticket))
+        kinds = {(execution.kind, execution.agent_type) for execution in roots}
+        assert {("trace", "ticket_triage"), ("batch", "ticket_summary")} <= kinds
+        assert (ticket.status == "closed") == (("agent", "SummaryAgent") in kinds)
+        assert cost_of(ticket)["total_cost"] == sum(execution.total_cost for execution in roots) > 0
+    client.force_login(get_user_model().objects.get(username="admin"))
+    listed = client.get(reverse("admin:demo_supportticket_changelist")).content.decode()
+    assert "LLM cost" in listed
+    assert all(format_cost(cost_of(ticket)["total_cost"]) in listed for ticket in tickets)
+    page = client.get(reverse("admin:demo_supportticket_change", args=[tickets[0].pk])).content.decode()
+    assert "LLM executions" in page and "ticket_triage" in page and "ticket_summary" in page
 
 
 def test_demo_latencies_and_history_look_real():

@@ -6,6 +6,7 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
+from django.contrib.contenttypes.models import ContentType
 from django.test import override_settings
 
 from llm_agents.models import Dataset, EvalRun, Execution, PromptExperiment
@@ -76,6 +77,8 @@ def column_values() -> dict[str, object]:
             dataset=Dataset.objects.create(slug="records"), agent_type="Forecaster", target="tests.Forecaster"
         ).pk,
         "experiment_id": experiment().pk,
+        "subject_type_id": ContentType.objects.get_for_model(Dataset).pk,
+        "subject_id": "records",
     }
 
 

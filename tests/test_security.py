@@ -21,6 +21,9 @@ from django.urls import URLPattern, URLResolver, get_resolver, resolve, reverse
 from llm_agents import Agent, Param, batches, trace
 from llm_agents.errors import AuthenticationError
 from llm_agents.models import (
+    AlertChannel,
+    AlertEvent,
+    AlertRule,
     Budget,
     BudgetReservation,
     Dataset,
@@ -103,6 +106,9 @@ def objects():
         ),
         "promptexperiment": experiment,
         "experiment": experiment,
+        "alertrule": AlertRule.objects.create(name="Errors up", metric="error_rate", threshold=5),
+        "alertchannel": AlertChannel.objects.create(name="Ops", kind="email", target="ops@example.com"),
+        "alertevent": AlertEvent.objects.create(value=1.0, payload={"kind": "test", "test": True}),
     }
 
 
@@ -173,7 +179,7 @@ def test_the_walk_finds_every_documented_endpoint_and_admin_page(objects):
     admin = {name for _, name in admin_routes(objects)}
     for model in ("execution", "span", "prompt", "promptversion", "budget", "batch", "batchrequest",
                   "costconfig", "spendcounter", "budgetreservation", "score", "scoreconfig", "dataset", "datasetitem",
-                  "evalrun", "promptexperiment"):  # fmt: skip
+                  "evalrun", "promptexperiment", "alertrule", "alertchannel", "alertevent"):  # fmt: skip
         assert {f"llm_agents_{model}_changelist", f"llm_agents_{model}_change"} <= admin, model
     assert {"llm_agents_dashboard", "app_list", "llm_agents_prompt_version", "llm_agents_execution_sessions",
             "llm_agents_execution_session", "llm_agents_execution_add_score", "llm_agents_evalrun_compare"} <= admin  # fmt: skip

@@ -1,3 +1,6 @@
 """The admin: one module per model family (importing them registers the ModelAdmins)."""
 
-from . import batches, budgets, costs, executions, experiments, prompts, quality  # noqa: F401
+from . import alerts, batches, budgets, costs, executions, experiments, pauses, prompts, quality  # noqa: F401
+from .attribution import ExecutionInline
+
+__all__ = ["ExecutionInline"]

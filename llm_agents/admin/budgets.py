@@ -39,11 +39,23 @@ class BudgetAdmin(TenantScopeAdminMixin, admin.ModelAdmin):
             },
         ),  # fmt: skip
         (
+            "Alerts",
+            {"fields": ["channels"], "description": "Where this budget's alerts and refusals are also sent."},
+        ),
+        (
             "This period",
             {"fields": ["spend_bar", "current_tokens_label", "forecast_label", "alerted_on", "exceeded_on"]},
         ),  # fmt: skip
     ]
+    filter_horizontal = ["channels"]
     actions = ["rebuild_spend_counters"]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        # Alert channels are the whole installation's: a tenant-scoped admin neither sees nor sets them.
+        fieldsets = super().get_fieldsets(request, obj)
+        if admin_tenant_scope(request).everything:
+            return fieldsets
+        return [(name, options) for name, options in fieldsets if "channels" not in options["fields"]]
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         form = super().get_form(request, obj, change, **kwargs)
@@ -121,7 +133,8 @@ class SpendCounterAdmin(TenantScopeAdminMixin, ReadOnlyAdminMixin, admin.ModelAd
 
 @admin.register(BudgetReservation)
 class BudgetReservationAdmin(TenantScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["agent_type", "tenant_id", "model", "amount", "tokens", "created_at", "expires_at"]
+    list_display = ["agent_type", "tenant_id", "model", "user_id", "amount", "tokens", "created_at",
+                    "expires_at"]  # fmt: skip
     ordering = ["-created_at"]
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:

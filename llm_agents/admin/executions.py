@@ -37,6 +37,7 @@ from ..models.querysets import (
     ExecutionQuerySet,
     error_category,
 )
+from .attribution import SubjectFilter
 from .dashboard import dashboard_view
 from .datasets import add_to_dataset
 from .formatting import format_cost, format_ms, pretty
@@ -289,6 +290,7 @@ class ExecutionAdmin(TenantScopedAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmi
         SessionFilter,
         UserFilter,
         TagFilter,
+        SubjectFilter,
         ("agent_type", IndexedValuesFilter),
         ("model_id", IndexedValuesFilter),
         ("tenant_id", IndexedValuesFilter),

@@ -8,18 +8,28 @@ import hashlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Generator, Iterator
+from decimal import Decimal
 from typing import Any, ClassVar
 
 from asgiref.sync import sync_to_async
 from django.core.cache import caches
-from django.db import close_old_connections
+from django.db import close_old_connections, router
 from django.utils import timezone
 
 from .. import budgets, context, signals, tracing
 from ..conf import app_settings
-from ..errors import AllModelsExhaustedError, AuthenticationError, ProviderError, RateLimitError
+from ..errors import (
+    AgentPausedError,
+    AllModelsExhaustedError,
+    AuthenticationError,
+    ProviderError,
+    RateLimitError,
+    RunawayAgentError,
+)
 from ..events import emit
+from ..money import money
 from ..providers import get_provider, provider_name_for
 from ..providers.base import ProviderRequest, ProviderResponse, ToolCall
 from ..tracking import lifecycle
@@ -52,6 +62,13 @@ class Agent:
     prompt_label: ClassVar[str | None] = None
     schema: ClassVar[Any] = None
     description: ClassVar[str] = ""
+    # Runaway limits (None: no limit); going past one raises RunawayAgentError.
+    #: US dollars one call may cost, nested agents included; checked after each provider response.
+    max_cost_per_call: ClassVar[Decimal | float | int | None] = None
+    #: Tool runs in one call.
+    max_tool_calls: ClassVar[int | None] = None
+    #: Runs of one tool with the same arguments in one call.
+    max_identical_tool_calls: ClassVar[int | None] = 3
 
     _agent_type_is_set: ClassVar[bool] = False
 
@@ -61,6 +78,7 @@ class Agent:
             cls._agent_type_is_set = True
         elif not cls._agent_type_is_set:
             cls.agent_type = cls.__name__
+        check_runaway_limits(cls)
 
     def __init__(self, **params: Any) -> None:
         values = bind_params(self.agent_type or type(self).__name__, collect_params(type(self)), params)
@@ -91,7 +109,8 @@ class Agent:
         """Run the agent and return an :class:`AgentResult`; records exactly one Execution.
 
         ``_session_id``, ``_user_id`` and ``_tags`` record it (and the executions nested in it)
-        under a session, an end user and tags, as a ``session()`` block would."""
+        under a session, an end user and tags, as a ``session()`` block would; ``_subject`` (a saved
+        model instance) attributes them to that object, as an ``attribute_to()`` block would."""
         params, session = session_arguments(params)
         run = Run(cls(**params), streaming=False, session=session)
         return _drain(run.execute())
@@ -117,18 +136,46 @@ class Agent:
         return AgentStream(Run(cls(**params), streaming=True, session=session))
 
 
-SESSION_ARGUMENTS = {"_session_id": "session_id", "_user_id": "user_id", "_tags": "tags"}
+RUNAWAY_LIMITS = {
+    "max_cost_per_call": ((Decimal, float, int), "a number of US dollars"),
+    "max_tool_calls": ((int,), "a whole number"),
+    "max_identical_tool_calls": ((int,), "a whole number"),
+}
+
+
+def check_runaway_limits(cls: type[Agent]) -> None:
+    """Refuse, when the class is created, a runaway limit that is not None or a finite number ≥ 0."""
+    for name, (kinds, kind_name) in RUNAWAY_LIMITS.items():
+        value = getattr(cls, name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise TypeError(f"{cls.__name__}.{name} must be {kind_name} or None (got {value!r}).")
+        if not Decimal(str(value)).is_finite() or value < 0:
+            raise ValueError(f"{cls.__name__}.{name} must be a finite number ≥ 0 (got {value!r}).")
+
+
+SESSION_ARGUMENTS = {
+    "_session_id": "session_id",
+    "_user_id": "user_id",
+    "_tags": "tags",
+    "_subject": "subject",
+}
 
 
 def session_arguments(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The agent's own parameters, and the session values given as ``_session_id``, ``_user_id``
-    and ``_tags`` (by their Execution field names)."""
+    """The agent's own parameters, and the session values given as ``_session_id``, ``_user_id``,
+    ``_tags`` (by their Execution field names) and ``_subject`` (as ``subject``; None: none)."""
     own = {name: value for name, value in params.items() if name not in SESSION_ARGUMENTS}
     session = {SESSION_ARGUMENTS[name]: value for name, value in params.items() if name in SESSION_ARGUMENTS}
     if "tags" in session:
         tags = session["tags"]
         if isinstance(tags, str) or not all(isinstance(tag, str) for tag in tags):
             raise TypeError(f"_tags must be a list of strings (got {tags!r})")
+    if session.get("subject") is not None:
+        context.checked_subject(session["subject"])
+    else:
+        session.pop("subject", None)
     return own, session
 
 
@@ -215,6 +262,7 @@ class Run:
         self.tools = {tool.name: tool for tool in map(tool_for, self.cls.tools)}
         self.attempts: list[dict[str, Any]] = []
         self.tool_calls: list[dict[str, Any]] = []
+        self.identical_tool_calls: Counter[tuple[str, str]] = Counter()  # (name, canonical arguments)
         self.fallback_chain: list[str] = []
         self.fallback_reason = ""
         self.rate_limited = False
@@ -290,6 +338,7 @@ class Run:
     def answer(
         self, messages: list[dict[str, Any]], tenant_id: str | None
     ) -> Generator[str, None, AgentResult]:
+        self.refuse_if_paused(tenant_id)
         cache_key = self.cache_key(messages, tenant_id) if self.cls.cache_ttl else None
         if cache_key is not None:
             hit = caches[app_settings.CACHE_ALIAS].get(cache_key)
@@ -307,8 +356,9 @@ class Run:
         # Budgets: a hard stop raises BudgetExceededError here, before any provider is asked. The
         # reservation is settled with the call's spend when the record completes (lifecycle.complete).
         self.record.budget_reservation = budgets.check_call(
-            agent_type=self.cls.agent_type, tenant_id=tenant_id, model=self.model, messages=messages,
-            max_tokens=self.max_tokens, at=self.record.started_at, sender=self.cls,
+            agent_type=self.cls.agent_type, tenant_id=tenant_id, user_id=self.record.user_id,
+            model=self.model, messages=messages, max_tokens=self.max_tokens, at=self.record.started_at,
+            sender=self.cls,
         )  # fmt: skip
 
         response = yield from self.first_response(messages)
@@ -435,6 +485,7 @@ class Run:
         if count_attempts:
             self.attempts.append(self.attempt(span, None))
         self.chosen_model, self.provider_name = model, provider_name
+        self.check_cost()
         return response
 
     def account(self, span: SpanRecord, input_tokens: int, output_tokens: int, cached_tokens: int = 0,
@@ -470,13 +521,63 @@ class Run:
                 "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in response.tool_calls],
             })  # fmt: skip
             for call in response.tool_calls:
+                self.check_tool_limits(call)
                 result = self.run_tool(call)
                 content = result if isinstance(result, str) else json.dumps(result, default=str)
                 messages.append(
                     {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": content}
                 )
+            self.check_cost()  # nested agents run as tools added their cost
             response = yield from self.request_with_retries(self.chosen_model, messages, count_attempts=False)
         return response
+
+    def refuse_if_paused(self, tenant_id: str | None) -> None:
+        """Raise AgentPausedError while an AgentPause applies to this agent in ``tenant_id``: before
+        the cache, the budgets and any provider request. One indexed query on the primary database."""
+        from ..models import AgentPause
+
+        alias = router.db_for_write(AgentPause)
+        pause = AgentPause.objects.using(alias).applying_to(self.cls.agent_type, tenant_id).first()
+        if pause is None:
+            return
+        where = f" in tenant {pause.tenant_id!r}" if pause.tenant_id else ""
+        until = f"until {pause.until.isoformat()}" if pause.until else "until lifted"
+        reason = pause.reason or "no reason given"
+        raise AgentPausedError(f"{self.cls.agent_type} is paused{where} {until}: {reason}", pause=pause)
+
+    def check_tool_limits(self, call: ToolCall) -> None:
+        """Raise RunawayAgentError instead of running the tool call that would go past
+        ``max_tool_calls`` or ``max_identical_tool_calls`` (so it is neither run nor recorded)."""
+        agent_type, limit = self.cls.agent_type, self.cls.max_tool_calls
+        if limit is not None and len(self.tool_calls) >= limit:
+            raise RunawayAgentError(
+                f"{agent_type} asked for a tool call ({call.name}) after {len(self.tool_calls)} tool runs: "
+                f"max_tool_calls is {limit}.",
+                limit="max_tool_calls",
+                value=limit,
+            )
+        key = (call.name, json.dumps(call.arguments, sort_keys=True, separators=(",", ":"), default=str))
+        limit = self.cls.max_identical_tool_calls
+        if limit is not None and self.identical_tool_calls[key] >= limit:
+            raise RunawayAgentError(
+                f"{agent_type} asked for {call.name} with the same arguments after {limit} identical runs: "
+                f"max_identical_tool_calls is {limit}.",
+                limit="max_identical_tool_calls",
+                value=limit,
+            )
+        self.identical_tool_calls[key] += 1
+
+    def check_cost(self) -> None:
+        """Raise RunawayAgentError once the call's running cost (nested agents included) is past
+        ``max_cost_per_call``: no further request is made."""
+        limit = self.cls.max_cost_per_call
+        cost = self.record.total_cost
+        if limit is not None and cost > Decimal(str(limit)):
+            raise RunawayAgentError(
+                f"{self.cls.agent_type} cost ${money(cost)} so far: max_cost_per_call is ${limit}.",
+                limit="max_cost_per_call",
+                value=limit,
+            )
 
     def run_tool(self, call: ToolCall) -> Any:
         metadata = {"tool_call_id": call.id}
@@ -587,11 +688,16 @@ class Run:
         return messages
 
     def session_values(self, parent: ExecutionRecord | None) -> dict[str, Any]:
-        """The session values given to this call, its tags added to those it would inherit."""
-        values: dict[str, Any] = {name: str(value) for name, value in self.session.items() if name != "tags"}
+        """The session values given to this call, its tags added to those it would inherit, and the
+        columns attributing it to its ``_subject``."""
+        values: dict[str, Any] = {
+            name: str(value) for name, value in self.session.items() if name not in ("tags", "subject")
+        }
         if "tags" in self.session:
             inherited = parent.tags if parent is not None else context.current_session().tags
             values["tags"] = list(dict.fromkeys([*inherited, *self.session["tags"]]))
+        if "subject" in self.session:
+            values.update(lifecycle.subject_values(self.session["subject"]))
         return values
 
     def resolve_tenant(self) -> str | None:

@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from django import forms
+from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 from django_filters import rest_framework as filters
@@ -118,6 +119,32 @@ class IntegerFilter(filters.NumberFilter):
     field_class = forms.IntegerField
 
 
+class ContentTypeField(forms.CharField):
+    """A model as ``app_label.model`` (``shop.order``), cleaned to its ContentType."""
+
+    def clean(self, value: Any) -> Any:
+        text = super().clean(value)
+        if not text:
+            return None
+        app_label, _, model = text.partition(".")
+        try:
+            return ContentType.objects.get_by_natural_key(app_label, model.lower())
+        except ContentType.DoesNotExist:
+            raise ValidationError(
+                f"No model {text!r}: give app_label.model, as shop.order.", code="invalid"
+            ) from None
+
+
+@extend_schema_field(OpenApiTypes.STR)
+class SubjectTypeFilter(filters.CharFilter):
+    """The executions attributed to objects of one model (``subject_type``)."""
+
+    field_class = ContentTypeField
+
+    def filter(self, queryset: ExecutionQuerySet, value: Any) -> ExecutionQuerySet:
+        return queryset.filter(subject_type_id=value.pk) if value is not None else queryset
+
+
 class ExecutionFilterForm(forms.Form):
     def clean(self) -> dict[str, Any]:
         cleaned: dict[str, Any] = super().clean() or {}
@@ -165,6 +192,10 @@ class ExecutionFilterSet(filters.FilterSet):
         help_text="key:value — metadata[key] equals value (a string, or the JSON number, true, false "
         "or null it spells); key alone — the metadata has the key."
     )
+    subject_type = SubjectTypeFilter(
+        help_text="The model of the objects the executions are attributed to, as app_label.model."
+    )
+    subject_id = filters.CharFilter(help_text="The primary key of the object they are attributed to.")
     search = filters.CharFilter(
         method="filter_search",
         help_text="Every word in agent_type, model_id, error_class, error_message, tenant_id, "

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import models
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -106,12 +108,35 @@ EXECUTION_LIST_FIELDS = [
 ]
 
 
+@extend_schema_field(OpenApiTypes.STR)
+class ContentTypeLabel(serializers.Field):
+    """A content type's id shown as ``app_label.model`` (``shop.order``)."""
+
+    def to_representation(self, value: int) -> str:
+        content_type = ContentType.objects.get_for_id(value)
+        return f"{content_type.app_label}.{content_type.model}"
+
+
+def subject_type_field() -> ContentTypeLabel:
+    return ContentTypeLabel(
+        source="subject_type_id",
+        read_only=True,
+        allow_null=True,
+        help_text="The model of the object the execution is attributed to, as app_label.model (null: none).",
+    )
+
+
+SUBJECT_FIELDS = ["subject_type", "subject_id"]
+
+
 class ExecutionSerializer(ApiModelSerializer):
     """One row of ``executions/``: everything but the prompts, response and JSON details."""
 
+    subject_type = subject_type_field()
+
     class Meta:
         model = Execution
-        fields = EXECUTION_LIST_FIELDS
+        fields = [*EXECUTION_LIST_FIELDS, *SUBJECT_FIELDS]
         read_only_fields = fields
 
 
@@ -177,11 +202,13 @@ class ExecutionDetailSerializer(ApiModelSerializer):
     """``executions/{id}/``: every field of the execution and its spans as a tree."""
 
     spans = serializers.SerializerMethodField()
+    subject_type = subject_type_field()
 
     class Meta:
         model = Execution
         fields = [
             *EXECUTION_LIST_FIELDS,
+            *SUBJECT_FIELDS,
             "temperature",
             "created_at",
             "parameters",

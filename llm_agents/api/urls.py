@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import path, re_path
 from rest_framework.routers import SimpleRouter
 
-from . import evaluations, prompts, quality, views
+from . import evaluations, operations, prompts, quality, views
 
 app_name = "llm_agents_api"
 
@@ -21,6 +21,7 @@ router.register(
     basename="dataset-item",
 )
 router.register("evals", evaluations.EvalRunViewSet, basename="eval-run")
+router.register("pauses", operations.AgentPauseViewSet, basename="pause")
 
 urlpatterns = [
     path("overview/", views.OverviewView.as_view(), name="overview"),

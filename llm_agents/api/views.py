@@ -34,7 +34,7 @@ from ..db.routing import for_analytics
 from ..models import Batch, Budget, EvalRun, Execution, PromptExperiment, PromptVersion, Score, Span
 from ..models.querysets import COST_GROUPS
 from . import serializers as s
-from .export import csv_response, export_rows, json_lines
+from .export import csv_response, export_rows, focus_response, json_lines
 from .filters import BatchFilterSet, BudgetFilterSet, ExecutionFilterSet
 from .pagination import ApiPagination, ExecutionPagination
 from .params import (
@@ -293,9 +293,13 @@ class ExportContentNegotiation(BaseContentNegotiation):
         return renderer, renderer.media_type
 
 
+EXPORT_FORMATS = ["csv", "json", "focus"]
+
+
 @method_decorator(transaction.non_atomic_requests, name="dispatch")
 class ExportView(ApiMixin, APIView):
-    """Every execution matching the executions/ filters, streamed as CSV or JSON."""
+    """Every execution matching the executions/ filters, streamed as CSV or JSON; or, as FinOps FOCUS
+    cost rows (CSV), every root execution matching them."""
 
     renderer_classes = [JSONRenderer]
     pagination_class = None
@@ -305,7 +309,12 @@ class ExportView(ApiMixin, APIView):
 
     @api_schema(
         parameters=[
-            OpenApiParameter("format", OpenApiTypes.STR, enum=["csv", "json"], description="Default csv."),
+            OpenApiParameter(
+                "format",
+                OpenApiTypes.STR,
+                enum=EXPORT_FORMATS,
+                description="Default csv. focus: FinOps FOCUS 1.x cost columns, one row per root execution.",
+            ),
             *period_parameters(default=None),
         ],
         responses={
@@ -317,7 +326,7 @@ class ExportView(ApiMixin, APIView):
         filters=True,
     )
     def get(self, request: Request) -> StreamingHttpResponse:
-        export_format = parse_choice(request.query_params, "format", ["csv", "json"], "csv")
+        export_format = parse_choice(request.query_params, "format", EXPORT_FORMATS, "csv")
         queryset = self.executions().order_by("-started_at", "-id")
         period = parse_period(request.query_params, default=None)
         if period is not None:
@@ -327,6 +336,8 @@ class ExportView(ApiMixin, APIView):
             raise translate_validation(filterset.errors)
         if export_format == "csv":
             return csv_response(filterset.qs)
+        if export_format == "focus":
+            return focus_response(filterset.qs)
         response = StreamingHttpResponse(
             json_lines(export_rows(filterset.qs)), content_type="application/json"
         )
@@ -337,7 +348,23 @@ class ExportView(ApiMixin, APIView):
 # -- budgets and batches ----------------------------------------------------------------------
 
 
-class BudgetViewSet(ApiMixin, viewsets.ModelViewSet):
+class TenantWritesMixin:
+    """Tell the serializer the tenant a tenant-scoped request writes for (``context["tenant_id"]``);
+    such a request with no tenant may read but not write (403)."""
+
+    request: Any
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        context = dict(super().get_serializer_context())  # type: ignore[misc]
+        scope = tenant_scope(self.request)
+        if not scope.everything:
+            if scope.tenant_id is None and self.request.method not in ("GET", "HEAD", "OPTIONS"):
+                raise PermissionDenied("No tenant resolves for this request.")
+            context["tenant_id"] = scope.tenant_id
+        return context
+
+
+class BudgetViewSet(TenantWritesMixin, ApiMixin, viewsets.ModelViewSet):
     """Budgets, each with its current period's spend; a tenant sees and writes its own only."""
 
     serializer_class = s.BudgetSerializer
@@ -350,15 +377,6 @@ class BudgetViewSet(ApiMixin, viewsets.ModelViewSet):
         if scope.everything:
             return queryset
         return scope.filter(queryset.filter(scope=Budget.Scope.TENANT), field="scope_value")
-
-    def get_serializer_context(self) -> dict[str, Any]:
-        context = dict(super().get_serializer_context())
-        scope = tenant_scope(self.request)
-        if not scope.everything:
-            if scope.tenant_id is None and self.request.method not in ("GET", "HEAD", "OPTIONS"):
-                raise PermissionDenied("No tenant resolves for this request.")
-            context["tenant_id"] = scope.tenant_id
-        return context
 
 
 class BatchViewSet(ApiMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

@@ -9,8 +9,9 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from ..conf import app_settings
-from ..context import current_eval_run_id, current_tenant_id
+from ..context import current_eval_run_id, current_subject, current_tenant_id
 from ..models import BatchRequest
+from ..tracking.lifecycle import subject_values
 from .schema import normalize_schema
 
 __all__ = ["enqueue", "retry_failed"]
@@ -36,7 +37,8 @@ def enqueue(
     they are. The row is written on the caller's connection, so it joins the caller's transaction: if that
     rolls back, nothing was enqueued. With ``custom_id``, enqueueing the same id again returns the
     existing request instead of adding another. Inside ``evaluating(run_id)`` the request belongs to
-    that evaluation run, and so does the execution recorded for its result.
+    that evaluation run, and so does the execution recorded for its result; inside ``attribute_to(obj)``
+    that execution is attributed to ``obj``.
     """
     if not purpose:
         raise ValueError("purpose must not be empty")
@@ -56,6 +58,9 @@ def enqueue(
     eval_run_id = current_eval_run_id()
     if eval_run_id is not None:
         payload["eval_run_id"] = str(eval_run_id)
+    subject = current_subject()
+    if subject is not None:
+        payload.update(subject_values(subject))
     routing = dict(routing or {})
     try:
         json.dumps(payload)

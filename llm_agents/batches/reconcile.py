@@ -362,6 +362,8 @@ class _Reconciler:
             duration_ms=None,
             tenant_id=payload.get("tenant_id"),
             eval_run_id=uuid.UUID(payload["eval_run_id"]) if payload.get("eval_run_id") else None,
+            subject_type_id=payload.get("subject_type_id"),
+            subject_id=payload.get("subject_id", ""),
             parameters={"temperature": payload.get("temperature"), **(payload.get("params") or {})},
             system_prompt=payload.get("instructions") or "",
             user_prompt=user_input if isinstance(user_input, str) else json.dumps(user_input),

@@ -255,7 +255,7 @@ def check_and_reserve(
     today: dt.date,
 ) -> BudgetCheck:
     """Check the budgets that apply to the call of ``reservation`` (an unsaved row: its agent type,
-    tenant, model, ``created_at`` as now and ``expires_at``) and hold it unless a hard stop refuses.
+    tenant, model, end user, ``created_at`` as now and ``expires_at``) and hold it unless a hard stop refuses.
     Its amount and tokens are filled in from ``estimate()`` when a hard-stop budget applies. Periods
     are those containing the local day ``today``.
 
@@ -265,7 +265,10 @@ def check_and_reserve(
 
     now = reservation.created_at
     applying = Budget.objects.using(alias).applying_to(
-        agent_type=reservation.agent_type, tenant_id=reservation.tenant_id, model=reservation.model
+        agent_type=reservation.agent_type,
+        tenant_id=reservation.tenant_id,
+        model=reservation.model,
+        user_id=reservation.user_id,
     )
     budgets = list(applying.values_list("pk", "enforcement"))
     hard = sorted(pk for pk, enforcement in budgets if enforcement == Budget.Enforcement.HARD_STOP)
@@ -318,12 +321,15 @@ usage AS (
         SELECT COALESCE(SUM(amount), 0) AS reserved, COALESCE(SUM(tokens), 0) AS reserved_tokens
         FROM {reservation} x, now_ n
         WHERE x.expires_at > n.moment AND (p.scope = 'global' OR (p.scope = 'agent' AND x.agent_type = p.scope_value)
-            OR (p.scope = 'tenant' AND x.tenant_id = p.scope_value) OR (p.scope = 'model' AND x.model = p.scope_value))
+            OR (p.scope = 'tenant' AND x.tenant_id = p.scope_value) OR (p.scope = 'model' AND x.model = p.scope_value)
+            OR (p.scope = 'user' AND x.user_id = p.scope_value))
     ) r
 ),
 inserted AS (
-    INSERT INTO {reservation} (id, agent_type, tenant_id, model, amount, tokens, created_at, expires_at)
-    SELECT %s::uuid, %s::varchar, %s::varchar, %s::varchar, %s::numeric, %s::bigint, %s::timestamptz, %s::timestamptz
+    INSERT INTO {reservation} (id, agent_type, tenant_id, model, user_id, amount, tokens, created_at,
+        expires_at)
+    SELECT %s::uuid, %s::varchar, %s::varchar, %s::varchar, %s::varchar, %s::numeric, %s::bigint,
+        %s::timestamptz, %s::timestamptz
     WHERE EXISTS (SELECT 1 FROM usage) AND NOT EXISTS (
         SELECT 1 FROM usage u WHERE u.spend + u.reserved >= u.limit_usd
             OR (u.token_limit IS NOT NULL AND u.tokens + u.reserved_tokens >= u.token_limit))
@@ -355,7 +361,9 @@ def check_and_reserve_postgresql(
 
     connection = connections[alias]
     quote = connection.ops.quote_name
-    keys = Budget.spend_keys(reservation.agent_type, reservation.tenant_id, [reservation.model])
+    keys = Budget.spend_keys(
+        reservation.agent_type, reservation.tenant_id, [reservation.model], reservation.user_id
+    )
     tables = {"budget": quote(Budget._meta.db_table), "counter": quote(SpendCounter._meta.db_table),
               "reservation": quote(BudgetReservation._meta.db_table),
               "keys": " OR ".join(["(scope = %s AND scope_value = %s)"] * len(keys))}  # fmt: skip
@@ -365,7 +373,7 @@ def check_and_reserve_postgresql(
     now = reservation.created_at
     params = [
         today, now, *calendar["daily"], *calendar["weekly"], *calendar["monthly"], *key_params,
-        reservation.id, reservation.agent_type, reservation.tenant_id, reservation.model,
+        reservation.id, reservation.agent_type, reservation.tenant_id, reservation.model, reservation.user_id,
         reservation.amount, reservation.tokens, now, reservation.expires_at,
         *key_params,
     ]  # fmt: skip

@@ -23,17 +23,22 @@ if TYPE_CHECKING:
 ZERO = Decimal("0")
 
 #: A spend counter's key, ``(scope, scope value)``: ``("global", "")``, ``("agent", "SearchAgent")``,
-#: ``("tenant", "acme")``, ``("model", "gpt-4o")``.
+#: ``("tenant", "acme")``, ``("model", "gpt-4o")``, ``("user", "u-7")``.
 Key = tuple[str, str]
 
 
-def spend_keys(agent_type: str, tenant_id: str | None, models: Iterable[str | None]) -> list[Key]:
-    """The counter keys a call's spend goes to: global, its agent type, its tenant, each model named."""
+def spend_keys(
+    agent_type: str, tenant_id: str | None, models: Iterable[str | None], user_id: str | None = None
+) -> list[Key]:
+    """The counter keys a call's spend goes to: global, its agent type, its tenant, each model named
+    and its end user (a call with no user counts under no user's budget)."""
     keys: list[Key] = [("global", "")]
     if agent_type:
         keys.append(("agent", agent_type))
     if tenant_id not in (None, ""):
         keys.append(("tenant", str(tenant_id)))
+    if user_id not in (None, ""):
+        keys.append(("user", str(user_id)))
     keys.extend(("model", model) for model in dict.fromkeys(models) if model)
     return sorted(keys)  # one order everywhere, so concurrent upserts of the same rows never deadlock
 
@@ -58,7 +63,7 @@ def days_of_period(period: str, rolling_days: int | None, today: dt.date) -> tup
 
 class BudgetQuerySet(models.QuerySet["Budget"]):
     """Which budgets apply to a call: ``Budget.objects.applying_to(agent_type="SearchAgent",
-    tenant_id="acme", model="gpt-4o")``."""
+    tenant_id="acme", model="gpt-4o", user_id="u-7")``."""
 
     def active(self) -> BudgetQuerySet:
         return self.filter(is_active=True)
@@ -74,12 +79,17 @@ class BudgetQuerySet(models.QuerySet["Budget"]):
         return self.active().filter(condition) if condition else self.none()
 
     def applying_to(
-        self, *, agent_type: str, tenant_id: str | None = None, model: str | Iterable[str] | None = None
+        self,
+        *,
+        agent_type: str,
+        tenant_id: str | None = None,
+        model: str | Iterable[str] | None = None,
+        user_id: str | None = None,
     ) -> BudgetQuerySet:
         """The active budgets whose scope matches a call: the global ones, those of its agent type,
-        of its tenant and of its model (or of each of several models)."""
+        of its tenant, of its model (or of each of several models) and of its end user."""
         models = [model] if model is None or isinstance(model, str) else list(model)
-        return self.for_keys(spend_keys(agent_type, tenant_id, models))
+        return self.for_keys(spend_keys(agent_type, tenant_id, models, user_id))
 
     def locked(self) -> list[Budget]:
         """These budgets, locked until the transaction ends (in primary key order, so lockers never
@@ -104,7 +114,8 @@ class BudgetForecast:
 
 
 class Budget(models.Model):
-    """A spending limit for a scope (everything, one agent, one tenant or one model) over a period.
+    """A spending limit for a scope (everything, one agent, one tenant, one model or one end user) over
+    a period.
 
     Spend is read from :class:`SpendCounter` rows (one per scope key and local day), never summed over
     the executions table, so the figures cost the same however many executions are stored.
@@ -215,6 +226,8 @@ class Budget(models.Model):
             queryset = queryset.filter(tenant_id=self.scope_value)
         elif self.scope == self.Scope.MODEL:
             queryset = queryset.filter(Q(model_id=self.scope_value) | Q(chosen_model_id=self.scope_value))
+        elif self.scope == self.Scope.USER:
+            queryset = queryset.filter(user_id=self.scope_value)
         return queryset
 
     # -- figures ------------------------------------------------------------------------------
@@ -321,8 +334,9 @@ class SpendCounterQuerySet(models.QuerySet["SpendCounter"]):
 class SpendCounter(models.Model):
     """Spend and tokens recorded for one scope key on one local day (``settings.TIME_ZONE``).
 
-    Every recorded call adds to the rows of its keys: global, its agent type, its tenant, and the
-    model asked for and the model that answered. A budget's spend is the sum of at most 31 of them.
+    Every recorded call adds to the rows of its keys: global, its agent type, its tenant, its end
+    user, and the model asked for and the model that answered. A budget's spend is the sum of at most
+    31 of them.
     ``rebuild_aggregates`` recomputes the rows from the executions table.
     """
 
@@ -350,8 +364,8 @@ class SpendCounter(models.Model):
 class BudgetReservationQuerySet(models.QuerySet["BudgetReservation"]):
     def hold(self, reservation: BudgetReservation) -> BudgetReservation:
         """Insert ``reservation`` (built unsaved by a budget check): its amount and tokens count
-        against the hard-stop budgets of its agent type, tenant and model until it is released or
-        expires."""
+        against the hard-stop budgets of its agent type, tenant, model and end user until it is
+        released or expires."""
         reservation.save(force_insert=True, using=self.db)
         return reservation
 
@@ -375,12 +389,16 @@ class BudgetReservationQuerySet(models.QuerySet["BudgetReservation"]):
         budgets = list(budgets)
         if not budgets:
             return {}
-        held = list(self.live(now).values_list("agent_type", "tenant_id", "model", "amount", "tokens"))
+        held = list(
+            self.live(now).values_list("agent_type", "tenant_id", "model", "user_id", "amount", "tokens")
+        )
         totals = {}
         for budget in budgets:
             amount, tokens = ZERO, 0
-            for agent_type, tenant_id, model, row_amount, row_tokens in held:
-                scope_value = {"agent": agent_type, "tenant": tenant_id, "model": model}.get(budget.scope)
+            for agent_type, tenant_id, model, user_id, row_amount, row_tokens in held:
+                scope_value = {"agent": agent_type, "tenant": tenant_id, "model": model, "user": user_id}.get(
+                    budget.scope
+                )
                 if budget.scope == Budget.Scope.GLOBAL or scope_value == budget.scope_value:
                     amount += row_amount
                     tokens += row_tokens
@@ -398,6 +416,7 @@ class BudgetReservation(models.Model):
     agent_type = models.CharField(max_length=255)
     tenant_id = models.CharField(max_length=255, blank=True)
     model = models.CharField(max_length=255, blank=True)
+    user_id = models.CharField(max_length=255, blank=True, default="")
     amount = money_field()
     tokens = token_field()
     created_at = models.DateTimeField(default=timezone.now)

@@ -241,6 +241,12 @@ class AgentPauseQuerySet(models.QuerySet["AgentPause"]):
         tenants = Q(tenant_id="") | Q(tenant_id=tenant_id) if tenant_id else Q(tenant_id="")
         return self.in_force(now).filter(tenants, agent_type=agent_type)
 
+    def lift(self, now: dt.datetime | None = None) -> int:
+        """End these pauses that are in force (``until`` becomes now; the rows stay, as history);
+        returns how many were lifted."""
+        now = now or timezone.now()
+        return self.in_force(now).update(until=now)
+
 
 class AgentPause(models.Model):
     """While in force, calls of ``agent_type`` (in ``tenant_id``, or everywhere when blank) raise

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
+from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import EmptyResultSet
 from django.db import connections, models
 from django.db.models import Avg, Count, F, Max, Q, Sum, Value
@@ -20,6 +21,7 @@ from django.utils import timezone
 
 from .. import latency
 from ..conf import app_settings
+from ..context import checked_subject
 from ..db import fastpaths, rollups
 from ..failures import ERROR_CATEGORIES, FAILED_STATUSES, error_category
 from ..money import money
@@ -300,6 +302,42 @@ class ExecutionQuerySet(QualityQueries):
     def root_executions(self) -> ExecutionQuerySet:
         """Executions with no parent (nested agent runs and traces excluded)."""
         return self.filter(parent__isnull=True)
+
+    # -- the host's objects ---------------------------------------------------------------------
+    # Read through llm_exec_subject_idx: (subject_type, subject_id, started_at) where subject_id is
+    # not blank, covering parent, eval_run and the totals, so an object's executions and cost come
+    # from the index alone. Only root executions count: nested ones are in their roots' totals.
+
+    def for_object(self, obj: Any) -> ExecutionQuerySet:
+        """The root executions attributed to ``obj``, a saved model instance (else ``TypeError``)."""
+        obj = checked_subject(obj)
+        content_type = ContentType.objects.get_for_model(obj)
+        return self.filter(subject_type_id=content_type.pk, subject_id=str(obj.pk), parent__isnull=True)
+
+    def cost_by_subject(self, model: Any) -> list[dict[str, Any]]:
+        """``[{subject_id, total_cost, executions}]``, costliest first: what the analysed root
+        executions attributed to objects of ``model`` (a model class, else ``TypeError``) cost, per
+        object (``subject_id`` is its primary key as text)."""
+        if not (isinstance(model, type) and issubclass(model, models.Model)):
+            raise TypeError(f"cost_by_subject() takes a model class, not {model!r} ({type(model).__name__})")
+        content_type = ContentType.objects.get_for_model(model)
+        rows = (
+            self.analysed_roots()
+            .filter(subject_type_id=content_type.pk)
+            .exclude(subject_id="")
+            .order_by()
+            .values("subject_id")
+            .annotate(total_cost=Sum("total_cost"), executions=Count("*"))
+            .order_by("-total_cost", "-executions", "subject_id")
+        )
+        return [
+            {
+                "subject_id": row["subject_id"],
+                "total_cost": money(row["total_cost"]),
+                "executions": row["executions"],
+            }
+            for row in rows
+        ]
 
     # -- evaluations ----------------------------------------------------------------------------
     # Executions of evaluation runs (``eval_run`` set) stay out of the analytics below unless asked

@@ -16,10 +16,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from django.contrib.contenttypes.models import ContentType
 from django.utils import timezone
 
 from .. import context
 from ..conf import app_settings
+from ..db.isolation import on_event_loop, on_worker
 from .records import EXECUTION_VALUES, ExecutionRecord, elapsed_ms
 from .rows import execution_row, payload_for
 from .transport import send_async, write_or_spool
@@ -63,10 +65,13 @@ def begin_execution(
     after the fact, such as a batch result).
 
     The session, user, tags and evaluation run not given in ``values`` are ``parent``'s (nested
-    executions inherit them), else the context's (``session()``, ``evaluating()``)."""
+    executions inherit them), else the context's (``session()``, ``evaluating()``). So is the object
+    the execution is attributed to (``subject_type_id``, ``subject_id``), except that a parent
+    attributed to none leaves a nested execution to the context's (``attribute_to()``)."""
     unknown = values.keys() - EXECUTION_VALUES
     if unknown:
         raise TypeError(f"begin_execution() got values for no Execution field: {', '.join(sorted(unknown))}")
+    inherited: dict[str, Any]
     if parent is not None:
         inherited = {"session_id": parent.session_id, "user_id": parent.user_id, "tags": list(parent.tags),
                      "eval_run_id": parent.eval_run_id}  # fmt: skip
@@ -74,6 +79,11 @@ def begin_execution(
         scope = context.current_session()
         inherited = {"session_id": scope.session_id, "user_id": scope.user_id, "tags": list(scope.tags),
                      "eval_run_id": context.current_eval_run_id()}  # fmt: skip
+    subject = context.current_subject()
+    if parent is not None and parent.subject_id:
+        inherited.update(subject_type_id=parent.subject_type_id, subject_id=parent.subject_id)
+    elif subject is not None:
+        inherited.update(subject_values(subject))
     values = {**inherited, **values}
     record = ExecutionRecord(
         kind=kind,
@@ -86,6 +96,18 @@ def begin_execution(
     if write_start:
         start(record)
     return record
+
+
+def subject_values(obj: Any) -> dict[str, Any]:
+    """The Execution columns attributing an execution to ``obj``, a saved model instance
+    (:func:`~llm_agents.context.checked_subject`): its content type (Django caches it after the first
+    look-up, made on a worker thread when called on an event loop's) and its primary key as text."""
+    obj = context.checked_subject(obj)
+    if on_event_loop():
+        content_type = on_worker(lambda: ContentType.objects.get_for_model(obj))
+    else:
+        content_type = ContentType.objects.get_for_model(obj)
+    return {"subject_type_id": content_type.pk, "subject_id": str(obj.pk)}
 
 
 def start(record: ExecutionRecord) -> None:

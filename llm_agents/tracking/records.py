@@ -240,6 +240,8 @@ class ExecutionRecord:
     tags: list[str] = field(default_factory=list)
     eval_run_id: uuid.UUID | None = None
     experiment_id: int | None = None
+    subject_type_id: int | None = None
+    subject_id: str = ""
     spans: list[SpanRecord] = field(default_factory=list)
     children: list[ExecutionRecord] = field(default_factory=list)
     written: bool = False

@@ -91,6 +91,8 @@ def execution_row(record: ExecutionRecord, persistence: Persistence | None = Non
         "tags": list(record.tags),
         "eval_run_id": record.eval_run_id,
         "experiment_id": record.experiment_id,
+        "subject_type_id": record.subject_type_id,
+        "subject_id": record.subject_id,
         "model_spend": model_spend(record),
     }
 

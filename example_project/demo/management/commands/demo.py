@@ -23,9 +23,13 @@ Every record is written by the product itself, as in production; nothing leaves 
    of their spans) are then moved back over the last 30 days, keeping their order (older prompt versions
    ran earlier) and each conversation's turns minutes apart. That is the one write made outside the
    product's code paths.
-5. **A batch cycle.** ``batches.enqueue`` → ``flush`` → ``poll``: the real ``openai`` SDK against the
+5. **Support tickets and a batch cycle.** Support tickets (the demo app's ``SupportTicket``), each
+   triaged by a ``trace("ticket_triage", subject=ticket)`` around a SearchAgent call, the closed ones
+   answered by ``SummaryAgent.call(..., _subject=ticket)``, and each one's summary enqueued inside
+   ``attribute_to(ticket)``: the ticket's admin page lists those executions and the tickets list shows
+   the LLM cost of each. ``batches.enqueue`` → ``flush`` → ``poll``: the real ``openai`` SDK against the
    OpenAI-compatible Batch API that runs in this process (``offline_batch_api``); each result is recorded
-   as a batch execution and handed to ``TicketSummaryHandler``. Then the budget spend counters, recorded
+   as a batch execution (attributed to its ticket) and handed to ``TicketSummaryHandler``. Then the budget spend counters, recorded
    at call time, are rebuilt from the executions by ``rebuild_aggregates``, the command made for
    executions changed outside the recording path.
 6. **Budgets.** A 30-day warning budget whose limit the month's spend has passed 80 % of, a model budget
@@ -47,6 +51,11 @@ Every record is written by the product itself, as in production; nothing leaves 
    end users (``u-1`` … ``u-40`` in turn, ``_user_id=``) call SummaryAgent and rate a share of the
    answers through their feedback token. These simulated users like answers of the staging version
    more often (:data:`EXPERIMENT_LIKED`), so its results page has a difference to show.
+10. **Alerts.** An email channel (the example project's console email backend prints what it sends) and
+   two rules: more than 10 executions in an hour, and the 30-day budget past 80 %. ``evaluate_alerts``
+   runs once, so the event log shows them fired with their deliveries sent. The channel is also the free
+   tenant's budget channel: a budget check of that tenant (``budgets.check``) is refused, and the refusal
+   reaches the channel too.
 """
 
 from __future__ import annotations
@@ -68,11 +77,14 @@ from django.utils import timezone
 
 from example_project.demo.agents import SearchAgent, StoryAgent, SummaryAgent, TicketSummaryHandler
 from example_project.demo.conf import PROMPT_HISTORY, PROMPTS
+from example_project.demo.models import SupportTicket
 from example_project.demo.offline_models import JUDGE_MODEL
-from llm_agents import batches, evals, scores, session, span, tenant, trace
+from llm_agents import attribute_to, batches, budgets, evals, scores, session, span, tenant, trace
 from llm_agents.agents import AgentResult
 from llm_agents.errors import BudgetExceededError, LLMAgentsError
 from llm_agents.models import (
+    AlertChannel,
+    AlertRule,
     Budget,
     CostConfig,
     Dataset,
@@ -88,6 +100,9 @@ from llm_agents.testing import FakeLLM, fake_llm
 
 TOPICS = ["django", "celery", "postgres", "redis", "caching", "budgets", "prompts", "tracing"]
 TENANTS = ["acme", "globex", "initech"]
+#: The customers of the support tickets, and the states of the tickets not closed.
+CUSTOMERS = ["Ada Lovelace", "Grace Hopper", "Alan Turing", "Edsger Dijkstra"]
+OPEN_STATUSES = [SupportTicket.Status.OPEN, SupportTicket.Status.PENDING]
 #: The tenant on a free tier: a daily hard-stop budget refuses its calls once spent.
 FREE_TENANT = "umbrella"
 #: The prompts the demo agents send.
@@ -237,6 +252,7 @@ class Command(BaseCommand):
         self.add_scores(made, admin)
         self.run_evaluations(made)
         self.run_experiment(max(16, calls // 8))
+        self.run_alerts()
         recorded = made.count()
         self.note(self.style.SUCCESS(f"Recorded {recorded} executions; {refused}."))
         self.note(f"Admin: {url.rstrip('/')}/admin/  user {username!r}  password {password!r}")
@@ -450,16 +466,27 @@ class Command(BaseCommand):
     # -- batches ------------------------------------------------------------------------------------
 
     def run_batch_cycle(self, count: int) -> None:
-        """Enqueue ticket summaries, submit them, and reconcile the finished batch through its handler."""
+        """Open support tickets, triage each (closing every third with an answer), enqueue their
+        summaries, submit them, and reconcile the finished batch through its handler; every call
+        made for a ticket is attributed to it."""
         batches.register_handler("ticket_summary", TicketSummaryHandler())
         model = SummaryAgent.fallback_models[0]
-        for ticket in range(1, count + 1):
+        for number in range(1, count + 1):
             topic = self.rng.choice(TOPICS)
-            batches.enqueue(
-                purpose="ticket_summary", model=model, instructions="Summarise the support ticket.",
-                input=f"Ticket {ticket}: a question about {topic}. " * self.rng.randint(2, 20),
-                routing={"ticket": ticket}, temperature=0.2,
+            ticket = SupportTicket.objects.create(
+                subject=f"A question about {topic}", customer=self.rng.choice(CUSTOMERS),
+                status=SupportTicket.Status.CLOSED if number % 3 == 0 else self.rng.choice(OPEN_STATUSES),
             )  # fmt: skip
+            with trace("ticket_triage", metadata={"ticket": ticket.pk}, subject=ticket):
+                SearchAgent.call(query=f"what is {topic}?")
+            if ticket.status == SupportTicket.Status.CLOSED:
+                SummaryAgent.call(text=f"The customer asked about {topic}. " * 5, _subject=ticket)
+            with attribute_to(ticket):
+                batches.enqueue(
+                    purpose="ticket_summary", model=model, instructions="Summarise the support ticket.",
+                    input=f"Ticket {ticket.pk}: a question about {topic}. " * self.rng.randint(2, 20),
+                    routing={"ticket": ticket.pk}, temperature=0.2,
+                )  # fmt: skip
         flushed = batches.flush()
         polled = batches.poll()
         if flushed.errors or polled.errors:
@@ -615,6 +642,30 @@ class Command(BaseCommand):
             for variant in experiment.results()["variants"]
         )
         self.note(f"Experiment “{experiment.name}” on {prompt.slug}: {variants}.")
+
+    # -- alerts -------------------------------------------------------------------------------------
+
+    def run_alerts(self) -> None:
+        """An email channel, two rules that hold after the runs above, one evaluation of the rules, and a
+        refused budget check of the free tenant reaching its budget's channel."""
+        email, _ = AlertChannel.objects.update_or_create(
+            name="Operations (email)", defaults={"kind": AlertChannel.Kind.EMAIL, "target": "ops@example.com"}
+        )
+        busy, _ = AlertRule.objects.update_or_create(
+            name="Busy hour",
+            defaults={"metric": AlertRule.Metric.EXECUTIONS, "threshold": 10, "window_minutes": 60},
+        )
+        month = Budget.objects.get(name="All agents, 30 days")
+        spent, _ = AlertRule.objects.update_or_create(
+            name="30-day budget past 80 %",
+            defaults={"metric": AlertRule.Metric.BUDGET_PERCENT, "budget": month, "threshold": 80},
+        )
+        for rule in (busy, spent):
+            rule.channels.add(email)
+        call_command("evaluate_alerts", verbosity=min(self.verbosity, 1), stdout=self.stdout)
+        Budget.objects.get(name=f"{FREE_TENANT} free tier, daily").channels.add(email)
+        with contextlib.suppress(BudgetExceededError):
+            budgets.check(SummaryAgent.__name__, tenant_id=FREE_TENANT)
 
 
 def next_session_number() -> int:

@@ -1,0 +1,604 @@
+"""Alert rules evaluated over recent executions (SPEC section 19).
+
+A rule's window is ``[now - window_minutes, now)``; anomaly rules also measure the 24 windows of the
+same length before it, back to back. Every metric but ``budget_percent`` counts the root executions
+of no evaluation run, filtered by the rule's agent, model (the model that answered: the
+``chosen_model_id`` of a fallback, else ``model_id``, as the rollups' ``model_used`` and the spend by
+model) and tenant.
+
+Rules are read in groups of one window length: one query sums the executions, failures and cost of
+every window per agent, model and tenant (only the keys the group's rules filter on), another counts
+their durations per latency bucket (p95 within 1%, :mod:`llm_agents.latency`), and each rule then
+picks its filter's groups. With ``ROLLUPS`` the whole hours inside a window come from the hourly
+rollups and the rows answer only for the partial hours at the windows' edges (and the executions
+still running); a p95 filtered by agent has no histogram to read and counts the durations of that
+agent's rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import statistics
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django.db import connections, transaction
+from django.db.models import BigIntegerField, Case, CharField, Count, F, IntegerField, Q, Sum, Value, When
+from django.db.models.expressions import RawSQL
+from django.db.models.functions import Coalesce, NullIf
+from django.db.models.query import QuerySet
+from django.utils import timezone
+
+from .. import latency
+from ..budgets import local_day
+from ..conf import app_settings
+from ..db import rollups as sql
+from ..failures import FAILED_STATUSES
+from ..models import AgentPause, AlertEvent, AlertRule, Execution, Score
+from ..models.rollup_reads import DAY, HOUR, floor
+from ..models.rollups import (
+    DailyDurations,
+    DailyLatency,
+    DailyRollup,
+    DailyTotals,
+    HourlyDurations,
+    HourlyLatency,
+    HourlyRollup,
+    HourlyTotals,
+)
+from ..money import money
+from ..statistics import rate
+from .delivery import record_event
+
+logger = logging.getLogger("llm_agents")
+
+#: Anomaly rules compare the current window with this many earlier ones…
+EARLIER_WINDOWS = 24
+#: …of which at least this many must have had data.
+MIN_WINDOWS_WITH_DATA = 12
+#: A rule's filters, in the order of the group keys (g_agent, g_model, g_tenant).
+FILTERS = ("agent_type", "model_id", "tenant_id")
+#: Metrics whose value in a window without executions is 0 (the others have none).
+COUNTED = (AlertRule.Metric.COST, AlertRule.Metric.EXECUTIONS)
+
+
+#: A range of moments ``[low, high)`` read as one group, and the id of that group.
+Span = tuple[dt.datetime, dt.datetime, int]
+
+
+@dataclass(slots=True)
+class Pieces:
+    """Where a read finds its windows: spans of the daily and hourly rollups and of the rows, each
+    with its effects, the ``(window, sign)`` pairs its figures are added to (see :meth:`Windows.pieces`).
+    With rollups the rows read are the finished ones, and ``running`` holds every window again for
+    the executions still running, which the rollups leave out."""
+
+    days: list[Span] = field(default_factory=list)
+    hours: list[Span] = field(default_factory=list)
+    rows: list[Span] = field(default_factory=list)
+    running: list[Span] = field(default_factory=list)
+    effects: list[tuple[tuple[int, int], ...]] = field(default_factory=list)
+
+    def add(
+        self, spans: list[Span], low: dt.datetime, high: dt.datetime, effects: Iterable[tuple[int, int]]
+    ) -> None:
+        effects = tuple(effects)
+        if low < high and effects:
+            spans.append((low, high, len(self.effects)))
+            self.effects.append(effects)
+
+
+@dataclass(slots=True)
+class Windows:
+    """``count`` windows of ``minutes`` ending at ``now``, newest first: window 0 is
+    ``[now - minutes, now)``, window k the one ``k`` lengths before it."""
+
+    minutes: int
+    now: dt.datetime
+    count: int
+
+    def bounds(self, index: int) -> tuple[dt.datetime, dt.datetime]:
+        length = dt.timedelta(minutes=self.minutes)
+        return self.now - (index + 1) * length, self.now - index * length
+
+    @property
+    def start(self) -> dt.datetime:
+        return self.bounds(self.count - 1)[0]
+
+    def rows(self, pieces: Pieces | None = None) -> Pieces:
+        """Every window read from the rows (into ``pieces.running`` when given)."""
+        found = pieces or Pieces()
+        for index in range(self.count):
+            found.add(found.running if pieces else found.rows, *self.bounds(index), [(index, 1)])
+        return found
+
+    def pieces(self) -> Pieces:
+        """The windows as signed pieces of the rollups and rows (with ``ROLLUPS``, for windows of an
+        hour or more). The windows are back to back: window i is ``P(b_i) - P(b_i+1)``, where b_k =
+        now - k lengths are their boundaries and ``P(t)`` the total before ``t``. ``P`` at a boundary is
+        ``P`` at its nearest hour, plus the rows from that hour to it (at most 30 minutes, taken
+        away when the hour is past it); for windows of a day or more, ``P`` at an hour is ``P`` at
+        its nearest day plus the hours from that day to it (at most 12, taken away likewise). So a
+        window is the whole days (hours) between its boundaries' anchors and the corrections at its
+        two boundaries, each added to the window that ends there and taken from the one that starts
+        there. The boundaries being a length apart, the corrections of one kind never overlap."""
+        if not app_settings.ROLLUPS or self.minutes < 60:
+            return self.rows()
+        length = dt.timedelta(minutes=self.minutes)
+        boundaries = [self.now - index * length for index in range(self.count + 1)]
+        hours = [_nearest(boundary, HOUR) for boundary in boundaries]
+        by_day = self.minutes >= 24 * 60
+        anchors = [_nearest(hour, DAY) for hour in hours] if by_day else hours
+        pieces = Pieces()
+        for index in range(self.count):
+            pieces.add(
+                pieces.days if by_day else pieces.hours, anchors[index + 1], anchors[index], [(index, 1)]
+            )
+        corrections = [(pieces.rows, hours, boundaries)] + (
+            [(pieces.hours, anchors, hours)] if by_day else []
+        )
+        for spans, froms, tos in corrections:
+            for index, (anchor, moment) in enumerate(zip(froms, tos, strict=True)):
+                sign = 1 if anchor < moment else -1
+                effects = [
+                    (window, s)
+                    for window, s in ((index, sign), (index - 1, -sign))
+                    if 0 <= window < self.count
+                ]
+                pieces.add(spans, min(anchor, moment), max(anchor, moment), effects)
+        return self.rows(pieces)
+
+
+def _nearest(moment: dt.datetime, step: dt.timedelta) -> dt.datetime:
+    """The multiple of ``step`` (from the UTC epoch) nearest ``moment``; the earlier one on a tie."""
+    down = floor(moment, step)
+    return down if moment - down <= step / 2 else down + step
+
+
+def _in_spans(column: str, spans: Sequence[Span]) -> Q:
+    condition = Q(pk__in=[])
+    for low, high in _merged((low, high) for low, high, _ in spans):
+        condition |= Q(**{f"{column}__gte": low, f"{column}__lt": high})
+    return condition
+
+
+def _span_of(column: str, spans: Sequence[Span], alias: str) -> RawSQL:
+    """The span a moment in ``column`` (of the query's own table) falls in: a CASE of the spans'
+    starts, latest first (the spans do not overlap, and the moments read are all in one). Written
+    out once, not as ``When`` lookups the ORM would resolve for every query."""
+    operations = connections[alias].ops
+    ordered = sorted(spans, reverse=True)
+    whens = " ".join(f"WHEN {column} >= %s THEN {span}" for _, _, span in ordered)
+    starts = [operations.adapt_datetimefield_value(low) for low, _, _ in ordered]
+    return RawSQL(f"CASE {whens} ELSE -1 END", starts, output_field=IntegerField())
+
+
+def _merged(ranges: Iterable[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    merged: list[list[Any]] = []
+    for low, high in sorted(ranges):
+        if merged and merged[-1][1] >= low:
+            merged[-1][1] = max(merged[-1][1], high)
+        else:
+            merged.append([low, high])
+    return [(low, high) for low, high in merged]
+
+
+@dataclass(slots=True)
+class Measures:
+    """What the reads of one window length found per (window, agent, model, tenant): executions,
+    failures and cost, duration histograms (those of the rules filtered by agent apart), and score
+    sums and counts (per score name)."""
+
+    counts: dict[tuple[int, str, str, str], list[Any]] = field(default_factory=dict)
+    durations: dict[tuple[int, str, str, str], dict[int, int]] = field(default_factory=dict)
+    agent_durations: dict[tuple[int, str, str, str], dict[int, int]] = field(default_factory=dict)
+    scores: dict[tuple[int, str, str, str, str], list[float]] = field(default_factory=dict)
+
+    picked_by: dict[tuple[str, tuple[str, ...]], dict[int, list[Any]]] = field(default_factory=dict)
+
+    def picked(self, found: str, rule: AlertRule, index: int) -> list[Any]:
+        """The entries of ``found`` (the name of a field holding them) of window ``index``
+        that match the rule's filters (and score name): one pass over them per distinct filter."""
+        wanted: tuple[str, ...] = (rule.agent_type, rule.model_id, rule.tenant_id)
+        if found == "scores":
+            wanted += (rule.score_name,)
+        by_window = self.picked_by.get((found, wanted))
+        if by_window is None:
+            by_window = {}
+            for key, value in getattr(self, found).items():
+                if all(not want or got == want for want, got in zip(wanted, key[1:], strict=False)):
+                    by_window.setdefault(key[0], []).append(value)
+            self.picked_by[found, wanted] = by_window
+        return by_window.get(index, [])
+
+    def value(self, rule: AlertRule, index: int) -> tuple[float | None, bool]:
+        """The rule's metric in window ``index``, and whether the window had data."""
+        metric = rule.metric
+        if metric == AlertRule.Metric.SCORE_MEAN:
+            sums = self.picked("scores", rule, index)
+            total, n = sum(entry[0] for entry in sums), sum(entry[1] for entry in sums)
+            return (round(total / n, 4), True) if n else (None, False)
+        if metric == AlertRule.Metric.P95_LATENCY:
+            histogram: dict[int, int] = {}
+            for counts in self.picked("agent_durations" if rule.agent_type else "durations", rule, index):
+                for bucket, n in counts.items():
+                    histogram[bucket] = histogram.get(bucket, 0) + n
+            (p95,) = latency.percentiles(histogram, (95,))
+            return (None, False) if p95 is None else (round(p95, 2), True)
+        entries = self.picked("counts", rule, index)
+        executions = sum(entry[0] for entry in entries)
+        if metric == AlertRule.Metric.EXECUTIONS:
+            return float(executions), executions > 0
+        if metric == AlertRule.Metric.COST:
+            cost = money(sum((entry[2] for entry in entries), Decimal(0)))
+            return float(cost), executions > 0
+        if not executions:
+            return None, False
+        return rate(sum(entry[1] for entry in entries), executions), True
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+
+def _keys(rules: Sequence[AlertRule]) -> tuple[str, ...]:
+    """The filters at least one of ``rules`` sets: the keys a read groups by."""
+    return tuple(name for name in FILTERS if any(getattr(rule, name) for rule in rules))
+
+
+def _row_keys(keys: Sequence[str]) -> dict[str, Any]:
+    """The rows' expressions of the group keys (as the rollups' triggers compute them)."""
+    blank = Value("", output_field=CharField())
+    return {
+        "g_agent": F("agent_type") if "agent_type" in keys else blank,
+        "g_model": Coalesce(NullIf("chosen_model_id", Value("")), "model_id", output_field=CharField())
+        if "model_id" in keys
+        else blank,
+        "g_tenant": Coalesce("tenant_id", blank, output_field=CharField()) if "tenant_id" in keys else blank,
+    }
+
+
+def _rollup_keys(keys: Sequence[str]) -> dict[str, Any]:
+    blank = Value("", output_field=CharField())
+    return {
+        "g_agent": F("agent_type") if "agent_type" in keys else blank,
+        "g_model": F("model_used") if "model_id" in keys else blank,
+        "g_tenant": F("tenant_id") if "tenant_id" in keys else blank,
+    }
+
+
+def _roots(alias: str) -> QuerySet[Execution]:
+    return Execution.objects.using(alias).filter(parent__isnull=True, eval_run__isnull=True).order_by()
+
+
+def _rows(alias: str, pieces: Pieces) -> list[QuerySet[Any]]:
+    """The rows a read needs, by span: those of ``pieces.rows`` (the finished ones when the rollups
+    answer too) and the executions still running in the windows, through the index on status."""
+    parts: list[QuerySet[Any]] = []
+    for spans, status in (
+        (pieces.rows, ~Q(status=sql.RUNNING) if pieces.running else Q()),
+        (pieces.running, Q(status=sql.RUNNING)),
+    ):
+        if spans:
+            parts.append(
+                _roots(alias)
+                .filter(status, _in_spans("started_at", spans))
+                .annotate(g_span=_span_of("started_at", spans, alias))
+            )
+    return parts
+
+
+def _rolled(table: type[Any], alias: str, spans: Sequence[Span], keys: Sequence[str]) -> QuerySet[Any]:
+    return (
+        table.objects.using(alias)
+        .filter(_in_spans("start", spans))
+        .order_by()
+        .annotate(g_span=_span_of("start", spans, alias), **_rollup_keys(keys))
+    )
+
+
+def _union(parts: list[QuerySet[Any]]) -> list[dict[str, Any]]:
+    return list(parts[0].union(*parts[1:], all=True) if len(parts) > 1 else parts[0])
+
+
+GROUPS = ("g_span", "g_agent", "g_model", "g_tenant")
+
+
+def read_counts(alias: str, windows: Windows, keys: Sequence[str], into: Measures) -> None:
+    """Executions, failures and cost per window and key, in one query."""
+    pieces = windows.pieces()
+    failed = Q(status__in=FAILED_STATUSES)
+    rolled = {
+        "n": Sum("executions"),
+        "n_failed": Sum(
+            Case(When(failed, then=F("executions")), default=Value(0), output_field=BigIntegerField())
+        ),
+        "cost": Sum("total_cost"),
+    }
+    # The totals, without the tenant, are a fourth of the rollups' rows.
+    tables = (DailyRollup, HourlyRollup) if "tenant_id" in keys else (DailyTotals, HourlyTotals)
+    parts = [
+        _rolled(table, alias, spans, keys).values(*GROUPS).annotate(**rolled)
+        for table, spans in zip(tables, (pieces.days, pieces.hours), strict=True)
+        if spans
+    ]
+    parts += [
+        rows.annotate(**_row_keys(keys))
+        .values(*GROUPS)
+        .annotate(n=Count("*"), n_failed=Count("started_at", filter=failed), cost=Sum("total_cost"))
+        for rows in _rows(alias, pieces)
+    ]
+    for row in _union(parts):
+        cost = Decimal(str(row["cost"])) if row["cost"] is not None else Decimal(0)
+        for index, sign in pieces.effects[row["g_span"]]:
+            entry = into.counts.setdefault(
+                (index, row["g_agent"], row["g_model"], row["g_tenant"]), [0, 0, Decimal(0)]
+            )
+            entry[0] += sign * int(row["n"] or 0)
+            entry[1] += sign * int(row["n_failed"] or 0)
+            entry[2] += sign * cost
+
+
+def read_durations(
+    alias: str, windows: Windows, keys: Sequence[str], into: Measures, agents: Collection[str] = ()
+) -> None:
+    """Durations counted per latency bucket, window and key, in one query: the latency rollups
+    (keyed by tenant and model used) for the whole days and hours and the rows elsewhere; or, for
+    the rules of ``agents`` (which no histogram keeps), the rows of those agents alone (through the
+    index on agent and start), into ``agent_durations``."""
+    pieces, found = (windows.rows(), into.agent_durations) if agents else (windows.pieces(), into.durations)
+    tables = (DailyLatency, HourlyLatency) if keys else (DailyDurations, HourlyDurations)
+    statements: list[tuple[str, list[Any]]] = []
+    for table, spans in zip(tables, (pieces.days, pieces.hours), strict=True):
+        if spans:
+            rolled = (
+                _rolled(table, alias, spans, keys).values(*GROUPS, "bucket").annotate(n=Sum("executions"))
+            )
+            text, params = rolled.query.sql_with_params()
+            statements.append((f"SELECT * FROM ({text}) rolled", list(params)))
+    for rows in _rows(alias, pieces):
+        # Each distinct duration is looked up in the buckets once, after grouping.
+        durations = (
+            rows.filter(duration_ms__isnull=False, **({"agent_type__in": sorted(agents)} if agents else {}))
+            .annotate(**_row_keys(keys))
+            .values(*GROUPS, "duration_ms")
+            .annotate(n=Count("*"))
+        )
+        text, params = durations.query.sql_with_params()
+        statements.append(
+            (
+                f"SELECT d.g_span, d.g_agent, d.g_model, d.g_tenant, {sql.bucket_lookup('d.duration_ms')}, "
+                f"SUM(d.n) FROM ({text}) d GROUP BY 1, 2, 3, 4, 5",
+                list(params),
+            )
+        )
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            " UNION ALL ".join(text for text, _ in statements),
+            [p for _, params in statements for p in params],
+        )
+        for span, agent, model, tenant, bucket, n in cursor.fetchall():
+            for index, sign in pieces.effects[int(span)]:
+                counts = found.setdefault((index, agent, model, tenant), {})
+                counts[int(bucket)] = counts.get(int(bucket), 0) + sign * int(n)
+
+
+def read_scores(alias: str, windows: Windows, keys: Sequence[str], names: set[str], into: Measures) -> None:
+    """Sums and counts of the numeric and boolean scores named ``names`` of the root executions of
+    each window (by their start), per key, in one query."""
+    pieces = windows.rows()
+    blank = Value("", output_field=CharField())
+    groups = {
+        "g_agent": F("execution__agent_type") if "agent_type" in keys else blank,
+        "g_model": Coalesce(NullIf("execution__chosen_model_id", Value("")), "execution__model_id",
+                            output_field=CharField()) if "model_id" in keys else blank,
+        "g_tenant": Coalesce("execution__tenant_id", blank, output_field=CharField())
+        if "tenant_id" in keys else blank,
+    }  # fmt: skip
+    rows = (
+        Score.objects.using(alias)
+        .filter(
+            name__in=sorted(names),
+            execution_started_at__gte=windows.start,
+            execution_started_at__lt=windows.now,
+            data_type__in=(Score.DataType.NUMERIC, Score.DataType.BOOLEAN),
+            value__isnull=False,
+            eval_run__isnull=True,
+            execution__parent__isnull=True,
+            execution__eval_run__isnull=True,
+        )
+        .order_by()
+        .annotate(g_span=_span_of("execution_started_at", pieces.rows, alias), **groups)
+        .values(*GROUPS, "name")
+        .annotate(total=Sum("value"), n=Count("*"))
+    )
+    for row in rows:
+        ((index, _),) = pieces.effects[row["g_span"]]
+        key = (index, row["g_agent"], row["g_model"], row["g_tenant"], row["name"])
+        into.scores[key] = [float(row["total"]), int(row["n"])]
+
+
+# -- firing ----------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Verdict:
+    """What a rule measured, and whether it fires."""
+
+    value: float | None
+    fires: bool
+    threshold: float | None = None
+    baseline: float | None = None
+    sd: float | None = None
+
+
+def judge(rule: AlertRule, measures: Measures) -> Verdict:
+    """Threshold rules: the current window's value strictly above (below) the threshold. Anomaly
+    rules: strictly more than ``sensitivity`` sample standard deviations from the mean of the 24
+    earlier windows, given at least 12 of them had data (windows without data count as 0 for cost
+    and executions, and not at all for the other metrics)."""
+    value, _ = measures.value(rule, 0)
+    if value is None:
+        return Verdict(None, False)
+    if not rule.anomaly:
+        assert rule.threshold is not None  # AlertRule.clean()
+        beyond = (
+            value > rule.threshold
+            if rule.comparison == AlertRule.Comparison.ABOVE
+            else value < rule.threshold
+        )
+        return Verdict(value, beyond, threshold=rule.threshold)
+    earlier = [measures.value(rule, index) for index in range(1, EARLIER_WINDOWS + 1)]
+    if sum(1 for _, had_data in earlier if had_data) < MIN_WINDOWS_WITH_DATA:
+        return Verdict(value, False)
+    values = [found for found, had_data in earlier if had_data or rule.metric in COUNTED]
+    mean = statistics.fmean(float(found or 0) for found in values)
+    sd = statistics.stdev(float(found or 0) for found in values)
+    bound = mean + rule.sensitivity * sd if value >= mean else mean - rule.sensitivity * sd
+    return Verdict(
+        value,
+        abs(value - mean) > rule.sensitivity * sd,
+        threshold=round(bound, 8),
+        baseline=round(mean, 8),
+        sd=round(sd, 8),
+    )
+
+
+def fire(rule: AlertRule, verdict: Verdict, now: dt.datetime) -> AlertEvent | None:
+    """Record the rule's event (and pause its agent with ``pause_agent``) unless another evaluator
+    fired it within its cooldown: the claim on ``last_fired_at`` is one conditional UPDATE, so two
+    evaluators at once fire a rule once."""
+    cutoff = now - dt.timedelta(minutes=rule.cooldown_minutes)
+    with transaction.atomic():
+        claimed = (
+            AlertRule.objects.filter(pk=rule.pk, is_active=True)
+            .filter(Q(last_fired_at__isnull=True) | Q(last_fired_at__lte=cutoff))
+            .update(last_fired_at=now)
+        )
+        if not claimed:
+            return None
+        rule.last_fired_at = now
+        payload = {
+            "rule": rule.name,
+            "rule_id": rule.pk,
+            "metric": rule.metric,
+            "value": verdict.value,
+            "threshold": verdict.threshold,
+            "comparison": None if rule.anomaly else rule.comparison,
+            "anomaly": rule.anomaly,
+            "baseline": verdict.baseline,
+            "sd": verdict.sd,
+            "sensitivity": rule.sensitivity if rule.anomaly else None,
+            "window_minutes": rule.window_minutes,
+            "window_start": (now - dt.timedelta(minutes=rule.window_minutes)).isoformat(),
+            "fired_at": now.isoformat(),
+            "filters": {name: getattr(rule, name) for name in FILTERS},
+            "score_name": rule.score_name or None,
+            "budget": rule.budget_id,
+            "summary": describe(rule, verdict),
+        }
+        event = record_event(
+            channels=rule.channels.all(), rule=rule, value=verdict.value, threshold=verdict.threshold,
+            baseline=verdict.baseline, payload=payload, fired_at=now,
+        )  # fmt: skip
+        if (
+            rule.pause_agent
+            and not AgentPause.objects.applying_to(rule.agent_type, rule.tenant_id or None, now).exists()
+        ):
+            AgentPause.objects.create(
+                agent_type=rule.agent_type, tenant_id=rule.tenant_id, rule=rule, created_at=now,
+                reason=f"alert rule {rule.name}: {describe(rule, verdict)}",
+            )  # fmt: skip
+    return event
+
+
+def describe(rule: AlertRule, verdict: Verdict) -> str:
+    """One line on why the rule fires: ``error_rate 12.5 above 10 over 60 min``."""
+    if rule.anomaly:
+        told = f"{verdict.value:g} against a mean of {verdict.baseline:g} (sd {verdict.sd:g})"
+    else:
+        told = f"{verdict.value:g} {rule.comparison} {rule.threshold:g}"
+    return f"{rule.metric} {told} over {rule.window_minutes} min"
+
+
+def _budget_verdict(rule: AlertRule, now: dt.datetime) -> Verdict:
+    budget = rule.budget
+    assert budget is not None and rule.threshold is not None  # AlertRule.clean()
+    percent = budget.percent_of_limit(budget.current_usage(local_day(now))[0])
+    beyond = (
+        percent > rule.threshold
+        if rule.comparison == AlertRule.Comparison.ABOVE
+        else percent < rule.threshold
+    )
+    return Verdict(percent, beyond, threshold=rule.threshold)
+
+
+def measure(rules: Sequence[AlertRule], minutes: int, now: dt.datetime, alias: str) -> Measures:
+    """The reads the rules of one window length need."""
+    windows = Windows(minutes, now, EARLIER_WINDOWS + 1 if any(rule.anomaly for rule in rules) else 1)
+    measures = Measures()
+    counted = [rule for rule in rules if rule.metric in (*COUNTED, AlertRule.Metric.ERROR_RATE)]
+    if counted:
+        read_counts(alias, windows, _keys(counted), measures)
+    timed = [rule for rule in rules if rule.metric == AlertRule.Metric.P95_LATENCY and not rule.agent_type]
+    if timed:
+        read_durations(alias, windows, _keys(timed), measures)
+    timed = [rule for rule in rules if rule.metric == AlertRule.Metric.P95_LATENCY and rule.agent_type]
+    if timed:
+        read_durations(alias, windows, _keys(timed), measures, {rule.agent_type for rule in timed})
+    scored = [rule for rule in rules if rule.metric == AlertRule.Metric.SCORE_MEAN]
+    if scored:
+        read_scores(alias, windows, _keys(scored), {rule.score_name for rule in scored}, measures)
+    return measures
+
+
+def judge_all(now: dt.datetime) -> list[tuple[AlertRule, Verdict]]:
+    """The verdict on every active rule out of its cooldown at ``now``, writing nothing. A rule
+    that cannot be evaluated is logged and left out."""
+    alias = Execution.objects.db
+    rules = list(AlertRule.objects.filter(is_active=True).select_related("budget").order_by("pk"))
+    by_window: dict[int, list[AlertRule]] = {}
+    verdicts: list[tuple[AlertRule, Verdict]] = []
+    for rule in rules:
+        if rule.in_cooldown(now):
+            continue
+        if rule.metric == AlertRule.Metric.BUDGET_PERCENT:
+            try:
+                verdicts.append((rule, _budget_verdict(rule, now)))
+            except Exception:
+                logger.exception("Alert rule %s (%s) could not be evaluated", rule.pk, rule.name)
+        else:
+            by_window.setdefault(rule.window_minutes, []).append(rule)
+    for minutes, group in sorted(by_window.items()):
+        try:
+            measures = measure(group, minutes, now, alias)
+        except Exception:
+            logger.exception("Alert rules of %s-minute windows could not be evaluated", minutes)
+            continue
+        for rule in group:
+            try:
+                verdicts.append((rule, judge(rule, measures)))
+            except Exception:
+                logger.exception("Alert rule %s (%s) could not be evaluated", rule.pk, rule.name)
+    return verdicts
+
+
+def evaluate(now: dt.datetime | None = None) -> list[AlertEvent]:
+    """Evaluate every active rule at ``now`` (default: now) and fire those whose condition holds and
+    that are out of their cooldown; returns the events fired. A rule that cannot be evaluated, or
+    fire, is logged and skipped."""
+    now = now or timezone.now()
+    events = []
+    for rule, verdict in judge_all(now):
+        if not verdict.fires:
+            continue
+        try:
+            event = fire(rule, verdict, now)
+        except Exception:
+            logger.exception("Alert rule %s (%s) could not fire", rule.pk, rule.name)
+            continue
+        if event is not None:
+            events.append(event)
+    return events
