@@ -106,7 +106,9 @@ def request_every_route() -> dict[str, dict[str, Any]]:
     client, anonymous = Client(), Client()
     staff = get_user_model().objects.create_user("staff", is_staff=True)
     # Moves `production`; lifts the pause.
-    staff.user_permissions.add(*Permission.objects.filter(codename__in=["promote_prompt", "change_agentpause"]))
+    staff.user_permissions.add(
+        *Permission.objects.filter(codename__in=["promote_prompt", "change_agentpause"])
+    )
     client.force_login(staff)
     kwargs_by_route = route_kwargs(create_objects())
     answers = {}

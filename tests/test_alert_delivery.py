@@ -557,3 +557,16 @@ def test_the_test_alert_action_reports_each_channel(staff_client, receiver, mail
     assert text == "Test alert from django-llm-agents"
     assert mailoutbox == []
     assert json.loads(receiver.requests_to("/down")[0].body)["test"] is True
+
+
+def test_a_budgets_channels_are_chosen_on_its_admin_page(staff_client):
+    ops = channel("email", "ops@example.com", name="Ops")
+    budget = Budget.objects.create(name="Month", limit_usd=Decimal("100"))
+    url = reverse("admin:llm_agents_budget_change", args=[budget.pk])
+    page = staff_client.get(url)
+    assert 'name="channels"' in page.text
+    fields = {"name": "Month", "scope": "global", "scope_value": "", "period": "monthly", "limit_usd": "100",
+              "enforcement": "hard_stop", "alert_at_percentage": "80", "is_active": "on", "channels": [ops.pk]}  # fmt: skip
+
+    assert staff_client.post(url, fields).status_code == 302
+    assert list(budget.channels.all()) == [ops]

@@ -48,7 +48,9 @@ def test_anonymous_is_refused_everywhere(client, objects):
     assert render.status_code == 403
     assert client.post(API + "budgets/", {}, content_type="application/json").status_code == 403
     assert client.delete(API + f"budgets/{objects['budget'].id}/").status_code == 403
-    assert client.post(API + "pauses/", {"agent_type": "x"}, content_type="application/json").status_code == 403
+    assert (
+        client.post(API + "pauses/", {"agent_type": "x"}, content_type="application/json").status_code == 403
+    )
 
 
 def test_non_staff_is_refused_everywhere(client, member, objects):

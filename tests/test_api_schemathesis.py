@@ -95,7 +95,9 @@ def some_data():
 
 def test_every_operation_conforms_to_the_schema(wsgi_app, django_user_model, some_data):
     staff = django_user_model.objects.create_user("staff", password="secret", is_staff=True)
-    staff.user_permissions.add(*Permission.objects.filter(codename__in=["add_agentpause", "change_agentpause"]))
+    staff.user_permissions.add(
+        *Permission.objects.filter(codename__in=["add_agentpause", "change_agentpause"])
+    )
     headers = {"Authorization": "Basic " + base64.b64encode(b"staff:secret").decode()}
     schema = schemathesis.openapi.from_wsgi(API + "schema/?format=json", wsgi_app, headers=headers)
 

@@ -21,6 +21,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, resolve, reverse
 from llm_agents import Agent, Param, batches, trace
 from llm_agents.errors import AuthenticationError
 from llm_agents.models import (
+    AgentPause,
     AlertChannel,
     AlertEvent,
     AlertRule,
@@ -82,6 +83,7 @@ def objects():
         prompt=version.prompt, name="e", metric="cost",
         variants=[{"version": 1, "weight": 1}, {"version": 2, "weight": 1}],
     )  # fmt: skip
+    pause = AgentPause.objects.create(agent_type="SupportAgent", reason="refund loop")
     return {
         "execution": execution,
         "span": SpanFactory(execution=execution),
@@ -109,6 +111,8 @@ def objects():
         "alertrule": AlertRule.objects.create(name="Errors up", metric="error_rate", threshold=5),
         "alertchannel": AlertChannel.objects.create(name="Ops", kind="email", target="ops@example.com"),
         "alertevent": AlertEvent.objects.create(value=1.0, payload={"kind": "test", "test": True}),
+        "agentpause": pause,
+        "pause": pause,
     }
 
 
@@ -124,7 +128,9 @@ def fill(route, name, objects):
             return str(objects[model].pk)
         if parameter == "pk":
             model = name.removesuffix("-detail").removesuffix("-results").replace("-", "")
-            model = model.removesuffix("start").removesuffix("stop").removesuffix("promote")
+            model = (
+                model.removesuffix("start").removesuffix("stop").removesuffix("promote").removesuffix("lift")
+            )
             return str(objects.get(model, objects["execution"]).pk)
         if parameter == "slug":
             return objects["prompt"].slug
@@ -179,7 +185,7 @@ def test_the_walk_finds_every_documented_endpoint_and_admin_page(objects):
     admin = {name for _, name in admin_routes(objects)}
     for model in ("execution", "span", "prompt", "promptversion", "budget", "batch", "batchrequest",
                   "costconfig", "spendcounter", "budgetreservation", "score", "scoreconfig", "dataset", "datasetitem",
-                  "evalrun", "promptexperiment", "alertrule", "alertchannel", "alertevent"):  # fmt: skip
+                  "evalrun", "promptexperiment", "alertrule", "alertchannel", "alertevent", "agentpause"):  # fmt: skip
         assert {f"llm_agents_{model}_changelist", f"llm_agents_{model}_change"} <= admin, model
     assert {"llm_agents_dashboard", "app_list", "llm_agents_prompt_version", "llm_agents_execution_sessions",
             "llm_agents_execution_session", "llm_agents_execution_add_score", "llm_agents_evalrun_compare"} <= admin  # fmt: skip

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from asgiref.sync import sync_to_async
 from django.core.cache import caches
-from django.db import close_old_connections, router
+from django.db import DatabaseError, close_old_connections, router
 from django.utils import timezone
 
 from .. import budgets, context, signals, tracing
@@ -533,11 +533,19 @@ class Run:
 
     def refuse_if_paused(self, tenant_id: str | None) -> None:
         """Raise AgentPausedError while an AgentPause applies to this agent in ``tenant_id``: before
-        the cache, the budgets and any provider request. One indexed query on the primary database."""
+        the cache, the budgets and any provider request. One indexed query on the primary database; while
+        the database is down, the call goes ahead."""
         from ..models import AgentPause
 
         alias = router.db_for_write(AgentPause)
-        pause = AgentPause.objects.using(alias).applying_to(self.cls.agent_type, tenant_id).first()
+        try:
+            pause = AgentPause.objects.using(alias).applying_to(self.cls.agent_type, tenant_id).first()
+        except DatabaseError:
+            # Like the budgets: while the database is down the call goes ahead (its record is spooled).
+            logger.warning(
+                "llm_agents could not read the pauses of %s; the call goes ahead", self.cls.agent_type
+            )
+            return
         if pause is None:
             return
         where = f" in tenant {pause.tenant_id!r}" if pause.tenant_id else ""

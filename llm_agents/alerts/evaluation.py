@@ -6,13 +6,17 @@ of no evaluation run, filtered by the rule's agent, model (the model that answer
 ``chosen_model_id`` of a fallback, else ``model_id``, as the rollups' ``model_used`` and the spend by
 model) and tenant.
 
-Rules are read in groups of one window length: one query sums the executions, failures and cost of
-every window per agent, model and tenant (only the keys the group's rules filter on), another counts
-their durations per latency bucket (p95 within 1%, :mod:`llm_agents.latency`), and each rule then
-picks its filter's groups. With ``ROLLUPS`` the whole hours inside a window come from the hourly
-rollups and the rows answer only for the partial hours at the windows' edges (and the executions
-still running); a p95 filtered by agent has no histogram to read and counts the durations of that
-agent's rows.
+Rules are read in groups of one window length, the anomaly rules' 25 windows apart from the current
+window of the others: one query sums the executions, failures and cost of every window per agent,
+model and tenant (only those the rules ask for are told apart, :class:`Keys`), another counts their
+durations per latency bucket (p95 within 1%, :mod:`llm_agents.latency`), and each rule then picks
+its filter's groups. Windows shorter than an hour are read from the rows. With ``ROLLUPS``
+longer ones are differences of totals at their boundaries (:meth:`Windows.pieces`): the whole
+hours between the boundaries' nearest hours come from the hourly rollups (for windows of a day or
+more, the whole days between their nearest days from the daily rollups, and the hours from those
+days to the nearest hours), and the rows only within half an hour of each boundary, added or taken
+away, and the executions still running, which the rollups leave out. A p95 filtered by agent has
+no histogram to read and counts the durations of that agent's rows.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from django.db import connections, transaction
 from django.db.models import BigIntegerField, Case, CharField, Count, F, IntegerField, Q, Sum, Value, When
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce, NullIf
+from django.db.models.lookups import In
 from django.db.models.query import QuerySet
 from django.utils import timezone
 
@@ -108,12 +113,15 @@ class Windows:
     def start(self) -> dt.datetime:
         return self.bounds(self.count - 1)[0]
 
-    def rows(self, pieces: Pieces | None = None) -> Pieces:
-        """Every window read from the rows (into ``pieces.running`` when given)."""
-        found = pieces or Pieces()
+    def rows(self) -> Pieces:
+        """Every window read from the rows."""
+        pieces = Pieces()
+        self._each_window(pieces, pieces.rows)
+        return pieces
+
+    def _each_window(self, pieces: Pieces, spans: list[Span]) -> None:
         for index in range(self.count):
-            found.add(found.running if pieces else found.rows, *self.bounds(index), [(index, 1)])
-        return found
+            pieces.add(spans, *self.bounds(index), [(index, 1)])
 
     def pieces(self) -> Pieces:
         """The windows as signed pieces of the rollups and rows (with ``ROLLUPS``, for windows of an
@@ -149,7 +157,8 @@ class Windows:
                     if 0 <= window < self.count
                 ]
                 pieces.add(spans, min(anchor, moment), max(anchor, moment), effects)
-        return self.rows(pieces)
+        self._each_window(pieces, pieces.running)
+        return pieces
 
 
 def _nearest(moment: dt.datetime, step: dt.timedelta) -> dt.datetime:
@@ -173,7 +182,7 @@ def _span_of(column: str, spans: Sequence[Span], alias: str) -> RawSQL:
     ordered = sorted(spans, reverse=True)
     whens = " ".join(f"WHEN {column} >= %s THEN {span}" for _, _, span in ordered)
     starts = [operations.adapt_datetimefield_value(low) for low, _, _ in ordered]
-    return RawSQL(f"CASE {whens} ELSE -1 END", starts, output_field=IntegerField())
+    return RawSQL(f"CASE {whens} END", starts, output_field=IntegerField())
 
 
 def _merged(ranges: Iterable[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
@@ -240,40 +249,93 @@ class Measures:
         return rate(sum(entry[1] for entry in entries), executions), True
 
 
+@dataclass(slots=True)
+class Measured:
+    """What the reads of one window length found for its anomaly rules and for the others."""
+
+    anomalies: Measures
+    current: Measures
+
+    def value(self, rule: AlertRule, index: int) -> tuple[float | None, bool]:
+        return (self.anomalies if rule.anomaly else self.current).value(rule, index)
+
+
 # -- reading ---------------------------------------------------------------------------------------
 
 
-def _keys(rules: Sequence[AlertRule]) -> tuple[str, ...]:
-    """The filters at least one of ``rules`` sets: the keys a read groups by."""
-    return tuple(name for name in FILTERS if any(getattr(rule, name) for rule in rules))
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """What a read groups by: the filters its rules set (agent, model, tenant), with the values they
+    ask for; ``every`` when one of the rules filters on nothing."""
 
+    values: dict[str, list[str]]
+    every: bool
 
-def _row_keys(keys: Sequence[str]) -> dict[str, Any]:
-    """The rows' expressions of the group keys (as the rollups' triggers compute them)."""
-    blank = Value("", output_field=CharField())
-    return {
-        "g_agent": F("agent_type") if "agent_type" in keys else blank,
-        "g_model": Coalesce(NullIf("chosen_model_id", Value("")), "model_id", output_field=CharField())
-        if "model_id" in keys
-        else blank,
-        "g_tenant": Coalesce("tenant_id", blank, output_field=CharField()) if "tenant_id" in keys else blank,
-    }
+    @classmethod
+    def of(cls, rules: Sequence[AlertRule]) -> Keys:
+        values: dict[str, set[str]] = {}
+        for rule in rules:
+            for name in FILTERS:
+                if getattr(rule, name):
+                    values.setdefault(name, set()).add(getattr(rule, name))
+        every = any(not any(getattr(rule, name) for name in FILTERS) for rule in rules)
+        return cls({name: sorted(found) for name, found in values.items()}, every)
 
+    def __contains__(self, name: str) -> bool:
+        return name in self.values
 
-def _rollup_keys(keys: Sequence[str]) -> dict[str, Any]:
-    blank = Value("", output_field=CharField())
-    return {
-        "g_agent": F("agent_type") if "agent_type" in keys else blank,
-        "g_model": F("model_used") if "model_id" in keys else blank,
-        "g_tenant": F("tenant_id") if "tenant_id" in keys else blank,
-    }
+    def __bool__(self) -> bool:
+        return bool(self.values)
+
+    def _columns(self, prefix: str, model: str) -> dict[str, Any]:
+        answered = (
+            F(model)
+            if model
+            else Coalesce(
+                NullIf(f"{prefix}chosen_model_id", Value("")), f"{prefix}model_id", output_field=CharField()
+            )
+        )
+        return {
+            "agent_type": F(f"{prefix}agent_type"),
+            "model_id": answered,
+            "tenant_id": F(f"{prefix}tenant_id"),
+        }
+
+    def groups(self, prefix: str = "", *, model: str = "") -> dict[str, Any]:
+        """The group keys ``g_agent``, ``g_model``, ``g_tenant``: the agent, model (that answered; the
+        rollups' ``model`` column) and tenant of the columns after ``prefix`` when a rule asks for
+        that value, else blank: the values no rule asks for fall together, so a read has a few
+        groups however many tenants and models there are."""
+        blank = Value("", output_field=CharField())
+        columns = self._columns(prefix, model)
+        return {
+            group: Case(
+                When(In(columns[name], self.values[name]), then=columns[name]),
+                default=blank,
+                output_field=CharField(),
+            )
+            if name in self.values
+            else blank
+            for name, group in zip(FILTERS, ("g_agent", "g_model", "g_tenant"), strict=True)
+        }
+
+    def wanted(self, prefix: str = "", *, model: str = "") -> Q:
+        """The rows some rule counts: all of them when one filters on nothing, else those with a value
+        a rule asks for."""
+        if self.every:
+            return Q()
+        columns = self._columns(prefix, model)
+        condition = Q(pk__in=[])
+        for name, values in self.values.items():
+            condition |= Q(In(columns[name], values))
+        return condition
 
 
 def _roots(alias: str) -> QuerySet[Execution]:
     return Execution.objects.using(alias).filter(parent__isnull=True, eval_run__isnull=True).order_by()
 
 
-def _rows(alias: str, pieces: Pieces) -> list[QuerySet[Any]]:
+def _rows(alias: str, pieces: Pieces, keys: Keys) -> list[QuerySet[Any]]:
     """The rows a read needs, by span: those of ``pieces.rows`` (the finished ones when the rollups
     answer too) and the executions still running in the windows, through the index on status."""
     parts: list[QuerySet[Any]] = []
@@ -284,18 +346,18 @@ def _rows(alias: str, pieces: Pieces) -> list[QuerySet[Any]]:
         if spans:
             parts.append(
                 _roots(alias)
-                .filter(status, _in_spans("started_at", spans))
+                .filter(status, _in_spans("started_at", spans), keys.wanted())
                 .annotate(g_span=_span_of("started_at", spans, alias))
             )
     return parts
 
 
-def _rolled(table: type[Any], alias: str, spans: Sequence[Span], keys: Sequence[str]) -> QuerySet[Any]:
+def _rolled(table: type[Any], alias: str, spans: Sequence[Span], keys: Keys) -> QuerySet[Any]:
     return (
         table.objects.using(alias)
-        .filter(_in_spans("start", spans))
+        .filter(_in_spans("start", spans), keys.wanted(model="model_used"))
         .order_by()
-        .annotate(g_span=_span_of("start", spans, alias), **_rollup_keys(keys))
+        .annotate(g_span=_span_of("start", spans, alias), **keys.groups(model="model_used"))
     )
 
 
@@ -303,10 +365,11 @@ def _union(parts: list[QuerySet[Any]]) -> list[dict[str, Any]]:
     return list(parts[0].union(*parts[1:], all=True) if len(parts) > 1 else parts[0])
 
 
+#: What a read groups by: the span, then the keys of :meth:`Keys.groups`.
 GROUPS = ("g_span", "g_agent", "g_model", "g_tenant")
 
 
-def read_counts(alias: str, windows: Windows, keys: Sequence[str], into: Measures) -> None:
+def read_counts(alias: str, windows: Windows, keys: Keys, into: Measures) -> None:
     """Executions, failures and cost per window and key, in one query."""
     pieces = windows.pieces()
     failed = Q(status__in=FAILED_STATUSES)
@@ -325,10 +388,10 @@ def read_counts(alias: str, windows: Windows, keys: Sequence[str], into: Measure
         if spans
     ]
     parts += [
-        rows.annotate(**_row_keys(keys))
+        rows.annotate(**keys.groups())
         .values(*GROUPS)
         .annotate(n=Count("*"), n_failed=Count("started_at", filter=failed), cost=Sum("total_cost"))
-        for rows in _rows(alias, pieces)
+        for rows in _rows(alias, pieces, keys)
     ]
     for row in _union(parts):
         cost = Decimal(str(row["cost"])) if row["cost"] is not None else Decimal(0)
@@ -342,7 +405,7 @@ def read_counts(alias: str, windows: Windows, keys: Sequence[str], into: Measure
 
 
 def read_durations(
-    alias: str, windows: Windows, keys: Sequence[str], into: Measures, agents: Collection[str] = ()
+    alias: str, windows: Windows, keys: Keys, into: Measures, agents: Collection[str] = ()
 ) -> None:
     """Durations counted per latency bucket, window and key, in one query: the latency rollups
     (keyed by tenant and model used) for the whole days and hours and the rows elsewhere; or, for
@@ -358,11 +421,11 @@ def read_durations(
             )
             text, params = rolled.query.sql_with_params()
             statements.append((f"SELECT * FROM ({text}) rolled", list(params)))
-    for rows in _rows(alias, pieces):
+    for rows in _rows(alias, pieces, keys):
         # Each distinct duration is looked up in the buckets once, after grouping.
         durations = (
             rows.filter(duration_ms__isnull=False, **({"agent_type__in": sorted(agents)} if agents else {}))
-            .annotate(**_row_keys(keys))
+            .annotate(**keys.groups())
             .values(*GROUPS, "duration_ms")
             .annotate(n=Count("*"))
         )
@@ -385,18 +448,10 @@ def read_durations(
                 counts[int(bucket)] = counts.get(int(bucket), 0) + sign * int(n)
 
 
-def read_scores(alias: str, windows: Windows, keys: Sequence[str], names: set[str], into: Measures) -> None:
+def read_scores(alias: str, windows: Windows, keys: Keys, names: set[str], into: Measures) -> None:
     """Sums and counts of the numeric and boolean scores named ``names`` of the root executions of
     each window (by their start), per key, in one query."""
     pieces = windows.rows()
-    blank = Value("", output_field=CharField())
-    groups = {
-        "g_agent": F("execution__agent_type") if "agent_type" in keys else blank,
-        "g_model": Coalesce(NullIf("execution__chosen_model_id", Value("")), "execution__model_id",
-                            output_field=CharField()) if "model_id" in keys else blank,
-        "g_tenant": Coalesce("execution__tenant_id", blank, output_field=CharField())
-        if "tenant_id" in keys else blank,
-    }  # fmt: skip
     rows = (
         Score.objects.using(alias)
         .filter(
@@ -410,7 +465,7 @@ def read_scores(alias: str, windows: Windows, keys: Sequence[str], names: set[st
             execution__eval_run__isnull=True,
         )
         .order_by()
-        .annotate(g_span=_span_of("execution_started_at", pieces.rows, alias), **groups)
+        .annotate(g_span=_span_of("execution_started_at", pieces.rows, alias), **keys.groups("execution__"))
         .values(*GROUPS, "name")
         .annotate(total=Sum("value"), n=Count("*"))
     )
@@ -434,7 +489,7 @@ class Verdict:
     sd: float | None = None
 
 
-def judge(rule: AlertRule, measures: Measures) -> Verdict:
+def judge(rule: AlertRule, measures: Measured) -> Verdict:
     """Threshold rules: the current window's value strictly above (below) the threshold. Anomaly
     rules: strictly more than ``sensitivity`` sample standard deviations from the mean of the 24
     earlier windows, given at least 12 of them had data (windows without data count as 0 for cost
@@ -535,23 +590,29 @@ def _budget_verdict(rule: AlertRule, now: dt.datetime) -> Verdict:
     return Verdict(percent, beyond, threshold=rule.threshold)
 
 
-def measure(rules: Sequence[AlertRule], minutes: int, now: dt.datetime, alias: str) -> Measures:
-    """The reads the rules of one window length need."""
-    windows = Windows(minutes, now, EARLIER_WINDOWS + 1 if any(rule.anomaly for rule in rules) else 1)
-    measures = Measures()
-    counted = [rule for rule in rules if rule.metric in (*COUNTED, AlertRule.Metric.ERROR_RATE)]
-    if counted:
-        read_counts(alias, windows, _keys(counted), measures)
-    timed = [rule for rule in rules if rule.metric == AlertRule.Metric.P95_LATENCY and not rule.agent_type]
-    if timed:
-        read_durations(alias, windows, _keys(timed), measures)
-    timed = [rule for rule in rules if rule.metric == AlertRule.Metric.P95_LATENCY and rule.agent_type]
-    if timed:
-        read_durations(alias, windows, _keys(timed), measures, {rule.agent_type for rule in timed})
-    scored = [rule for rule in rules if rule.metric == AlertRule.Metric.SCORE_MEAN]
-    if scored:
-        read_scores(alias, windows, _keys(scored), {rule.score_name for rule in scored}, measures)
-    return measures
+def measure(rules: Sequence[AlertRule], minutes: int, now: dt.datetime, alias: str) -> Measured:
+    """The reads the rules of one window length need: the 25 windows of the anomaly rules, the
+    current window alone of the others (so that the long reads group only by what anomaly rules
+    ask for)."""
+    found = Measured(Measures(), Measures())
+    for anomaly, into in ((True, found.anomalies), (False, found.current)):
+        group = [rule for rule in rules if rule.anomaly == anomaly]
+        windows = Windows(minutes, now, EARLIER_WINDOWS + 1 if anomaly else 1)
+        counted = [rule for rule in group if rule.metric in (*COUNTED, AlertRule.Metric.ERROR_RATE)]
+        if counted:
+            read_counts(alias, windows, Keys.of(counted), into)
+        timed = [
+            rule for rule in group if rule.metric == AlertRule.Metric.P95_LATENCY and not rule.agent_type
+        ]
+        if timed:
+            read_durations(alias, windows, Keys.of(timed), into)
+        timed = [rule for rule in group if rule.metric == AlertRule.Metric.P95_LATENCY and rule.agent_type]
+        if timed:
+            read_durations(alias, windows, Keys.of(timed), into, {rule.agent_type for rule in timed})
+        scored = [rule for rule in group if rule.metric == AlertRule.Metric.SCORE_MEAN]
+        if scored:
+            read_scores(alias, windows, Keys.of(scored), {rule.score_name for rule in scored}, into)
+    return found
 
 
 def judge_all(now: dt.datetime) -> list[tuple[AlertRule, Verdict]]:
