@@ -162,22 +162,22 @@ def fill_python(rows: int, days: float, spans: int) -> None:
     Span.objects.bulk_create(span_rows)
 
 
-def ensure_executions(rows: int, *, refill: bool = False) -> None:
-    """Fill the executions table to ``rows`` root executions (see ``fill_executions``) unless it
-    already holds that generated history (``history.ensure``: same size, seed and shape, less
-    than a day old)."""
+def ensure_executions(rows: int, *, refill: bool = False, days: float | None = None) -> None:
+    """Fill the executions table to ``rows`` root executions over ``days`` (default 90; see
+    ``fill_executions``) unless it already holds that generated history (``history.ensure``: same
+    size, days, seed and shape, less than a day old)."""
     import history
     from django.db import connection
 
     if connection.vendor == "postgresql":
-        history.ensure(rows, refill=refill)
+        history.ensure(rows, refill=refill, days=days or HISTORY_DAYS)
         return
     from llm_agents.models import Execution
 
     present = Execution.objects.filter(parent__isnull=True).count()
     if present != rows or refill:
         print(f"filling the executions table: {present:,} rows, want {rows:,}", flush=True)
-        fill_executions(rows)
+        fill_executions(rows, days=days)
 
 
 def machine() -> str:
