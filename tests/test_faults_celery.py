@@ -18,7 +18,7 @@ from django.test import override_settings
 from llm_agents import Agent, Param
 from llm_agents.models import Execution, Span
 from llm_agents.tracking.transport import publisher, spool
-from tests.workers import CeleryWorker, RabbitQueue, RedisServer, wait_for
+from tests.workers import CeleryWorker, RabbitQueue, RedisServer, database_activity, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 
@@ -87,8 +87,11 @@ def test_workers_killed_twice_lose_and_duplicate_nothing(rabbit_queue):
                     worker.start()
             assert publisher.flush(timeout=60)
         arrived = wait_for(lambda: Execution.objects.count() >= 10_000, timeout=300)
+        if not arrived:
+            worker.dump_stacks()
         assert arrived, (
-            f"{Execution.objects.count()} stored; broker: {rabbit_queue.describe()}; spool: {spool.files()}"
+            f"{Execution.objects.count()} stored; broker: {rabbit_queue.describe()}; spool: {spool.files()}; "
+            f"worker alive: {worker.process.poll() is None}; database: {database_activity()}"
         )
         time.sleep(1)
     finally:

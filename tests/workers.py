@@ -26,6 +26,26 @@ def database_url() -> str:
     return f"postgres://{s['USER'] or 'postgres'}{password}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
+def database_activity() -> str:
+    """The other sessions on the test database, for a failure message: what each is doing or
+    waiting on, and which sessions block it (a worker stuck on a lock shows here)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid, state, wait_event_type, wait_event, pg_blocking_pids(pid), "
+            "now() - xact_start, left(query, 100) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        rows = cursor.fetchall()
+    return (
+        "; ".join(
+            f"pid {pid} {state} (waiting: {kind or '-'}/{event or '-'}, blocked by {blockers or '-'}, "
+            f"transaction {age or '-'}): {query!r}"
+            for pid, state, kind, event, blockers, age, query in rows
+        )
+        or "no other session"
+    )
+
+
 def wait_for(predicate, timeout: float = 60.0, interval: float = 0.2) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -153,6 +173,13 @@ class CeleryWorker:
             env=self.env,
         )  # fmt: skip
         return self
+
+    def dump_stacks(self) -> None:
+        """Ask the worker for its threads' stacks (Celery's SIGUSR1 handler prints them to its
+        stderr, which is the test's): what a worker that stopped consuming is doing."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGUSR1)
+            time.sleep(2)
 
     def kill(self) -> None:
         """SIGKILL: no warm shutdown, no acknowledgement of the message in hand."""
