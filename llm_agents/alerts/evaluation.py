@@ -22,6 +22,7 @@ no histogram to read and counts the durations of that agent's rows.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 import statistics
 from collections.abc import Collection, Iterable, Sequence
@@ -30,7 +31,19 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import connections, transaction
-from django.db.models import BigIntegerField, Case, CharField, Count, F, IntegerField, Q, Sum, Value, When
+from django.db.models import (
+    BigIntegerField,
+    BooleanField,
+    Case,
+    CharField,
+    Count,
+    F,
+    IntegerField,
+    Q,
+    Sum,
+    Value,
+    When,
+)
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce, NullIf
 from django.db.models.lookups import In
@@ -167,11 +180,14 @@ def _nearest(moment: dt.datetime, step: dt.timedelta) -> dt.datetime:
     return down if moment - down <= step / 2 else down + step
 
 
-def _in_spans(column: str, spans: Sequence[Span]) -> Q:
-    condition = Q(pk__in=[])
-    for low, high in _merged((low, high) for low, high, _ in spans):
-        condition |= Q(**{f"{column}__gte": low, f"{column}__lt": high})
-    return condition
+def _in_spans(column: str, spans: Sequence[Span], alias: str) -> RawSQL:
+    """Whether a moment in ``column`` (of the query's own table) falls in one of the spans: their
+    ranges merged and written out once as ``OR``-ed comparisons (as :func:`_span_of`)."""
+    operations = connections[alias].ops
+    ranges = _merged((low, high) for low, high, _ in spans)
+    text = " OR ".join(f"({column} >= %s AND {column} < %s)" for _ in ranges) or "1 = 0"
+    bounds = [operations.adapt_datetimefield_value(moment) for moment in itertools.chain(*ranges)]
+    return RawSQL(f"({text})", bounds, output_field=BooleanField())
 
 
 def _span_of(column: str, spans: Sequence[Span], alias: str) -> RawSQL:
@@ -263,6 +279,10 @@ class Measured:
 # -- reading ---------------------------------------------------------------------------------------
 
 
+#: What a read groups by: the span, then the keys of :meth:`Keys.groups`.
+GROUPS = ("g_span", "g_agent", "g_model", "g_tenant")
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
     """What a read groups by: the filters its rules set (agent, model, tenant), with the values they
@@ -287,27 +307,46 @@ class Keys:
     def __bool__(self) -> bool:
         return bool(self.values)
 
-    def _columns(self, prefix: str, model: str) -> dict[str, Any]:
-        answered = (
-            F(model)
-            if model
-            else Coalesce(
-                NullIf(f"{prefix}chosen_model_id", Value("")), f"{prefix}model_id", output_field=CharField()
-            )
-        )
+    def _columns(self, model: str) -> dict[str, str]:
+        """The columns of the query's own table the keys are read from, as SQL: the model that
+        answered is ``model`` (the rollups' ``model_used``), else the rows' chosen model or model."""
         return {
-            "agent_type": F(f"{prefix}agent_type"),
-            "model_id": answered,
-            "tenant_id": F(f"{prefix}tenant_id"),
+            "agent_type": "agent_type",
+            "model_id": model or "COALESCE(NULLIF(chosen_model_id, ''), model_id)",
+            "tenant_id": "tenant_id",
         }
 
-    def groups(self, prefix: str = "", *, model: str = "") -> dict[str, Any]:
-        """The group keys ``g_agent``, ``g_model``, ``g_tenant``: the agent, model (that answered; the
-        rollups' ``model`` column) and tenant of the columns after ``prefix`` when a rule asks for
-        that value, else blank: the values no rule asks for fall together, so a read has a few
-        groups however many tenants and models there are."""
+    def _in(self, column: str, name: str) -> tuple[str, list[str]]:
+        values = self.values[name]
+        return f"{column} IN ({', '.join(['%s'] * len(values))})", list(values)
+
+    def groups(self, *, model: str = "") -> dict[str, Any]:
+        """The group keys ``g_agent``, ``g_model``, ``g_tenant``: the agent, model (that answered) and
+        tenant of the rows of the query's own table when a rule asks for that value, else blank: the
+        values no rule asks for fall together, so a read has a few groups however many tenants and
+        models there are. Written out as SQL once (as :func:`_span_of`)."""
+        columns = self._columns(model)
+        found: dict[str, Any] = {}
+        for name, group in zip(FILTERS, GROUPS[1:], strict=True):
+            if name in self.values:
+                test, params = self._in(columns[name], name)
+                found[group] = RawSQL(
+                    f"CASE WHEN {test} THEN {columns[name]} ELSE '' END", params, output_field=CharField()
+                )
+            else:
+                found[group] = Value("", output_field=CharField())
+        return found
+
+    def groups_through(self, prefix: str) -> dict[str, Any]:
+        """:meth:`groups` of the execution that ``prefix`` (a relation, ``"execution__"``) leads to."""
         blank = Value("", output_field=CharField())
-        columns = self._columns(prefix, model)
+        columns = {
+            "agent_type": F(f"{prefix}agent_type"),
+            "model_id": Coalesce(
+                NullIf(f"{prefix}chosen_model_id", Value("")), f"{prefix}model_id", output_field=CharField()
+            ),
+            "tenant_id": F(f"{prefix}tenant_id"),
+        }
         return {
             group: Case(
                 When(In(columns[name], self.values[name]), then=columns[name]),
@@ -316,19 +355,18 @@ class Keys:
             )
             if name in self.values
             else blank
-            for name, group in zip(FILTERS, ("g_agent", "g_model", "g_tenant"), strict=True)
+            for name, group in zip(FILTERS, GROUPS[1:], strict=True)
         }
 
-    def wanted(self, prefix: str = "", *, model: str = "") -> Q:
+    def wanted(self, *, model: str = "") -> Any:
         """The rows some rule counts: all of them when one filters on nothing, else those with a value
         a rule asks for."""
         if self.every:
             return Q()
-        columns = self._columns(prefix, model)
-        condition = Q(pk__in=[])
-        for name, values in self.values.items():
-            condition |= Q(In(columns[name], values))
-        return condition
+        columns = self._columns(model)
+        tests = [self._in(columns[name], name) for name in self.values]
+        text = " OR ".join(test for test, _ in tests)
+        return RawSQL(f"({text})", [p for _, params in tests for p in params], output_field=BooleanField())
 
 
 def _roots(alias: str) -> QuerySet[Execution]:
@@ -346,7 +384,7 @@ def _rows(alias: str, pieces: Pieces, keys: Keys) -> list[QuerySet[Any]]:
         if spans:
             parts.append(
                 _roots(alias)
-                .filter(status, _in_spans("started_at", spans), keys.wanted())
+                .filter(status, _in_spans("started_at", spans, alias), keys.wanted())
                 .annotate(g_span=_span_of("started_at", spans, alias))
             )
     return parts
@@ -355,7 +393,7 @@ def _rows(alias: str, pieces: Pieces, keys: Keys) -> list[QuerySet[Any]]:
 def _rolled(table: type[Any], alias: str, spans: Sequence[Span], keys: Keys) -> QuerySet[Any]:
     return (
         table.objects.using(alias)
-        .filter(_in_spans("start", spans), keys.wanted(model="model_used"))
+        .filter(_in_spans("start", spans, alias), keys.wanted(model="model_used"))
         .order_by()
         .annotate(g_span=_span_of("start", spans, alias), **keys.groups(model="model_used"))
     )
@@ -363,10 +401,6 @@ def _rolled(table: type[Any], alias: str, spans: Sequence[Span], keys: Keys) -> 
 
 def _union(parts: list[QuerySet[Any]]) -> list[dict[str, Any]]:
     return list(parts[0].union(*parts[1:], all=True) if len(parts) > 1 else parts[0])
-
-
-#: What a read groups by: the span, then the keys of :meth:`Keys.groups`.
-GROUPS = ("g_span", "g_agent", "g_model", "g_tenant")
 
 
 def read_counts(alias: str, windows: Windows, keys: Keys, into: Measures) -> None:
@@ -465,7 +499,9 @@ def read_scores(alias: str, windows: Windows, keys: Keys, names: set[str], into:
             execution__eval_run__isnull=True,
         )
         .order_by()
-        .annotate(g_span=_span_of("execution_started_at", pieces.rows, alias), **keys.groups("execution__"))
+        .annotate(
+            g_span=_span_of("execution_started_at", pieces.rows, alias), **keys.groups_through("execution__")
+        )
         .values(*GROUPS, "name")
         .annotate(total=Sum("value"), n=Count("*"))
     )
