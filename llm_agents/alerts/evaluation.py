@@ -45,7 +45,7 @@ from django.db.models import (
     When,
 )
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Coalesce, NullIf
+from django.db.models.functions import Cast, Coalesce, NullIf
 from django.db.models.lookups import In
 from django.db.models.query import QuerySet
 from django.utils import timezone
@@ -54,6 +54,7 @@ from .. import latency
 from ..budgets import local_day
 from ..conf import app_settings
 from ..db import rollups as sql
+from ..db.statements import without_jit
 from ..failures import FAILED_STATUSES
 from ..models import AgentPause, AlertEvent, AlertRule, Execution, Score
 from ..models.rollup_reads import DAY, HOUR, floor
@@ -438,6 +439,10 @@ def read_counts(alias: str, windows: Windows, keys: Keys, into: Measures) -> Non
             entry[2] += sign * cost
 
 
+#: A typed NULL: the parts of a UNION agree on their columns' types only if they have one.
+NONE = Cast(Value(None), IntegerField())
+
+
 def read_durations(
     alias: str, windows: Windows, keys: Keys, into: Measures, agents: Collection[str] = ()
 ) -> None:
@@ -451,35 +456,33 @@ def read_durations(
     for table, spans in zip(tables, (pieces.days, pieces.hours), strict=True):
         if spans:
             rolled = (
-                _rolled(table, alias, spans, keys).values(*GROUPS, "bucket").annotate(n=Sum("executions"))
+                _rolled(table, alias, spans, keys)
+                .values(*GROUPS, "bucket")
+                .annotate(duration=NONE, n=Sum("executions"))
             )
             text, params = rolled.query.sql_with_params()
-            statements.append((f"SELECT * FROM ({text}) rolled", list(params)))
+            statements.append((text, list(params)))
     for rows in _rows(alias, pieces, keys):
-        # Each distinct duration is looked up in the buckets once, after grouping.
         durations = (
             rows.filter(duration_ms__isnull=False, **({"agent_type__in": sorted(agents)} if agents else {}))
-            .annotate(**keys.groups())
-            .values(*GROUPS, "duration_ms")
+            .annotate(**keys.groups(), bucket=NONE)
+            .values(*GROUPS, "bucket", "duration_ms")
             .annotate(n=Count("*"))
         )
         text, params = durations.query.sql_with_params()
-        statements.append(
-            (
-                f"SELECT d.g_span, d.g_agent, d.g_model, d.g_tenant, {sql.bucket_lookup('d.duration_ms')}, "
-                f"SUM(d.n) FROM ({text}) d GROUP BY 1, 2, 3, 4, 5",
-                list(params),
-            )
-        )
+        statements.append((text, list(params)))
     with connections[alias].cursor() as cursor:
         cursor.execute(
-            " UNION ALL ".join(text for text, _ in statements),
+            " UNION ALL ".join(f"SELECT * FROM ({text}) part" for text, _ in statements),
             [p for _, params in statements for p in params],
         )
-        for span, agent, model, tenant, bucket, n in cursor.fetchall():
+        for span, agent, model, tenant, bucket, duration, n in cursor.fetchall():
+            # A row's duration is put in its bucket here: looked up in SQL it cost a probe of the
+            # buckets' table per distinct duration, more than the rest of the read.
+            bucket = latency.bucket_of(max(int(duration), 0)) if bucket is None else int(bucket)
             for index, sign in pieces.effects[int(span)]:
                 counts = found.setdefault((index, agent, model, tenant), {})
-                counts[int(bucket)] = counts.get(int(bucket), 0) + sign * int(n)
+                counts[bucket] = counts.get(bucket, 0) + sign * int(n)
 
 
 def read_scores(alias: str, windows: Windows, keys: Keys, names: set[str], into: Measures) -> None:
@@ -629,26 +632,30 @@ def _budget_verdict(rule: AlertRule, now: dt.datetime) -> Verdict:
 def measure(rules: Sequence[AlertRule], minutes: int, now: dt.datetime, alias: str) -> Measured:
     """The reads the rules of one window length need: the 25 windows of the anomaly rules, the
     current window alone of the others (so that the long reads group only by what anomaly rules
-    ask for)."""
+    ask for); in one transaction without JIT compilation (:func:`~llm_agents.db.statements.without_jit`)."""
     found = Measured(Measures(), Measures())
-    for anomaly, into in ((True, found.anomalies), (False, found.current)):
-        group = [rule for rule in rules if rule.anomaly == anomaly]
-        windows = Windows(minutes, now, EARLIER_WINDOWS + 1 if anomaly else 1)
-        counted = [rule for rule in group if rule.metric in (*COUNTED, AlertRule.Metric.ERROR_RATE)]
-        if counted:
-            read_counts(alias, windows, Keys.of(counted), into)
-        timed = [
-            rule for rule in group if rule.metric == AlertRule.Metric.P95_LATENCY and not rule.agent_type
-        ]
-        if timed:
-            read_durations(alias, windows, Keys.of(timed), into)
-        timed = [rule for rule in group if rule.metric == AlertRule.Metric.P95_LATENCY and rule.agent_type]
-        if timed:
-            read_durations(alias, windows, Keys.of(timed), into, {rule.agent_type for rule in timed})
-        scored = [rule for rule in group if rule.metric == AlertRule.Metric.SCORE_MEAN]
-        if scored:
-            read_scores(alias, windows, Keys.of(scored), {rule.score_name for rule in scored}, into)
+    with without_jit(alias):
+        for anomaly, into in ((True, found.anomalies), (False, found.current)):
+            windows = Windows(minutes, now, EARLIER_WINDOWS + 1 if anomaly else 1)
+            read(alias, windows, [rule for rule in rules if rule.anomaly == anomaly], into)
     return found
+
+
+def read(alias: str, windows: Windows, rules: Sequence[AlertRule], into: Measures) -> None:
+    """What the metrics of ``rules`` need of ``windows``: counts, durations (apart for the rules
+    filtered by agent) and scores, each in one query."""
+    counted = [rule for rule in rules if rule.metric in (*COUNTED, AlertRule.Metric.ERROR_RATE)]
+    if counted:
+        read_counts(alias, windows, Keys.of(counted), into)
+    timed = [rule for rule in rules if rule.metric == AlertRule.Metric.P95_LATENCY and not rule.agent_type]
+    if timed:
+        read_durations(alias, windows, Keys.of(timed), into)
+    timed = [rule for rule in rules if rule.metric == AlertRule.Metric.P95_LATENCY and rule.agent_type]
+    if timed:
+        read_durations(alias, windows, Keys.of(timed), into, {rule.agent_type for rule in timed})
+    scored = [rule for rule in rules if rule.metric == AlertRule.Metric.SCORE_MEAN]
+    if scored:
+        read_scores(alias, windows, Keys.of(scored), {rule.score_name for rule in scored}, into)
 
 
 def judge_all(now: dt.datetime) -> list[tuple[AlertRule, Verdict]]:
