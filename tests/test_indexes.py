@@ -8,6 +8,7 @@ query, not how fast it is (``bench/`` measures that).
 from __future__ import annotations
 
 import datetime as dt
+import random
 
 import pytest
 from django.db import connection
@@ -15,7 +16,8 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from llm_agents.models import Execution, PromptExperiment, Span
+from llm_agents.alerts.evaluation import measure
+from llm_agents.models import AlertRule, Execution, PromptExperiment, Span
 from llm_agents.periods import resolve_period
 
 from .factories import ExecutionFactory, PromptFactory, SpanFactory
@@ -63,11 +65,13 @@ def test_purge_finds_an_executions_spans_and_children_by_index():
 def test_the_overview_and_cost_by_model_read_the_covering_index_alone():
     # A history longer than the period, as in production: 1,000 executions over 100 days, 70 of them
     # in the last 7 (with a handful of rows, an index on model_id plus the table's one page could cost
-    # the planner about the same as the covering index).
+    # the planner about the same as the covering index), written in no order of their start, as
+    # executions finish (a table sorted by start makes the narrow index plus the heap cost the
+    # planner a little less than the covering index, at this size).
     now = timezone.now()
-    Execution.objects.bulk_create(
-        ExecutionFactory.build(started_at=now - dt.timedelta(days=n / 10)) for n in range(1000)
-    )
+    starts = [now - dt.timedelta(days=n / 10) for n in range(1000)]
+    random.Random(7).shuffle(starts)
+    Execution.objects.bulk_create(ExecutionFactory.build(started_at=started_at) for started_at in starts)
     with connection.cursor() as cursor:
         cursor.execute(f"VACUUM ANALYZE {Execution._meta.db_table}")  # marks the pages all-visible
     with override_settings(LLM_AGENTS={"ROLLUPS": False}), CaptureQueriesContext(connection) as captured:
@@ -148,3 +152,29 @@ def test_an_experiments_results_and_guardrails_read_its_index_alone():
         text = plan(sql)
         assert "Index Only Scan using llm_exec_experiment_idx" in text, (sql, text)
         assert "Seq Scan on llm_agents_execution" not in text, text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_alert_rules_read_the_rows_around_window_boundaries_from_the_covering_index_alone():
+    # 2,000 executions over 5 days: an anomaly rule on a tenant's cost over 60-minute windows reads
+    # 25 hours, the rows within 30 minutes of each of its 26 boundaries a range of the covering
+    # index each (it carries the tenant and the model that answered), never the table's pages.
+    now = timezone.now()
+    starts = [now - dt.timedelta(minutes=3.6 * n + 1) for n in range(2000)]
+    random.Random(7).shuffle(starts)
+    Execution.objects.bulk_create(
+        ExecutionFactory.build(started_at=started_at, tenant_id="acme" if n % 3 else "")
+        for n, started_at in enumerate(starts)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(f"VACUUM ANALYZE {Execution._meta.db_table}")
+    rule = AlertRule.objects.create(
+        name="acme cost", metric="cost", tenant_id="acme", window_minutes=60, anomaly=True
+    )
+    moment = now.replace(minute=20, second=0, microsecond=0)  # 20 minutes of rows at each boundary
+    with CaptureQueriesContext(connection) as captured:
+        measure([rule], 60, moment, connection.alias)
+    (read,) = [query["sql"] for query in captured if "llm_agents_execution" in query["sql"]]
+    text = plan(read)
+    assert text.count("Index Only Scan using llm_exec_root_cover_idx") == 26, text
+    assert "Heap Scan on llm_agents_execution" not in text, text

@@ -180,6 +180,10 @@ class Execution(models.Model):
                     "total_tokens",
                     "agent_type",
                     "model_id",
+                    # The alert rules' keys: their reads of the rows around the window boundaries
+                    # group by tenant and by the model that answered.
+                    "tenant_id",
+                    "chosen_model_id",
                 ],
                 name="llm_exec_root_cover_idx",
             ),
