@@ -166,6 +166,8 @@ def test_pagination(staff_client):
         ({"page_size": "0"}, "page_size"),
         ({"page": "zero"}, "page"),
         ({"agent_type": "a\x00b"}, "agent_type"),
+        ({"prompt_version": "897135651667381583872"}, "prompt_version"),  # past a 64-bit id
+        ({"prompt_version_number": str(2**63), "prompt": "greeting"}, "prompt_version_number"),
     ],
 )
 def test_bad_parameters_answer_400_naming_them(staff_client, params, field):

@@ -114,9 +114,15 @@ class MetadataFilter(filters.CharFilter):
 
 @extend_schema_field(OpenApiTypes.INT)
 class IntegerFilter(filters.NumberFilter):
-    """A whole number (django-filter's NumberFilter takes decimals)."""
+    """A whole number (django-filter's NumberFilter takes decimals) that a 64-bit column can hold:
+    a larger one is a 400 naming the parameter, where the database would fail on it (SQLite cannot
+    bind it)."""
 
     field_class = forms.IntegerField
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max_value", 2**63 - 1)
+        super().__init__(*args, **kwargs)
 
 
 class ContentTypeField(forms.CharField):
