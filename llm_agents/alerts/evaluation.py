@@ -319,7 +319,7 @@ class Keys:
 
     def _in(self, column: str, name: str) -> tuple[str, list[str]]:
         values = self.values[name]
-        return f"{column} IN ({', '.join(['%s'] * len(values))})", list(values)
+        return f"{column} IN ({_marks(values)})", list(values)
 
     def group_sql(self, *, model: str = "") -> list[tuple[str, list[str]]]:
         """The group keys ``g_agent``, ``g_model``, ``g_tenant`` as SQL with their parameters: the
@@ -379,6 +379,11 @@ class Keys:
         return Q() if found is None else RawSQL(found[0], found[1], output_field=BooleanField())
 
 
+def _marks(values: Collection[Any]) -> str:
+    """The placeholders of an ``IN`` list of ``values``."""
+    return ", ".join(["%s"] * len(values))
+
+
 def _roots(alias: str) -> QuerySet[Execution]:
     return Execution.objects.using(alias).filter(parent__isnull=True, eval_run__isnull=True).order_by()
 
@@ -424,13 +429,13 @@ def _finished(
         tail += condition_params
     head = [p for _, group_params in groups for p in group_params] + list(params)
     table = operations.quote_name(Execution._meta.db_table)
-    text = (
-        f"SELECT {{span}} AS g_span, {', '.join(group for group, _ in groups)}, {measures} FROM {table} "
+    rest = (
+        f"{', '.join(group for group, _ in groups)}, {measures} FROM {table} "
         f"WHERE {' AND '.join(where)} GROUP BY 2, 3, 4{', ' + by if by else ''}"
     )
     return [
         (
-            text.replace("{span}", str(int(span)), 1),
+            f"SELECT {int(span)} AS g_span, {rest}",
             [
                 *head,
                 operations.adapt_datetimefield_value(low),
@@ -486,10 +491,10 @@ def read_counts(alias: str, windows: Windows, keys: Keys, into: Measures) -> Non
             .annotate(n=Count("*"), n_failed=Count("started_at", filter=failed), cost=Sum("total_cost"))
             .query.sql_with_params()
         )
-    marks = ", ".join(["%s"] * len(FAILED_STATUSES))
     statements += _finished(
         alias, pieces, keys,
-        f"COUNT(*), SUM(CASE WHEN status IN ({marks}) THEN 1 ELSE 0 END), SUM(total_cost)", list(FAILED_STATUSES),
+        f"COUNT(*), SUM(CASE WHEN status IN ({_marks(FAILED_STATUSES)}) THEN 1 ELSE 0 END), SUM(total_cost)",
+        list(FAILED_STATUSES),
     )  # fmt: skip
     for span, agent, model, tenant, n, n_failed, cost in _run(alias, statements):
         cost = Decimal(str(cost)) if cost is not None else Decimal(0)
@@ -509,8 +514,8 @@ def read_durations(
 ) -> None:
     """Durations counted per latency bucket, window and key, in one query: the latency rollups
     (keyed by tenant and model used) for the whole days and hours and the rows elsewhere; or, for
-    the rules of ``agents`` (which no histogram keeps), the rows of those agents alone (through the
-    index on agent and start), into ``agent_durations``."""
+    the rules of ``agents`` (which no histogram keeps), the rows of those agents alone, into
+    ``agent_durations``."""
     pieces, found = (windows.rows(), into.agent_durations) if agents else (windows.pieces(), into.durations)
     tables = (DailyLatency, HourlyLatency) if keys else (DailyDurations, HourlyDurations)
     statements: list[tuple[str, Sequence[Any]]] = []
@@ -522,11 +527,10 @@ def read_durations(
                 .annotate(duration=NONE, n=Sum("executions"))
             )
             statements.append(rolled.query.sql_with_params())
-    running = _running(alias, pieces, keys)
-    only = {"agent_type__in": sorted(agents)} if agents else {}
+    running = _running(alias, pieces, keys)  # None for the rules of ``agents``: rows only
     if running is not None:
         statements.append(
-            running.filter(duration_ms__isnull=False, **only)
+            running.filter(duration_ms__isnull=False)
             .annotate(bucket=NONE)
             .values(*GROUPS, "bucket", "duration_ms")
             .annotate(n=Count("*"))
@@ -534,7 +538,7 @@ def read_durations(
         )
     condition = "duration_ms IS NOT NULL"
     if agents:
-        condition += f" AND agent_type IN ({', '.join(['%s'] * len(agents))})"
+        condition += f" AND agent_type IN ({_marks(agents)})"
     statements += _finished(
         alias, pieces, keys, "CAST(NULL AS integer), duration_ms, COUNT(*)", [], by="duration_ms",
         condition=condition, condition_params=sorted(agents),
