@@ -474,6 +474,31 @@ def test_the_api_shows_and_filters_by_the_object(staff_client):
     assert "subject_type" in refused.json() and "shop.order" in str(refused.json())
 
 
+def test_the_export_carries_the_object_as_executions_shows_it(staff_client):
+    import csv
+    import io
+    import json
+
+    from tests.api_support import API, body
+
+    ticket = Group.objects.create(pk=9002, name="ticket 9002")
+    mine = ExecutionFactory(subject=ticket)
+    other = ExecutionFactory()
+
+    exported = json.loads(body(staff_client.get(API + "export/", {"format": "json"})))
+    attribution = {row["id"]: (row["subject_type"], row["subject_id"]) for row in exported}
+    assert attribution == {str(mine.pk): ("auth.group", str(ticket.pk)), str(other.pk): (None, "")}
+    listed = staff_client.get(API + "executions/").json()["results"]
+    assert {row["id"]: (row["subject_type"], row["subject_id"]) for row in listed} == attribution
+    assert all(set(row) == set(listed[0]) for row in exported)  # the JSON export's rows are executions/'s
+
+    rows = csv.DictReader(io.StringIO(body(staff_client.get(API + "export/")).decode()))
+    assert {row["id"]: (row["subject_type"], row["subject_id"]) for row in rows} == {
+        str(mine.pk): ("auth.group", str(ticket.pk)),
+        str(other.pk): ("", ""),
+    }
+
+
 def test_the_documented_annotation_lists_objects_with_their_cost(ticket):
     from django.db.models import CharField, OuterRef, Subquery, Sum
     from django.db.models.functions import Cast

@@ -2,7 +2,8 @@
 ``export/`` and the admin's "Export CSV" (the executions list and the dashboard); and the FinOps
 FOCUS cost rows of ``export/?format=focus``.
 
-The columns are ``executions/``'s fields (foreign keys as their ids). A text cell that a spreadsheet
+The columns are ``executions/``'s fields (foreign keys as their ids, the attributed object's model as
+``app_label.model``). A text cell that a spreadsheet
 would run as a formula is prefixed with ``'``, so it stays text.
 """
 
@@ -22,10 +23,13 @@ from django.http import StreamingHttpResponse
 from ..models import Execution
 from ..money import plain
 from ..providers import provider_name_for
-from .serializers import EXECUTION_LIST_FIELDS
+from .serializers import EXECUTION_LIST_FIELDS, SUBJECT_FIELDS, content_type_label
 
-EXPORT_FIELDS = EXECUTION_LIST_FIELDS
-EXPORT_VALUES = [f"{field}_id" if field in ("parent", "prompt_version") else field for field in EXPORT_FIELDS]
+EXPORT_FIELDS = [*EXECUTION_LIST_FIELDS, *SUBJECT_FIELDS]
+EXPORT_VALUES = [
+    f"{field}_id" if field in ("parent", "prompt_version", "subject_type") else field for field in EXPORT_FIELDS
+]
+SUBJECT_TYPE_COLUMN = EXPORT_FIELDS.index("subject_type")
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 EXPORT_CHUNK_SIZE = 2000
 
@@ -63,8 +67,16 @@ def decimal_columns() -> list[int]:
 
 
 def export_rows(queryset: QuerySet[Execution]) -> Iterator[tuple[Any, ...]]:
-    """The export's cells of each execution of ``queryset``, in its order, read in chunks."""
-    return queryset.values_list(*EXPORT_VALUES).iterator(chunk_size=EXPORT_CHUNK_SIZE)
+    """The export's cells of each execution of ``queryset``, in its order, read in chunks; the model
+    of the object it is attributed to as ``app_label.model`` (as ``executions/`` shows it)."""
+    for row in queryset.values_list(*EXPORT_VALUES).iterator(chunk_size=EXPORT_CHUNK_SIZE):
+        subject_type = row[SUBJECT_TYPE_COLUMN]
+        if subject_type is None:
+            yield row
+        else:
+            cells = list(row)
+            cells[SUBJECT_TYPE_COLUMN] = content_type_label(subject_type)
+            yield tuple(cells)
 
 
 def csv_table(header: list[str], rows: Iterable[list[Any]]) -> Iterator[str]:

@@ -108,13 +108,18 @@ EXECUTION_LIST_FIELDS = [
 ]
 
 
+def content_type_label(content_type_id: int) -> str:
+    """A content type's id as ``app_label.model`` (``shop.order``); content types are cached."""
+    content_type = ContentType.objects.get_for_id(content_type_id)
+    return f"{content_type.app_label}.{content_type.model}"
+
+
 @extend_schema_field(OpenApiTypes.STR)
 class ContentTypeLabel(serializers.Field):
     """A content type's id shown as ``app_label.model`` (``shop.order``)."""
 
     def to_representation(self, value: int) -> str:
-        content_type = ContentType.objects.get_for_id(value)
-        return f"{content_type.app_label}.{content_type.model}"
+        return content_type_label(value)
 
 
 def subject_type_field() -> ContentTypeLabel:
