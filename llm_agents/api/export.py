@@ -27,7 +27,8 @@ from .serializers import EXECUTION_LIST_FIELDS, SUBJECT_FIELDS, content_type_lab
 
 EXPORT_FIELDS = [*EXECUTION_LIST_FIELDS, *SUBJECT_FIELDS]
 EXPORT_VALUES = [
-    f"{field}_id" if field in ("parent", "prompt_version", "subject_type") else field for field in EXPORT_FIELDS
+    f"{field}_id" if field in ("parent", "prompt_version", "subject_type") else field
+    for field in EXPORT_FIELDS
 ]
 SUBJECT_TYPE_COLUMN = EXPORT_FIELDS.index("subject_type")
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
