@@ -3,8 +3,8 @@
 FOCUS cost rows of ``export/?format=focus``.
 
 The columns are ``executions/``'s fields (foreign keys as their ids, the attributed object's model as
-``app_label.model``). A text cell that a spreadsheet
-would run as a formula is prefixed with ``'``, so it stays text.
+``app_label.model``). A text cell that a spreadsheet would run as a formula is prefixed with ``'``, so
+it stays text.
 """
 
 from __future__ import annotations
