@@ -10,7 +10,10 @@ a host project."""
 from __future__ import annotations
 
 import asyncio
+import csv
 import datetime as dt
+import io
+import json
 import uuid
 from decimal import Decimal
 
@@ -475,10 +478,6 @@ def test_the_api_shows_and_filters_by_the_object(staff_client):
 
 
 def test_the_export_carries_the_object_as_executions_shows_it(staff_client):
-    import csv
-    import io
-    import json
-
     from tests.api_support import API, body
 
     ticket = Group.objects.create(pk=9002, name="ticket 9002")
